@@ -1,0 +1,142 @@
+"""`keras_effnet.build`: any member of the EfficientNet family as a Keras 3 model."""
+
+from __future__ import annotations
+
+import numbers
+import os
+
+from keras_effnet import architecture, flavours, graph, weights as weights_lib
+from keras_effnet.architecture import MIN_INPUT_SIZE, coefficients
+
+POOLINGS = (None, "avg", "max")
+
+
+def build(
+    phi=0,
+    *,
+    family: str = "efficientnet",
+    include_top: bool = True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes: int = 1000,
+    classifier_activation="softmax",
+    dropout_rate=None,
+    drop_connect_rate=architecture.DEFAULT_DROP_CONNECT_RATE,
+    alpha=architecture.DEFAULT_ALPHA,
+    beta=architecture.DEFAULT_BETA,
+    gamma=architecture.DEFAULT_GAMMA,
+    name=None,
+    scaling: str = "auto",
+):
+    """Build EfficientNet (Tan & Le, ICML 2019) or EfficientNet-Lite as a functional Keras 3 model.
+
+    Which network:
+      * `phi` an integer 0..8 (family "efficientnet", default alpha/beta/gamma):
+        the official B0..B8 preset, identical to keras.applications.EfficientNetB0..B7
+        (same layer names, weights and parameter count; B8 has no keras.applications twin).
+      * any other real phi >= 0 (2.5, 9, ...) or custom alpha/beta/gamma: the
+        compound-scaling formula depth=alpha**phi, width=beta**phi,
+        resolution=round(224*gamma**phi). `scaling="formula"` forces it at integer phi.
+      * `family="lite"`, phi 0..4: EfficientNet-Lite0..4 (no SE, ReLU6, fixed stem/head).
+
+    The model takes raw RGB pixels in [0, 255]; rescaling and normalisation are
+    inside it (float32 under mixed precision), holding the ImageNet statistics
+    (Lite: (x - 127) / 128) even with `weights=None`.
+
+    Args follow keras.applications: `include_top`, `weights` (None, "imagenet"
+    for B0..B7, or a weights file path), `input_tensor`, `input_shape` (default:
+    the variant's native resolution, any spatial size >= 32), `pooling`,
+    `classes`, `classifier_activation`; plus `dropout_rate` (head dropout,
+    default the variant's), `drop_connect_rate` (stochastic depth),
+    `alpha`/`beta`/`gamma`, `name` and `scaling` ("auto", "preset", "formula").
+    """
+    coeffs = coefficients(phi, family=family, alpha=alpha, beta=beta, gamma=gamma, scaling=scaling)
+    drop_connect_rate = architecture.check_rate("drop_connect_rate", drop_connect_rate)
+    if dropout_rate is not None:
+        dropout_rate = architecture.check_rate("dropout_rate", dropout_rate)
+    include_top = _check_bool("include_top", include_top)
+    classes = _check_classes(classes)
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}.")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a string or None, got {name!r}.")
+    kind = _check_weights(weights, coeffs, include_top, classes)
+    shape = _check_input_shape(input_shape, input_tensor, coeffs, has_weights=kind is not None)
+
+    keras = flavours.keras3()
+    policy = keras.config.dtype_policy()
+    mixed = policy.compute_dtype != policy.variable_dtype
+    spec = architecture.model_spec(coeffs, drop_connect_rate)
+    model = graph.build_graph(
+        keras, spec, input_shape=shape, input_tensor=input_tensor, include_top=include_top,
+        pooling=pooling, classes=classes, classifier_activation=classifier_activation,
+        dropout_rate=dropout_rate, name=name, float32_output=mixed,
+    )
+    if kind is not None:
+        what = f"{coeffs.name} (include_top={include_top}, classes={classes})"
+        path = weights_lib.fetch_imagenet(int(coeffs.phi), include_top) if kind == "imagenet" else weights
+        weights_lib.load(model, path, what)
+    return model
+
+
+def _check_bool(argname, value):
+    if not isinstance(value, bool):
+        raise TypeError(f"{argname} must be True or False, got {value!r}.")
+    return value
+
+
+def _check_classes(classes):
+    if isinstance(classes, bool) or not isinstance(classes, numbers.Integral):
+        raise TypeError(f"classes must be an integer >= 1, got {classes!r} of type {type(classes).__name__}.")
+    if classes < 1:
+        raise ValueError(f"classes must be an integer >= 1, got {classes!r}.")
+    return int(classes)
+
+
+def _check_weights(weights, coeffs, include_top, classes):
+    """Return None, "imagenet" or "file"; raise for anything else."""
+    if weights is None:
+        return None
+    if weights == "imagenet":
+        if coeffs.family != "efficientnet" or coeffs.source != "preset" or int(coeffs.phi) not in weights_lib.WEIGHTS_HASHES:
+            raise ValueError(
+                f"weights='imagenet' exists for the presets B0..B7 only (phi 0..7, family='efficientnet'); "
+                f"got family={coeffs.family!r}, phi={coeffs.phi:g} ({coeffs.source}). Pass weights=None or a file path."
+            )
+        if include_top and classes != 1000:
+            raise ValueError(
+                f"weights='imagenet' with include_top=True needs classes=1000, got classes={classes}. "
+                "Use include_top=False and add your own head."
+            )
+        return "imagenet"
+    if isinstance(weights, (str, os.PathLike)):
+        if not os.path.exists(weights):
+            raise FileNotFoundError(f"weights: file {os.fspath(weights)!r} does not exist (allowed: None, 'imagenet' or a weights file path).")
+        return "file"
+    raise TypeError(f"weights must be None, 'imagenet' or a file path, got {weights!r} of type {type(weights).__name__}.")
+
+
+def _check_input_shape(input_shape, input_tensor, coeffs, *, has_weights):
+    if input_shape is None and input_tensor is not None and getattr(input_tensor, "shape", None) is not None:
+        input_shape = tuple(input_tensor.shape[1:])
+    if input_shape is None:
+        return (coeffs.resolution, coeffs.resolution, 3)
+    if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
+        raise ValueError(f"input_shape must be a tuple (height, width, channels), got {input_shape!r}.")
+    height, width, channels = input_shape
+    for argname, dim in (("height", height), ("width", width)):
+        if dim is None:
+            continue
+        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
+            raise TypeError(f"input_shape {argname} must be an integer or None, got {dim!r} in {input_shape!r}.")
+        if dim < MIN_INPUT_SIZE:
+            raise ValueError(
+                f"input_shape {argname} must be >= {MIN_INPUT_SIZE} (five stride-2 stages), got {dim} in {input_shape!r}."
+            )
+    if isinstance(channels, bool) or not isinstance(channels, numbers.Integral) or channels < 1:
+        raise ValueError(f"input_shape channels must be an integer >= 1, got {channels!r} in {input_shape!r}.")
+    if has_weights and channels != 3:
+        raise ValueError(f"input_shape must have 3 channels (RGB) when weights are loaded, got {channels} in {input_shape!r}.")
+    return (height, width, int(channels))

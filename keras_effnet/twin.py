@@ -1,0 +1,109 @@
+"""The same network in the other Keras flavour, with the same weights.
+
+tensorflow-model-optimization accepts only Keras 2 (`tf_keras`) models
+(tensorflow/model-optimization#1119), so quantization-aware training needs a
+Keras 2 twin of a Keras 3 model. `spec_from_model` reads the architecture back
+from the layer names and shapes that `keras_effnet.graph` writes (so it also
+works on a model loaded from a .keras file, for any phi), `graph.build_graph`
+rebuilds it with the other flavour, and weights are copied layer by layer, by name.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from keras_effnet import architecture, flavours, graph
+
+_BLOCK = re.compile(r"^(block\d+[a-z]+_)dwconv$")
+
+
+def spec_from_model(model) -> tuple[architecture.ModelSpec, dict]:
+    """Recover (ModelSpec, build keyword arguments) from a keras_effnet model.
+
+    Raises ValueError naming what is missing when the model was not built by keras_effnet.
+    """
+    names = {layer.name for layer in model.layers}
+    missing = [n for n in ("rescaling", "normalization", "stem_conv", "top_conv") if n not in names]
+    if missing:
+        raise ValueError(
+            f"model {model.name!r} was not built by keras_effnet: it has no layer named {missing}."
+        )
+    get = model.get_layer
+    activation = _activation_name(get("stem_activation"))
+    blocks = []
+    for layer in model.layers:
+        m = _BLOCK.match(layer.name)
+        if not m:
+            continue
+        prefix = m.group(1)
+        dw = layer
+        expand = get(prefix + "expand_conv") if prefix + "expand_conv" in names else None
+        filters_in = int((expand.input if expand is not None else dw.input).shape[-1])
+        expand_ratio = int(expand.filters) // filters_in if expand is not None else 1
+        se = int(get(prefix + "se_reduce").filters) if prefix + "se_reduce" in names else 0
+        drop = float(get(prefix + "drop").rate) if prefix + "drop" in names else 0.0
+        blocks.append(
+            architecture.BlockSpec(
+                name=prefix, kernel_size=int(dw.kernel_size[0]), strides=int(dw.strides[0]),
+                filters_in=filters_in, filters_out=int(get(prefix + "project_conv").filters),
+                expand_ratio=expand_ratio, se_filters=se, drop_rate=drop,
+            )
+        )
+    norm = get("normalization")
+    mean, var = (np.asarray(w, dtype="float64") for w in norm.get_weights()[:2])
+    include_top = "predictions" in names
+    dropout = float(get("top_dropout").rate) if "top_dropout" in names else 0.0
+    family = "lite" if activation == "relu6" else "efficientnet"
+    coeffs = architecture.Coefficients(
+        name=model.name, family=family, phi=float("nan"), width=float("nan"), depth=float("nan"),
+        resolution=int(model.input_shape[1] or 0), dropout=dropout, source="model",
+    )
+    spec = architecture.ModelSpec(
+        coefficients=coeffs, activation=activation,
+        stem_filters=int(get("stem_conv").filters), head_filters=int(get("top_conv").filters),
+        blocks=tuple(blocks), mean_rgb=tuple(mean), stddev_rgb=tuple(np.sqrt(var)),
+    )
+    kwargs = {
+        "input_shape": tuple(model.input_shape[1:]),
+        "include_top": include_top,
+        "pooling": "avg" if "avg_pool" in names and not include_top else "max" if "max_pool" in names else None,
+        "classes": int(get("predictions").units) if include_top else 1000,
+        "classifier_activation": _activation_name(get("predictions")) if include_top else None,
+        "dropout_rate": dropout,
+        "name": model.name,
+    }
+    return spec, kwargs
+
+
+def twin(model, flavour: str = "tf_keras"):
+    """Rebuild `model` with the other Keras flavour and copy its weights by layer name."""
+    spec, kwargs = spec_from_model(model)
+    K = flavours.get(flavour)
+    other = graph.build_graph(K, spec, **kwargs)
+    copy_weights(model, other)
+    return other
+
+
+def copy_weights(source, target) -> None:
+    """Copy weights layer by layer, matched by name; every weighted layer must match."""
+    for layer in target.layers:
+        if not layer.weights:
+            continue
+        try:
+            src = source.get_layer(layer.name)
+        except ValueError:
+            raise ValueError(f"copy_weights: layer {layer.name!r} of {target.name!r} is missing in {source.name!r}.") from None
+        layer.set_weights([np.asarray(w) for w in src.get_weights()])
+        if hasattr(layer, "finalize_state"):
+            layer.finalize_state()
+
+
+def _activation_name(layer) -> str:
+    act = layer.get_config().get("activation")
+    if isinstance(act, dict):
+        act = act.get("config", {}).get("name") or act.get("class_name")
+    if callable(act):
+        act = act.__name__
+    return str(act)
