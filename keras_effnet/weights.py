@@ -12,6 +12,7 @@ or, worse, a silent partial load. The check names the first layer that differs.
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 
@@ -36,14 +37,17 @@ def imagenet_file_name(phi: int, include_top: bool) -> str:
     return f"efficientnetb{phi}{'' if include_top else '_notop'}.h5"
 
 
-def fetch_imagenet(phi: int, include_top: bool, *, base_url: str = BASE_WEIGHTS_URL, file_hash: str | None = None) -> str:
-    """Download (once, into ~/.keras/models) and MD5-check an official weight file."""
+def fetch_imagenet(
+    phi: int, include_top: bool, *, base_url: str = BASE_WEIGHTS_URL, file_hash: str | None = None,
+    cache_dir: str | None = None,
+) -> str:
+    """Download (once, into `cache_dir`/models, default ~/.keras/models) and MD5-check an official weight file."""
     import keras_effnet.flavours as flavours
 
     keras = flavours.keras3()
     name = imagenet_file_name(phi, include_top)
     expected = file_hash or WEIGHTS_HASHES[phi][0 if include_top else 1]
-    return keras.utils.get_file(name, base_url + name, cache_subdir="models", file_hash=expected)
+    return keras.utils.get_file(name, base_url + name, cache_subdir="models", file_hash=expected, cache_dir=cache_dir)
 
 
 def file_weight_shapes(path: str) -> list[tuple[str, list[tuple[int, ...]]]]:
@@ -75,10 +79,10 @@ def file_weight_shapes(path: str) -> list[tuple[str, list[tuple[int, ...]]]]:
             return out
         if "layers" in root:
             out = []
-            for lname, group in root["layers"].items():
+            for key, group in root["layers"].items():
                 vars_ = group.get("vars")
                 if vars_ is not None and len(vars_):
-                    out.append((lname, [tuple(vars_[str(i)].shape) for i in range(len(vars_))]))
+                    out.append((key, [tuple(vars_[str(i)].shape) for i in range(len(vars_))]))
             return out
     raise ValueError(f"weights: {path!r} is an HDF5 file but holds no Keras weights.")
 
@@ -87,12 +91,12 @@ def check_weights_file(model, path: str, what: str) -> None:
     """Raise ValueError naming the first layer whose weights do not fit `model`."""
     in_file = file_weight_shapes(path)
     in_model = [(layer.name, [tuple(w.shape) for w in layer.weights]) for layer in model.layers if layer.weights]
-    legacy = _is_legacy(path)
-    if legacy:
+    if _is_legacy(path):
         pairs = list(zip(in_file, in_model))
     else:
-        by_name = dict(in_file)
-        pairs = [((name, by_name.get(name)), (name, shapes)) for name, shapes in in_model]
+        by_key = dict(in_file)
+        keys = [key for key, layer in zip(keras3_keys(model.layers), model.layers) if layer.weights]
+        pairs = [((key, by_key.get(key)), (name, shapes)) for key, (name, shapes) in zip(keys, in_model)]
     for (fname, fshapes), (mname, mshapes) in pairs:
         if fshapes != mshapes:
             raise ValueError(
@@ -105,6 +109,27 @@ def check_weights_file(model, path: str, what: str) -> None:
             f"weights: file {path!r} holds weights for {len(in_file)} layers but {what} has {len(in_model)}; "
             "it was saved from another variant."
         )
+
+
+def keras3_keys(layers) -> list[str]:
+    """The keys Keras 3 gives layers in a `.weights.h5` file: class name in snake case, numbered by order.
+
+    Keras 3 deliberately does not key weights by layer name (keras/src/saving/saving_lib.py,
+    `_save_container_state`), so a file fits a model when its layers of each class come in the same order.
+    """
+    used: dict[str, int] = {}
+    keys = []
+    for layer in layers:
+        name = re.sub(r"\W+", "", type(layer).__name__)
+        name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+        name = re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+        if name in used:
+            used[name] += 1
+            name = f"{name}_{used[name]}"
+        else:
+            used[name] = 0
+        keys.append(name)
+    return keys
 
 
 def load(model, path: str, what: str) -> None:
