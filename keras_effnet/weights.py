@@ -47,6 +47,8 @@ def fetch_imagenet(
     keras = flavours.keras3()
     name = imagenet_file_name(phi, include_top)
     expected = file_hash or WEIGHTS_HASHES[phi][0 if include_top else 1]
+    if cache_dir is not None:
+        os.makedirs(cache_dir, exist_ok=True)  # keras silently falls back to /tmp for a missing dir
     return keras.utils.get_file(name, base_url + name, cache_subdir="models", file_hash=expected, cache_dir=cache_dir)
 
 

@@ -120,7 +120,8 @@ def test_imagenet_fetch_checks_the_hash(tmp_path):
         assert open(fetched, "rb").read() == path.read_bytes()
         ours = keras_effnet.build(0, input_shape=(SIZE, SIZE, 3), weights=fetched)
         assert ours.count_params() == 5_330_571
-        (tmp_path / "keras_home").joinpath("models", "efficientnetb0.h5").unlink()
+        assert fetched == str(tmp_path / "keras_home" / "models" / "efficientnetb0.h5")
+        (tmp_path / "keras_home" / "models" / "efficientnetb0.h5").unlink()
         with pytest.raises(ValueError, match="hash"):
             weights_lib.fetch_imagenet(0, True, base_url=url, file_hash="0" * 32, cache_dir=cache)
     finally:
