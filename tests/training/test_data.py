@@ -1,0 +1,170 @@
+"""training.data: real image folders through the real loader: formats, corrupt files, bad folders, pipeline."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from training import data
+
+
+def _image(seed, size=(40, 30)):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8))
+
+
+def _write_split(root, split, classes, per_class=3):
+    for c in classes:
+        os.makedirs(os.path.join(root, split, c), exist_ok=True)
+        for i in range(per_class):
+            _image(hash((split, c, i)) % 2**32).save(os.path.join(root, split, c, f"{i}.jpg"), quality=95)
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    root = str(tmp_path / "ds")
+    _write_split(root, "train", ["a", "b"])
+    _write_split(root, "val", ["a", "b"], per_class=2)
+    return root
+
+
+def test_formats_and_modes_become_rgb_and_match_pil(tmp_path):
+    """JPEG/PNG/BMP/GIF in grayscale, CMYK, palette, alpha and 16-bit all decode to PIL's RGB, whatever the extension."""
+    root = tmp_path / "ds" / "train" / "x"
+    root.mkdir(parents=True)
+    base = _image(1, (36, 28))
+    cases = {
+        "rgb.jpg": (base, "JPEG"), "gray.jpg": (base.convert("L"), "JPEG"), "cmyk.jpg": (base.convert("CMYK"), "JPEG"),
+        "pal.png": (base.convert("P"), "PNG"), "la.png": (base.convert("LA"), "PNG"), "i16.png": (base.convert("I;16"), "PNG"),
+        "rgba.png": (base.convert("RGBA"), "PNG"), "pal.gif": (base.convert("P"), "GIF"), "rgb.bmp": (base, "BMP"),
+        "pal.bmp": (base.convert("P"), "BMP"), "png_named.jpg": (base, "PNG"),
+    }
+    for name, (im, fmt) in cases.items():
+        im.save(root / name, fmt)
+    files, labels, classes, skipped = data.scan_folder(str(tmp_path / "ds" / "train"))
+    assert skipped == [] and classes == ["x"] and len(files) == len(cases)
+    ds = data.make_dataset(files, labels, image_size=28, batch_size=len(files), training=False, augment="none")
+    images, got_labels = next(iter(ds))
+    assert images.dtype.name == "float32" and images.shape == (len(files), 28, 28, 3)
+    assert list(got_labels.numpy()) == [0] * len(files)
+    for f, img in zip(files, images.numpy()):
+        ref = np.asarray(Image.open(f).convert("RGB").resize((28, 28), Image.BILINEAR), np.float32)
+        assert np.abs(img - ref).mean() < 12, os.path.basename(f)  # same picture (resize filters differ)
+        assert 0 <= img.min() and img.max() <= 255
+
+
+def test_corrupt_files_are_skipped_counted_and_named(folder):
+    bad = os.path.join(folder, "train", "a")
+    good_jpeg = open(os.path.join(bad, "0.jpg"), "rb").read()
+    with open(os.path.join(bad, "truncated.jpg"), "wb") as f:
+        f.write(good_jpeg[: len(good_jpeg) // 2])
+    open(os.path.join(bad, "empty.jpg"), "wb").close()
+    with open(os.path.join(bad, "notes.jpg"), "w") as f:
+        f.write("this is text, not an image")
+    with open(os.path.join(bad, "readme.txt"), "w") as f:
+        f.write("hello")
+    splits = data.load_splits(folder)
+    reasons = {os.path.basename(s.path): s.reason for s in splits.skipped}
+    assert set(reasons) == {"truncated.jpg", "empty.jpg", "notes.jpg", "readme.txt"}
+    assert "0 bytes" in reasons["empty.jpg"]
+    assert all(os.path.isabs(s.path) or s.path.startswith(folder) for s in splits.skipped)
+    assert len(splits.train_files) == 6 and len(splits.val_files) == 4
+    ds = data.make_dataset(splits.train_files, splits.train_labels, image_size=32, batch_size=2, training=True, augment="basic")
+    assert sum(int(x.shape[0]) for x, _ in ds) == 6
+
+
+@pytest.mark.parametrize("mistake, message", [
+    ("empty_class", "is empty"),
+    ("no_images", "no decodable image"),
+    ("class_mismatch", "different class folders"),
+    ("no_val", "no 'val' folder"),
+    ("no_classes", "no class folders"),
+    ("missing_dir", "is not a directory"),
+])
+def test_bad_folders_raise_clear_errors(folder, mistake, message):
+    if mistake == "empty_class":
+        os.makedirs(os.path.join(folder, "train", "c"))
+        os.makedirs(os.path.join(folder, "val", "c"))
+    elif mistake == "no_images":
+        os.makedirs(os.path.join(folder, "train", "c"))
+        with open(os.path.join(folder, "train", "c", "x.jpg"), "w") as f:
+            f.write("text")
+    elif mistake == "class_mismatch":
+        _write_split(folder, "val", ["z"])
+    elif mistake == "no_val":
+        import shutil
+        shutil.rmtree(os.path.join(folder, "val"))
+    elif mistake == "no_classes":
+        import shutil
+        shutil.rmtree(os.path.join(folder, "train"))
+        os.makedirs(os.path.join(folder, "train"))
+    elif mistake == "missing_dir":
+        folder = folder + "_nope"
+    with pytest.raises(ValueError, match=message):
+        data.load_splits(folder)
+
+
+def test_mismatch_names_the_classes(folder):
+    _write_split(folder, "val", ["z"])
+    with pytest.raises(ValueError, match=r"only in val: \['z'\]"):
+        data.load_splits(folder)
+
+
+def test_training_pipeline_is_deterministic_and_seed_dependent(folder):
+    splits = data.load_splits(folder)
+
+    def epoch(seed, start_epoch=0):
+        ds = data.make_dataset(splits.train_files, splits.train_labels, image_size=32, batch_size=3,
+                               training=True, augment="basic", seed=seed, start_epoch=start_epoch)
+        return [(x.numpy(), y.numpy()) for x, y in ds]
+
+    a, b, c = epoch(0), epoch(0), epoch(1)
+    assert len(a) == 2 and a[0][0].shape == (3, 32, 32, 3)
+    for (xa, ya), (xb, yb) in zip(a, b):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    assert not all(np.array_equal(xa, xc) for (xa, _), (xc, _) in zip(a, c))
+    assert not all(np.array_equal(xa, xc) for (xa, _), (xc, _) in zip(a, epoch(0, start_epoch=1)))
+
+
+def test_repeat_reshuffles_each_epoch_and_cache_gives_same_eval(folder):
+    splits = data.load_splits(folder)
+    ds = data.make_dataset(splits.train_files, splits.train_labels, image_size=32, batch_size=6,
+                           training=True, augment="none", repeat=True, seed=3)
+    it = iter(ds)
+    e1, e2 = next(it)[1].numpy(), next(it)[1].numpy()
+    assert sorted(e1) == sorted(e2) == [0, 0, 0, 1, 1, 1]
+    plain = data.make_dataset(splits.val_files, splits.val_labels, image_size=32, batch_size=3, training=False, augment="none")
+    cached = data.make_dataset(splits.val_files, splits.val_labels, image_size=32, batch_size=3, training=False, augment="none", cache=True)
+    for _ in range(2):
+        for (x1, y1), (x2, y2) in zip(plain, cached):
+            np.testing.assert_array_equal(x1.numpy(), x2.numpy())
+    assert [int(x.shape[0]) for x, _ in plain] == [3, 1]  # eval keeps the remainder
+
+
+def test_randaugment_pipeline_runs(folder):
+    splits = data.load_splits(folder)
+    ds = data.make_dataset(splits.train_files, splits.train_labels, image_size=32, batch_size=3,
+                           training=True, augment="randaugment")
+    x, y = next(iter(ds))
+    assert x.shape == (3, 32, 32, 3) and float(x.numpy().min()) >= 0 and float(x.numpy().max()) <= 255
+
+
+@pytest.mark.parametrize("kw, name", [
+    ({"augment": "heavy"}, "augment"), ({"image_size": 0}, "image_size"), ({"batch_size": 100}, "batch_size"),
+])
+def test_make_dataset_bad_arguments(folder, kw, name):
+    splits = data.load_splits(folder)
+    args = dict(image_size=32, batch_size=2, training=True, augment="basic")
+    args.update(kw)
+    with pytest.raises(ValueError, match=name):
+        data.make_dataset(splits.train_files, splits.train_labels, **args)
+
+
+def test_representative_images(folder):
+    x = data.representative_images(folder, 4, 32)
+    assert x.shape == (4, 32, 32, 3) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 255
+    assert data.representative_images(folder, 100, 32).shape[0] == 6
+    with pytest.raises(ValueError, match="n must be"):
+        data.representative_images(folder, 0, 32)
