@@ -80,7 +80,11 @@ def generate(
             old = root + ".old-" + os.path.basename(tmp)
             os.replace(root, old)
             shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, root)
+        try:
+            os.replace(tmp, root)
+        except OSError:
+            if not _complete(root, spec):  # another process finished the same dataset first: keep its copy
+                raise
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
