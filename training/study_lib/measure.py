@@ -1,0 +1,125 @@
+"""Measurements of one model: cost from the graph, wall-clock time in Keras and in LiteRT.
+
+Cost (params, MACs, activations) comes from `keras_effnet.profile`. Times are
+medians over repetitions after one warm-up call, with a repetition budget so that
+B7 at 600 px stays affordable on a 2-core CPU (issue 5: B0..B7 measure-only in
+15 minutes): at least `min_reps`, at most `max_reps`, and no new repetition once
+`budget_s` seconds have been spent. Every row says how many repetitions it used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """Repetition policy of one timed measurement."""
+
+    min_reps: int = 3
+    max_reps: int = 20
+    budget_s: float = 5.0
+
+
+def timed(fn, timing: Timing) -> tuple[float, int]:
+    """Call `fn` once to warm up, then repeatedly; return (median seconds, repetitions)."""
+    fn()
+    times = []
+    spent = 0.0
+    while len(times) < timing.max_reps and (len(times) < timing.min_reps or spent < timing.budget_s):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+        spent += times[-1]
+    return statistics.median(times), len(times)
+
+
+def random_images(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """Uniform 0..255 float32 pixels: what the models take; timing does not depend on content."""
+    return np.random.default_rng(seed).uniform(0, 255, (n, size, size, 3)).astype("float32")
+
+
+def cost(model) -> dict:
+    import keras_effnet
+
+    p = keras_effnet.profile(model)
+    return {"params": p.params, "trainable_params": p.trainable_params, "macs": p.macs, "activations": p.activations}
+
+
+def device_name() -> str:
+    """'gpu' when TensorFlow sees one (Keras then runs there), else 'cpu'."""
+    import tensorflow as tf
+
+    return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
+
+
+def keras_latency(model, size: int, batch_size: int, timing: Timing) -> dict:
+    """Inference time of `model` on a batch of `batch_size` (Keras 3, training=False, no XLA).
+
+    A `tf.function` around the call is what `model.predict` runs, without its
+    per-call data-adapter overhead, which would dominate batch-1 latency of small models.
+    XLA stays off: on the study's 2-core CPU it made B0 ~10x slower (REFERENCE section 4).
+    """
+    import tensorflow as tf
+
+    x = tf.constant(random_images(batch_size, size))
+    call = tf.function(lambda t: model(t, training=False), jit_compile=False)
+    seconds, reps = timed(lambda: call(x).numpy(), timing)
+    return {"seconds_per_batch": seconds, "reps": reps, "batch_size": batch_size,
+            "latency_ms": seconds * 1e3, "images_per_sec": batch_size / seconds}
+
+
+def to_tflite(model, size: int, precision: str, representative=None) -> bytes:
+    """Convert `model` to a batch-1 .tflite flatbuffer: "float32", or "int8" post-training quantization.
+
+    Keras 3 models go ExportArchive -> SavedModel -> TFLiteConverter (what
+    keras' own LiteRT export does). int8 quantizes weights and activations with
+    `representative` images (N x S x S x 3, 0..255) for calibration, and keeps
+    float input/output so the same feed works for both.
+    """
+    import functools
+    import tempfile
+
+    import tensorflow as tf
+
+    from keras_effnet import flavours
+
+    if precision not in ("float32", "int8"):
+        raise ValueError(f"precision must be 'float32' or 'int8', got {precision!r}.")
+    keras = flavours.keras3()
+    with tempfile.TemporaryDirectory(prefix="study-savedmodel-") as tmp:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serve", functools.partial(model.__call__, training=False),
+                             input_signature=[tf.TensorSpec((1, size, size, 3), tf.float32)])
+        archive.write_out(tmp, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        if precision == "int8":
+            if representative is None or len(representative) == 0:
+                raise ValueError("int8 conversion needs representative images for calibration, got none.")
+            images = np.asarray(representative, dtype="float32")
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: ([images[i:i + 1]] for i in range(len(images)))
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+        return converter.convert()
+
+
+def litert_latency(tflite_path: str, threads: int, timing: Timing, seed: int = 0) -> dict:
+    """Batch-1 latency of a .tflite file in the LiteRT interpreter with XNNPACK (its default CPU delegate)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=tflite_path, num_threads=threads)
+    interpreter.allocate_tensors()
+    inp = interpreter.get_input_details()[0]
+    size = int(inp["shape"][1])
+    x = random_images(1, size, seed)
+    if np.issubdtype(inp["dtype"], np.integer):
+        scale, zero = inp["quantization"]
+        x = np.clip(np.round(x / scale + zero), np.iinfo(inp["dtype"]).min, np.iinfo(inp["dtype"]).max)
+    interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
+    seconds, reps = timed(interpreter.invoke, timing)
+    return {"latency_ms": seconds * 1e3, "reps": reps, "batch_size": 1, "threads": threads}

@@ -1,0 +1,119 @@
+"""The study's PNG plots (matplotlib, Agg backend: no display needed).
+
+What they show (issue 5): accuracy against MACs and against training time, and
+measured latency against MACs and against activations on every backend, each
+with a dashed line proportional to the x axis through the smallest EfficientNet,
+the time the model *would* take if time followed MACs (or activations).
+Points above the line are slower than their MACs promise.
+"""
+
+from __future__ import annotations
+
+import os
+
+from training.study_lib import report, store
+
+MARKERS = {"family": "o", "baseline": "s", "grid": "^", "formula": "D"}
+COLOURS = {"family": "tab:blue", "baseline": "tab:red", "grid": "tab:green", "formula": "tab:purple"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out: str, name: str) -> str:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    store.atomic_write(os.path.join(out, name), buf.getvalue())
+    return name
+
+
+def _scatter(ax, points, xkey, ykey, xscale=1.0, yscale=1.0):
+    seen = set()
+    for m in points:
+        role = m["role"]
+        ax.scatter(m[xkey] / xscale, m[ykey] / yscale, marker=MARKERS[role], color=COLOURS[role],
+                   label=None if role in seen else role, zorder=3)
+        seen.add(role)
+        ax.annotate(m["model"], (m[xkey] / xscale, m[ykey] / yscale), textcoords="offset points",
+                    xytext=(4, 4), fontsize=7)
+
+
+def _proportional_line(ax, points, xkey, ykey, xscale):
+    """y proportional to x, through the smallest EfficientNet (the family member with the fewest x)."""
+    family = [m for m in points if m["role"] == "family"] or points
+    anchor = min(family, key=lambda m: m[xkey])
+    xs = sorted(m[xkey] for m in points)
+    lo, hi = xs[0] / xscale, xs[-1] / xscale
+    k = anchor[ykey] / (anchor[xkey] / xscale)
+    ax.plot([lo, hi], [k * lo, k * hi], "--", color="grey", zorder=1,
+            label=f"∝ {xkey} (through {anchor['model']})")
+
+
+def accuracy_plot(table, out, xkey, xlabel, name, xscale=1.0, log=True):
+    points = [m for m in table if m.get("val_top1") is not None and m.get(xkey)]
+    if not points:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    _scatter(ax, points, xkey, "val_top1", xscale=xscale)
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("validation top-1")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    try:
+        return _save(fig, out, name)
+    finally:
+        plt.close(fig)
+
+
+def latency_plot(table, out, xkey, xlabel, name, xscale):
+    panels = []
+    for column, title in report.LATENCY_BACKENDS:
+        points = [m for m in table if m["role"] in ("family", "baseline") and m.get(column) and m.get(xkey)]
+        if points:
+            panels.append((column, title, points))
+    if not panels:
+        return None
+    plt = _pyplot()
+    cols = min(2, len(panels))
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.2 * rows), squeeze=False)
+    for ax, (column, title, points) in zip(axes.flat, panels):
+        _scatter(ax, points, xkey, column, xscale=xscale)
+        if len(points) > 1:
+            _proportional_line(ax, points, xkey, column, xscale)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("ms per image")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    try:
+        return _save(fig, out, name)
+    finally:
+        plt.close(fig)
+
+
+def write_all(table: list[dict], out: str) -> list[str]:
+    """Write every plot the data supports; return the file names written (relative to `out`)."""
+    written = [
+        accuracy_plot(table, out, "macs", "GMACs per image", "accuracy_vs_macs.png", xscale=1e9),
+        accuracy_plot(table, out, "time_to_final_s", "training seconds to reach the final accuracy",
+                      "accuracy_vs_training_time.png"),
+        latency_plot(table, out, "macs", "GMACs per image", "macs_vs_latency.png", 1e9),
+        latency_plot(table, out, "activations", "activations per image (millions)", "activations_vs_latency.png", 1e6),
+    ]
+    return [w for w in written if w]

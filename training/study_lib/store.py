@@ -1,0 +1,96 @@
+"""The study folder on disk: its configuration, one file per finished step, the merged results.
+
+Resume (issue 5): every finished step is one JSON file under `S/steps/`, written
+atomically, so a study interrupted and rerun skips what is done. The folder's
+`study.json` pins the settings and hardware the results depend on; a rerun with
+different ones is refused with the differences listed, never mixed in or
+overwritten.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+
+STUDY_FILE = "study.json"
+STEPS_DIR = "steps"
+
+
+def atomic_write(path: str, data: str | bytes) -> None:
+    """Write to a temporary name in the same directory, then os.replace: readers never see half a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_json(path: str, obj) -> None:
+    atomic_write(path, json.dumps(obj, indent=1, sort_keys=True, default=_jsonable) + "\n")
+
+
+def _jsonable(value):
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serializable: {value!r}")
+
+
+def open_study(out: str, fingerprint: dict) -> None:
+    """Create `out/study.json`, or check that the one there has the same fingerprint.
+
+    Raises ValueError naming every differing key when `out` holds a study made
+    with other settings or on other hardware, or holds unrelated files.
+    """
+    path = os.path.join(out, STUDY_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        fingerprint = json.loads(json.dumps(fingerprint, default=_jsonable))
+        diffs = [k for k in sorted(set(old) | set(fingerprint)) if old.get(k) != fingerprint.get(k)]
+        if diffs:
+            lines = "; ".join(f"{k}: folder has {old.get(k)!r}, this run has {fingerprint.get(k)!r}" for k in diffs)
+            raise ValueError(
+                f"out: {out!r} holds a study with a different configuration ({lines}). "
+                "Its results are kept; pass a new --out, or rerun with the same settings to resume."
+            )
+        return
+    if os.path.isdir(out) and [n for n in os.listdir(out) if not n.startswith(".")]:
+        raise ValueError(
+            f"out: {out!r} exists and is not empty but has no {STUDY_FILE}: it is not a study folder. "
+            "Pass a new or empty directory."
+        )
+    atomic_write_json(path, fingerprint)
+
+
+def step_path(out: str, step_id: str) -> str:
+    return os.path.join(out, STEPS_DIR, step_id + ".json")
+
+
+def load_step(out: str, step_id: str):
+    path = step_path(out, step_id)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def save_step(out: str, step_id: str, record: dict) -> None:
+    atomic_write_json(step_path(out, step_id), record)
+
+
+def write_csv(path: str, rows: list[dict], columns: list[str]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    atomic_write(path, buf.getvalue())
