@@ -383,7 +383,10 @@ def _numbers(name: str, text: str) -> tuple:
 def main(argv):
     from training import study_flags
 
+    from absl import logging
+
     del argv
+    logging.set_verbosity(logging.WARNING)
     try:
         config = config_from_flags(study_flags)
         results = run_study(config)

@@ -103,19 +103,29 @@ def grid_points(phi: float = 1.0, *, steps=(1.0, 1.1, 1.2, 1.3, 1.4), tolerance:
     return points
 
 
-def build_model(member: Member, classes: int = 1000):
-    """A freshly initialised Keras 3 model for `member` at `member.resolution`."""
+def build_model(member: Member, classes: int = 1000, *, dropout_rate=None,
+                drop_connect_rate=architecture.DEFAULT_DROP_CONNECT_RATE):
+    """A freshly initialised Keras 3 model for `member` at `member.resolution`, taking 0..255 RGB pixels.
+
+    ResNet-50 is keras.applications' (weights=None) built on top of a
+    Rescaling to [-1, 1], so that, like keras_effnet models, it takes raw pixels
+    with its input scaling inside the graph (no weights, no MACs: its cost is
+    unchanged) and trains from the same pipeline.
+    """
     from keras_effnet import flavours
 
     shape = (member.resolution, member.resolution, 3)
     if member.role == "baseline":
         keras = flavours.keras3()
         if member.kind == "resnet50":
-            return keras.applications.ResNet50(weights=None, input_shape=shape, classes=classes)
+            inputs = keras.Input(shape, name="input_layer")
+            x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescaling")(inputs)
+            return keras.applications.ResNet50(weights=None, input_tensor=x, classes=classes)
         raise ValueError(f"baselines: unknown baseline {member.kind!r}; allowed: {', '.join(BASELINES)}.")
     import keras_effnet
 
     return keras_effnet.build(
         member.phi, family=member.kind, scaling=member.scaling, alpha=member.alpha, beta=member.beta,
-        gamma=member.gamma, input_shape=shape, classes=classes,
+        gamma=member.gamma, input_shape=shape, classes=classes, dropout_rate=dropout_rate,
+        drop_connect_rate=drop_connect_rate,
     )

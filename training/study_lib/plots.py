@@ -26,9 +26,22 @@ def _pyplot():
     return plt
 
 
+def _plain_log_ticks(ax):
+    """Log axes labelled as plain numbers; minor ticks labelled only when the data spans under a decade."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        if axis.get_scale() != "log":
+            continue
+        axis.set_major_formatter(plain)
+        axis.set_minor_formatter(plain if hi / max(lo, 1e-30) < 10 else NullFormatter())
+
+
 def _save(fig, out: str, name: str) -> str:
     import io
 
+    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     store.atomic_write(os.path.join(out, name), buf.getvalue())
@@ -66,6 +79,7 @@ def accuracy_plot(table, out, xkey, xlabel, name, xscale=1.0, log=True):
     _scatter(ax, points, xkey, "val_top1", xscale=xscale)
     if log:
         ax.set_xscale("log")
+        _plain_log_ticks(ax)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("validation top-1")
     ax.grid(True, alpha=0.3)
@@ -99,6 +113,7 @@ def latency_plot(table, out, xkey, xlabel, name, xscale):
         ax.set_ylabel("ms per image")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
+        _plain_log_ticks(ax)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     try:
@@ -112,7 +127,7 @@ def write_all(table: list[dict], out: str) -> list[str]:
     written = [
         accuracy_plot(table, out, "macs", "GMACs per image", "accuracy_vs_macs.png", xscale=1e9),
         accuracy_plot(table, out, "time_to_final_s", "training seconds to reach the final accuracy",
-                      "accuracy_vs_training_time.png"),
+                      "accuracy_vs_training_time.png", log=False),
         latency_plot(table, out, "macs", "GMACs per image", "macs_vs_latency.png", 1e9),
         latency_plot(table, out, "activations", "activations per image (millions)", "activations_vs_latency.png", 1e6),
     ]

@@ -126,11 +126,13 @@ def answer(table: list[dict]) -> list[str]:
     for m in table:
         if m["role"] != "family" or not m.get("macs"):
             continue
-        parts = [f"{m['model']} has {base['macs'] / m['macs']:.1f}× fewer MACs than {base['model']}"]
-        for column, name in LATENCY_BACKENDS + (("train_seconds", "training"),):
+        parts = [f"{m['model']} has {base['macs'] / m['macs']:.1f}× fewer MACs than {base['model']}; measured speed-up"]
+        speedups = []
+        for column, name in LATENCY_BACKENDS + (("train_seconds", "training time"),):
             if m.get(column) and base.get(column):
-                parts.append(f"{name}: {base[column] / m[column]:.2f}× faster")
-        lines.append("- " + "; ".join(parts) + ".")
+                speedups.append(f"{name} {base[column] / m[column]:.2f}×")
+        if speedups:
+            lines.append("- " + " ".join(parts) + " " + ", ".join(speedups) + ".")
     return lines
 
 
@@ -155,7 +157,9 @@ def render(results: dict) -> str:
     ]
     answer_lines = answer(table)
     if answer_lines:
-        out += ["## Does the MAC saving turn into time?", ""] + answer_lines + [""]
+        out += ["## Does the MAC saving turn into time?", "",
+                "Speed-up = the baseline's time / the model's time (above 1: faster than the baseline; "
+                "equal to the MAC ratio if time followed MACs).", ""] + answer_lines + [""]
     if any(m["role"] in ("family", "baseline") for m in table):
         out += ["## Models", "", model_table(table), ""]
     ft = formula_table(table)
