@@ -47,6 +47,7 @@ class TrainConfig:
     dropout_rate: float | None = None  # None: the variant's
     drop_connect_rate: float = 0.2
     bn_momentum: float = 0.9
+    zero_init_head: bool = True  # start from uniform predictions (see training.train.build_model)
     init_from: str | None = None  # "imagenet", a .keras model or a .weights.h5 file
     # data
     dataset: str = "synthetic"

@@ -37,6 +37,7 @@ def define_train_flags() -> None:
                        f"otherwise (default per optimizer: {config_lib.DEFAULT_WEIGHT_DECAY}).")
     flags.DEFINE_float("ema_decay", d.ema_decay, "Exponential moving average of the weights (0 = off; the paper: 0.9999).")
     flags.DEFINE_float("bn_momentum", d.bn_momentum, "BatchNorm moving-average momentum (the paper: 0.99; 0.9 suits short runs).")
+    flags.DEFINE_bool("zero_init_head", d.zero_init_head, "Start the classifier at zero (uniform predictions); suits few classes.")
     flags.DEFINE_float("drop_connect_rate", d.drop_connect_rate, "Stochastic depth rate.")
     flags.DEFINE_float("dropout_rate", d.dropout_rate, "Head dropout (default: the variant's).")
     flags.DEFINE_enum("augment", d.augment, config_lib.AUGMENTS, "none, basic (random-resized-crop + flip) or randaugment.")
@@ -66,7 +67,7 @@ def config_from_flags() -> config_lib.TrainConfig:
         epochs=FLAGS.epochs, steps_per_epoch=FLAGS.steps_per_epoch, batch_size=FLAGS.batch_size,
         learning_rate=FLAGS.learning_rate, optimizer=FLAGS.optimizer, schedule=FLAGS.schedule,
         warmup_epochs=FLAGS.warmup_epochs, label_smoothing=FLAGS.label_smoothing, weight_decay=FLAGS.weight_decay,
-        ema_decay=FLAGS.ema_decay, bn_momentum=FLAGS.bn_momentum, drop_connect_rate=FLAGS.drop_connect_rate,
+        ema_decay=FLAGS.ema_decay, bn_momentum=FLAGS.bn_momentum, zero_init_head=FLAGS.zero_init_head, drop_connect_rate=FLAGS.drop_connect_rate,
         dropout_rate=FLAGS.dropout_rate, augment=FLAGS.augment, cache=FLAGS.cache, mixed_precision=FLAGS.mixed_precision,
         jit_compile=FLAGS.jit_compile, strategy=FLAGS.strategy, num_gpus=FLAGS.num_gpus, cpu_replicas=FLAGS.cpu_replicas,
         sync_bn=FLAGS.sync_bn, progressive_resize=FLAGS.progressive_resize, init_from=FLAGS.init_from, seed=FLAGS.seed,
@@ -87,3 +88,13 @@ def define_predict_flags() -> None:
     flags.DEFINE_string("model", None, "A model.keras written by training.train (labels.txt beside it names the classes).")
     flags.DEFINE_integer("top_k", 5, "How many labels to print per image.")
     flags.mark_flags_as_required(["model"])
+
+
+def define_demo_flags() -> None:
+    from training import demo
+
+    flags.DEFINE_string("out", "demo_out", "Output directory: data/ (the synthetic set) and train/ (model.keras, labels.txt, metrics.json).")
+    flags.DEFINE_integer("epochs", demo.EPOCHS, "Epochs.")
+    flags.DEFINE_integer("image_size", demo.IMAGE_SIZE, "Training resolution.")
+    flags.DEFINE_integer("per_class", demo.PER_CLASS, "Synthetic training images per class.")
+    flags.DEFINE_integer("verbose", 2, "Progress: 0 none, 1 bar, 2 one line per epoch.")

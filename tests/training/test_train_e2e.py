@@ -1,0 +1,213 @@
+"""End-to-end runs of the trainer on generated JPEG folders (issue 3, "Done when").
+
+Real processes (`python -m training.train`, `training.evaluate`, `training.predict`),
+real folders through the real loader, 32 px B0, one or two steps per epoch.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from training import synthetic
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+TINY = ["--image_size=32", "--batch_size=8", "--synthetic_per_class=4", "--verbose=2"]
+
+
+def _module(name, *args, timeout=600, env=None):
+    return subprocess.run([sys.executable, "-m", name, *args], cwd=REPO, env=env or ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    # The same arguments as training.train's --dataset=synthetic --synthetic_per_class=4, so runs reuse it.
+    root = str(tmp_path_factory.mktemp("synthetic") / "data")
+    return synthetic.generate(root, train_per_class=4, val_per_class=1, image_size=64, seed=0)
+
+
+def _metrics(model_dir):
+    with open(os.path.join(model_dir, "metrics.json")) as f:
+        return json.load(f)
+
+
+def test_one_step_two_replicas_then_evaluate_and_predict(tmp_path, data_dir):
+    """MirroredStrategy on 2 logical CPUs, one step, then the saved model through evaluate and predict."""
+    from keras_effnet import flavours
+
+    model_dir = str(tmp_path / "run")
+    proc = _module("training.train", f"--model_dir={model_dir}", f"--data_dir={data_dir}", "--strategy=mirrored",
+                   "--cpu_replicas=2", "--sync_bn", "--epochs=1", "--steps_per_epoch=1", *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "images/s" in proc.stdout and "epoch 1/1" in proc.stdout
+    m = _metrics(model_dir)
+    assert m["num_replicas"] == 2 and m["strategy"] == "MirroredStrategy" and m["per_replica_batch_size"] == 4
+    (e,) = m["epochs"]
+    assert e["epoch"] == 1 and e["steps"] == 1
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "images_per_sec", "seconds"):
+        assert np.isfinite(e[key]), key
+    with open(os.path.join(model_dir, "labels.txt")) as f:
+        assert f.read().split() == sorted(synthetic.CLASSES)
+    assert any(n.startswith("events.out") for _, _, files in os.walk(os.path.join(model_dir, "logs")) for n in files)
+    assert not [n for n in os.listdir(model_dir) if n.endswith(".tmp") or n.startswith(".")]
+    keras = flavours.keras3()
+    model = keras.saving.load_model(os.path.join(model_dir, "model.keras"), safe_mode=True)
+    assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 10)
+    assert all(not getattr(layer, "synchronized", False) for layer in model.layers)
+
+    proc = _module("training.evaluate", f"--model={model_dir}/model.keras", f"--data_dir={data_dir}", "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["num_images"] == 10 and 0 <= result["top1"] <= result["top5"] <= 1
+    assert set(result["per_class"]) == set(synthetic.CLASSES)
+
+    images = [os.path.join(data_dir, "val", c, f"{c}_00000.jpg") for c in ("circle", "dots")]
+    proc = _module("training.predict", f"--model={model_dir}/model.keras", *images)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0] == images[0] and lines[6] == images[1]
+    probs = [float(line.split()[0]) for line in lines[1:6]]
+    assert probs == sorted(probs, reverse=True) and all(line.split()[1] in synthetic.CLASSES for line in lines[1:6])
+
+
+def test_kill_and_resume_records_each_epoch_once(tmp_path, data_dir):
+    model_dir = str(tmp_path / "run")
+    args = [sys.executable, "-m", "training.train", f"--model_dir={model_dir}", f"--data_dir={data_dir}",
+            "--epochs=4", "--steps_per_epoch=2", *TINY]
+    proc = subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 400
+    killed_after = None
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            done = len(_metrics(model_dir)["epochs"])
+        except (OSError, ValueError):
+            done = 0
+        if done >= 2:
+            proc.send_signal(signal.SIGKILL)
+            killed_after = done
+            break
+        time.sleep(0.05)
+    proc.wait(timeout=60)
+    assert killed_after is not None, f"the run ended or stalled before it could be killed: {proc.stdout.read()[-3000:]}"
+    assert proc.returncode == -signal.SIGKILL
+    assert len(_metrics(model_dir)["epochs"]) < 4
+
+    again = subprocess.run(args, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resumed from" in again.stdout
+    epochs = [e["epoch"] for e in _metrics(model_dir)["epochs"]]
+    assert epochs == [1, 2, 3, 4]
+    assert os.path.exists(os.path.join(model_dir, "model.keras"))
+
+
+def _free_ports(n):
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_two_worker_processes_on_loopback(tmp_path, data_dir):
+    """MultiWorkerMirroredStrategy from TF_CONFIG: two real worker processes; worker 0 writes model_dir."""
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    procs = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        env = dict(ENV, TF_CONFIG=json.dumps(tf_config))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "training.train", f"--model_dir={tmp_path / f'w{index}'}", f"--data_dir={data_dir}",
+             "--strategy=multi_worker", "--epochs=1", "--steps_per_epoch=2", *TINY],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outs = []
+    for p in procs:
+        try:
+            outs.append(p.communicate(timeout=500)[0])
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-3000:]
+    m = _metrics(str(tmp_path / "w0"))
+    assert m["strategy"] == "MultiWorkerMirroredStrategy" and m["num_replicas"] == 2
+    assert m["per_replica_batch_size"] == 4 and [e["epoch"] for e in m["epochs"]] == [1]
+    assert os.path.exists(tmp_path / "w0" / "model.keras")
+    assert not os.path.exists(tmp_path / "w1" / "model.keras")  # only the chief writes its model_dir
+
+
+def test_bad_folder_stops_before_training(tmp_path):
+    root = tmp_path / "bad"
+    for split, classes in (("train", ["a", "b"]), ("val", ["a", "c"])):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(root / split / c / "x.png")
+    proc = _module("training.train", "--dataset=folder", f"--data_dir={root}", f"--model_dir={tmp_path / 'run'}", *TINY)
+    assert proc.returncode != 0
+    assert "different class folders" in proc.stderr and "only in val: ['c']" in proc.stderr
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_corrupt_files_are_skipped_and_reported_by_a_run(tmp_path, data_dir):
+    """Folder dataset with broken files: the run goes on, and metrics.json names every skipped file."""
+    from training import train
+    from training.config import TrainConfig
+
+    root = tmp_path / "ds"
+    shutil.copytree(data_dir, root)
+    cls = root / "train" / "circle"
+    (cls / "zero.jpg").write_bytes(b"")
+    (cls / "text.jpg").write_text("not an image")
+    good = (cls / "circle_00000.jpg").read_bytes()
+    (cls / "truncated.jpg").write_bytes(good[: len(good) // 3])
+    Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(cls / "really_png.jpg", "PNG")
+    logs = []
+    result = train.run(TrainConfig(dataset="folder", data_dir=str(root), model_dir=str(tmp_path / "run"),
+                                   image_size=32, batch_size=8, epochs=1, steps_per_epoch=1, strategy="one_device",
+                                   verbose=0, tensorboard=False), log=logs.append)
+    skipped = {os.path.basename(s.split(":")[0]) for s in result["skipped"]}
+    assert skipped == {"zero.jpg", "text.jpg", "truncated.jpg"}
+    assert result["num_train"] == 41  # 40 + the PNG named .jpg
+    assert any("skipped 3 file(s)" in line for line in logs)
+    assert _metrics(str(tmp_path / "run"))["skipped"] == result["skipped"]
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path, data_dir):
+    from training import train
+    from training.config import TrainConfig
+
+    base = TrainConfig(dataset="synthetic", data_dir=data_dir, synthetic_per_class=4, model_dir=str(tmp_path / "run"),
+                       image_size=32, batch_size=8, steps_per_epoch=2, strategy="one_device", verbose=0, tensorboard=False,
+                       optimizer="sgd")
+    train.run(base.replace(epochs=1))
+    with pytest.raises(train.NonFiniteLossError, match=r"at global step \d+ \(epoch 2, step \d\).*epoch 1"):
+        train.run(base.replace(epochs=3, learning_rate=1e30, label_smoothing=0.0))
+    assert [e["epoch"] for e in _metrics(str(tmp_path / "run"))["epochs"]] == [1]
+    assert os.path.exists(tmp_path / "run" / "checkpoints" / "ckpt-1.index")
+
+
+def test_wandb_missing_gives_the_install_hint(tmp_path):
+    pytest.importorskip("tensorflow")
+    try:
+        import wandb  # noqa: F401
+        pytest.skip("wandb is installed here")
+    except ImportError:
+        pass
+    from training import train
+    from training.config import TrainConfig
+
+    with pytest.raises(ValueError, match=r"pip install '\.\[wandb\]'"):
+        train.run(TrainConfig(wandb=True, model_dir=str(tmp_path / "run")))
