@@ -1,0 +1,92 @@
+"""What edge/ reads: a keras_effnet model file and the trainer's JPEG folders (issue 4).
+
+The folders go through the trainer's own loader (`training.data`) and the strategy through its one
+strategy function (`training.strategy`), so QAT fine-tunes and export calibrates on exactly the images, the
+decoding and the resizing that training used. This module only adds the checks edge/ needs (a model file that
+is missing, corrupt or not made by keras_effnet; a model whose classes do not match the folders).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import zipfile
+
+import numpy as np
+
+from keras_effnet import flavours
+from keras_effnet import twin as twin_lib
+from training import data as training_data
+from training.strategy import get_strategy  # noqa: F401  (re-exported: edge.qat takes its strategy from here)
+
+load_splits = training_data.load_splits
+make_dataset = training_data.make_dataset
+
+
+def load_model(path: str):
+    """A Keras 3 model saved by `training.train` (or any `model.save`) that keras_effnet built.
+
+    Raises FileNotFoundError for a missing file and ValueError for a file that is not a loadable .keras model
+    or a model that keras_effnet did not build (its twin cannot be made, so it cannot be quantized).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model: {path!r} does not exist (expected a .keras file written by training.train).")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"model: {path!r} is not a Keras .keras file (not a zip archive; corrupt or wrong format).")
+    keras = flavours.keras3()
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad archive; each becomes this one error
+        raise ValueError(f"model: {path!r} could not be loaded as a Keras model ({type(exc).__name__}: {exc}).") from None
+    try:
+        twin_lib.spec_from_model(model)
+    except ValueError as exc:
+        raise ValueError(f"model: {path!r}: {exc}") from None
+    shape = model.input_shape
+    if len(shape) != 4 or shape[1] is None or shape[2] is None or shape[1] != shape[2] or shape[3] != 3:
+        raise ValueError(f"model: {path!r} must take fixed square RGB images (N, S, S, 3), got input shape {shape}.")
+    return model
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSet:
+    images: np.ndarray  # float32 (N, S, S, 3), 0..255
+    labels: np.ndarray  # int (N,)
+    class_names: tuple[str, ...]
+
+
+def validation_set(data_dir: str, image_size: int, *, limit: int | None = None, batch_size: int = 64) -> EvalSet:
+    """DIR/val decoded and resized as the trainer's eval pipeline does; the first `limit` images in class order
+    when `limit` is given (spread over classes: every class contributes before any contributes twice)."""
+    splits = load_splits(data_dir)
+    files, labels = list(splits.val_files), list(splits.val_labels)
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be None or an integer >= 1, got {limit!r}.")
+        order = _round_robin(labels)[:limit]
+        files, labels = [files[i] for i in order], [labels[i] for i in order]
+    ds = make_dataset(files, labels, image_size=image_size, batch_size=batch_size, training=False, augment="none")
+    images, targets = [], []
+    for x, y in ds:
+        images.append(x.numpy())
+        targets.append(y.numpy())
+    return EvalSet(np.concatenate(images), np.concatenate(targets).astype(np.int64), splits.class_names)
+
+
+def calibration_images(data_dir: str, n: int, image_size: int, *, seed: int = 0) -> np.ndarray:
+    """`n` training images for int8 calibration (`training.data.representative_images`)."""
+    return training_data.representative_images(data_dir, n, image_size, seed=seed)
+
+
+def _round_robin(labels) -> list[int]:
+    by_class: dict[int, list[int]] = {}
+    for i, y in enumerate(labels):
+        by_class.setdefault(int(y), []).append(i)
+    queues = [list(v) for _, v in sorted(by_class.items())]
+    order = []
+    while any(queues):
+        for q in queues:
+            if q:
+                order.append(q.pop(0))
+    return order

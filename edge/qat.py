@@ -1,0 +1,268 @@
+"""Quantization-aware training of any keras_effnet model with tensorflow-model-optimization (issue 4).
+
+tfmot accepts only Keras 2 (`tf_keras`) functional models (tensorflow/model-optimization#1119, #1140), so
+`quantize` wraps the float model rather than forking it: it rebuilds the same network with tf_keras from the
+same architecture definition (`keras_effnet.twin`), copies the weights by layer name, annotates the layers the
+default 8-bit registry does not know with the configs of `edge.quantize_configs`, and applies tfmot inside
+`quantize_scope`. Before applying, `rejected_layers` lists *every* layer tfmot would refuse, by name and type,
+instead of tfmot's one-at-a-time RuntimeError.
+
+    python -m edge.qat --model=M/model.keras --data_dir=DIR --epochs=N --out=Q
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from edge import quantize_configs
+from edge.files import atomic_write_text
+from keras_effnet import flavours
+from keras_effnet import twin as twin_lib
+
+QAT_WEIGHTS = "qat.weights.h5"
+QAT_INFO = "qat.json"
+
+# Activations tfmot can quantize: inside an `Activation` layer (Default8BitActivationQuantizeConfig) and fused
+# into a Conv2D / DepthwiseConv2D / Dense (QuantizeAwareActivation).
+_ACTIVATION_LAYER_OK = ("relu", "swish", "gelu", "relu6", "linear", "softmax", "sigmoid", "tanh")
+_FUSED_ACTIVATION_OK = ("softmax", "sigmoid", "tanh", "gelu", "linear", "relu", "swish")
+
+
+class QuantizationError(ValueError):
+    """A model tfmot cannot quantize; `rejected` lists (layer name, layer type, reason)."""
+
+    def __init__(self, model_name: str, rejected: list[tuple[str, str, str]]):
+        self.rejected = rejected
+        lines = "\n".join(f"  {name} ({kind}): {why}" for name, kind, why in rejected)
+        super().__init__(
+            f"tensorflow-model-optimization would reject {len(rejected)} layer(s) of model {model_name!r}:\n{lines}"
+        )
+
+
+def _tfmot():
+    import tensorflow_model_optimization as tfmot
+
+    return tfmot
+
+
+def _registry():
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_registry,
+    )
+
+    return default_8bit_quantize_registry.Default8BitQuantizeRegistry()
+
+
+def rejected_layers(tf_model, annotations: dict | None = None) -> list[tuple[str, str, str]]:
+    """Every layer of a tf_keras model that tfmot's default 8-bit scheme would refuse: (name, type, reason).
+
+    A layer is accepted when `annotations` (layer name -> QuantizeConfig) covers it, when it is a
+    BatchNormalization that tfmot folds into the Conv2D / DepthwiseConv2D / Dense before it, or when the default
+    registry supports its type and its activation. Nested models are refused outright (tfmot rejects them).
+    """
+    annotations = annotations or {}
+    registry = _registry()
+    K = flavours.tf_keras()
+    out = []
+    for layer in tf_model.layers:
+        kind = type(layer).__name__
+        if kind == "InputLayer" or layer.name in annotations:
+            continue
+        if isinstance(layer, K.Model):
+            out.append((layer.name, kind, "a model nested inside a model (tfmot accepts flat functional models only)"))
+            continue
+        if kind == "BatchNormalization":
+            sources = quantize_configs._inbound_class_names(layer)
+            if sources and all(s in quantize_configs.FUSABLE_INTO for s in sources):
+                continue
+            out.append((layer.name, kind, "a BatchNormalization not preceded by a convolution or Dense is not folded"))
+            continue
+        if not registry.supports(layer):
+            out.append((layer.name, kind, "no entry in the default 8-bit registry"))
+            continue
+        act = quantize_configs._activation_name(layer)
+        if act is None:
+            continue
+        allowed = _ACTIVATION_LAYER_OK if kind == "Activation" else _FUSED_ACTIVATION_OK
+        if act not in allowed:
+            out.append((layer.name, kind, f"activation {act!r} is not quantizable (allowed: {', '.join(allowed)})"))
+    return out
+
+
+def annotations_for(tf_model) -> dict:
+    """layer name -> QuantizeConfig for every layer that `edge.quantize_configs` covers."""
+    out = {}
+    for layer in tf_model.layers:
+        config = quantize_configs.config_for(layer)
+        if config is not None:
+            out[layer.name] = config
+    return out
+
+
+def to_tf_keras(model):
+    """The tf_keras twin of a keras_effnet model (weights copied by name); a tf_keras model is returned as is."""
+    K = flavours.tf_keras()
+    if isinstance(model, K.Model):
+        twin_lib.spec_from_model(model)  # raises ValueError naming what is missing for a foreign model
+        return model
+    keras = flavours.keras3()
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model must be a Keras model built by keras_effnet.build, got {type(model).__name__}: {model!r:.80}")
+    return twin_lib.twin(model, "tf_keras")
+
+
+def quantize(model, *, check_only: bool = False):
+    """A QAT (tf_keras) model for a keras_effnet model, from its float weights.
+
+    `model`: a Keras 3 model made by `keras_effnet.build` (B-series or Lite, any phi) or its tf_keras twin.
+    Raises `QuantizationError` listing every layer tfmot would reject before anything is applied; with
+    `check_only=True` returns that list (empty when the model is quantizable) instead of a model.
+    Create the result inside `strategy.scope()` when training it with a distribution strategy.
+    """
+    tfmot = _tfmot()
+    K = flavours.tf_keras()
+    tf_model = to_tf_keras(model)
+    annotations = annotations_for(tf_model)
+    rejected = rejected_layers(tf_model, annotations)
+    if check_only:
+        return rejected
+    if rejected:
+        raise QuantizationError(tf_model.name, rejected)
+
+    def annotate(layer):
+        clone = layer.__class__.from_config(layer.get_config())
+        if layer.name in annotations:
+            return tfmot.quantization.keras.quantize_annotate_layer(clone, annotations[layer.name])
+        return clone
+
+    annotated = K.models.clone_model(tf_model, clone_function=annotate)
+    annotated.set_weights(tf_model.get_weights())
+    annotated = tfmot.quantization.keras.quantize_annotate_model(annotated)
+    with tfmot.quantization.keras.quantize_scope(quantize_configs.custom_objects()):
+        return tfmot.quantization.keras.quantize_apply(annotated)
+
+
+@dataclasses.dataclass(frozen=True)
+class FineTuneConfig:
+    """How the QAT model is fine-tuned from the float weights.
+
+    QAT starts from trained weights, so the learning rate is small (the tfmot guide fine-tunes at ~1/10 of the
+    training rate) and there is no warm-up.
+    """
+
+    epochs: int = 1
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    steps_per_epoch: int | None = None
+    seed: int = 0
+    augment: str = "none"
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "epochs" else 1):
+                raise ValueError(f"{name} must be an integer >= {0 if name == 'epochs' else 1}, got {value!r}.")
+        if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be a number > 0, got {self.learning_rate!r}.")
+        if self.steps_per_epoch is not None and (not isinstance(self.steps_per_epoch, int) or self.steps_per_epoch < 1):
+            raise ValueError(f"steps_per_epoch must be None or an integer >= 1, got {self.steps_per_epoch!r}.")
+
+
+def compile_qat(qat_model, learning_rate: float):
+    K = flavours.tf_keras()
+    qat_model.compile(
+        optimizer=K.optimizers.Adam(learning_rate),
+        loss=K.losses.SparseCategoricalCrossentropy(),
+        metrics=[K.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    return qat_model
+
+
+def fine_tune(model, data_dir: str, config: FineTuneConfig = FineTuneConfig(), *, strategy=None):
+    """QAT fine-tune of a keras_effnet float model on the JPEG folders of `data_dir`; returns (qat_model, history).
+
+    Reuses the trainer's data pipeline (`training.data`) and distribution strategy (`training.strategy`):
+    MirroredStrategy on every GPU, `cpu_replicas` logical CPU devices otherwise. The global batch is
+    `config.batch_size`; each of the strategy's replicas gets batch_size / num_replicas_in_sync images.
+    """
+    from edge import data as data_lib
+
+    if strategy is None:
+        strategy = data_lib.get_strategy("auto")
+    image_size = int(model.input_shape[1])
+    splits = data_lib.load_splits(data_dir)
+    train = data_lib.make_dataset(
+        splits.train_files, splits.train_labels, image_size=image_size, batch_size=config.batch_size,
+        training=True, augment=config.augment, seed=config.seed,
+    )
+    val = data_lib.make_dataset(
+        splits.val_files, splits.val_labels, image_size=image_size, batch_size=config.batch_size,
+        training=False, augment="none", seed=config.seed,
+    )
+    with strategy.scope():
+        qat_model = compile_qat(quantize(model), config.learning_rate)
+    history = {}
+    if config.epochs:
+        hist = qat_model.fit(
+            train, validation_data=val, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch, verbose=2,
+        )
+        history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+        for k, vals in history.items():
+            if not all(np.isfinite(vals)):
+                raise FloatingPointError(f"QAT fine-tune: {k} became non-finite in epochs 1..{config.epochs}: {vals}")
+    return qat_model, history
+
+
+def save(qat_model, out_dir: str, info: dict) -> dict:
+    """Write the QAT weights and a JSON note of how they were made, atomically; returns the paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    weights = os.path.join(out_dir, QAT_WEIGHTS)
+    fd, tmp = tempfile.mkstemp(prefix=".qat-", suffix=".weights.h5", dir=out_dir)
+    os.close(fd)
+    try:
+        qat_model.save_weights(tmp)
+        os.replace(tmp, weights)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    note = os.path.join(out_dir, QAT_INFO)
+    atomic_write_text(note, json.dumps(info, indent=1, sort_keys=True) + "\n")
+    return {"weights": weights, "info": note}
+
+
+def load(model, qat_dir: str):
+    """Rebuild the QAT model of `model` and load the weights `save` wrote to `qat_dir`."""
+    path = os.path.join(qat_dir, QAT_WEIGHTS)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"qat_dir: {qat_dir!r} has no {QAT_WEIGHTS} (write one with `python -m edge.qat`).")
+    qat_model = quantize(model)
+    qat_model.load_weights(path)
+    return qat_model
+
+
+def main(argv):
+    from edge import data as data_lib
+    from edge import flags as edge_flags
+
+    cfg = edge_flags.qat_config()
+    model = data_lib.load_model(cfg.model)
+    strategy = data_lib.get_strategy(cfg.strategy, cpu_replicas=cfg.cpu_replicas)
+    qat_model, history = fine_tune(model, cfg.data_dir, cfg.fine_tune, strategy=strategy)
+    paths = save(qat_model, cfg.out, {
+        "model": os.path.abspath(cfg.model), "data_dir": os.path.abspath(cfg.data_dir),
+        "fine_tune": dataclasses.asdict(cfg.fine_tune), "history": history,
+    })
+    print(json.dumps(paths))
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    from edge import flags as _flags  # noqa: F401  (defines the flags)
+
+    app.run(main)
