@@ -345,7 +345,7 @@ def export_all(model_path: str, data_dir: str, out_dir: str, formats=FORMATS, qa
 
         ref = os.path.join(out_dir, "model_float32.tflite")
         for row in rows:
-            if row["format"] in INT8_FORMATS and not row.get("error"):
+            if row["format"] == "int8" and not row.get("error"):
                 try:
                     diagnostics[row["format"]] = diag.layer_errors(ref, os.path.join(out_dir, row["file"]), val.images[:8])
                 except Exception as exc:  # noqa: BLE001 - diagnostics are optional; say why they are missing

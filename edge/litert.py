@@ -24,8 +24,14 @@ class TFLiteModel:
     """One classifier .tflite (a path or its bytes) on the LiteRT interpreter, batch 1."""
 
     def __init__(self, model, *, num_threads: int = 1, preserve_all_tensors: bool = False):
+        """`preserve_all_tensors=True` keeps every intermediate tensor readable; it also turns XNNPACK off, since
+        a delegate computes its partition's intermediates internally and leaves their tensors stale."""
         Interpreter = _interpreter_class()
         kwargs = {"num_threads": int(num_threads), "experimental_preserve_all_tensors": preserve_all_tensors}
+        if preserve_all_tensors:
+            from ai_edge_litert.interpreter import OpResolverType
+
+            kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         if isinstance(model, (bytes, bytearray)):
             self.path = None
             self.interpreter = Interpreter(model_content=bytes(model), **kwargs)

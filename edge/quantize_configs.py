@@ -36,6 +36,10 @@ class OutputQuantizeConfig(_QuantizeConfig):
     of the pixels; their outputs need a range so that the first convolution gets an int8 input) and a
     `BatchNormalization` that no convolution precedes (tfmot folds only conv+BN). The layer's weights, if any,
     stay float in the Keras graph; the converter folds them into constants.
+
+    Limit: a standalone BatchNormalization becomes MUL + ADD in TFLite and the tensor between them has no range,
+    so those two ops stay float (DEQUANTIZE/QUANTIZE around them); the config only makes tfmot accept the layer.
+    keras_effnet graphs have no standalone BatchNormalization (every one follows a convolution).
     """
 
     def get_weights_and_quantizers(self, layer):
