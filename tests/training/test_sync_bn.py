@@ -28,8 +28,8 @@ strategy_lib.configure_cpu_replicas(2)
 cfg = TrainConfig(image_size=32, dropout_rate=0.0, drop_connect_rate=0.0, label_smoothing=0.0, zero_init_head=False,
                   optimizer="sgd", weight_decay=0.0, bn_momentum=0.9).validated()
 rng = np.random.default_rng(0)
-x = rng.uniform(0, 255, size=(3, 8, 32, 32, 3)).astype("float32")
-y = rng.integers(0, 4, size=(3, 8)).astype("int32")
+x = rng.uniform(0, 255, size=(2, 8, 32, 32, 3)).astype("float32")
+y = rng.integers(0, 4, size=(2, 8)).astype("int32")
 keras.utils.set_random_seed(0)
 initial = train.build_model(cfg, 4, image_size=32).get_weights()
 
@@ -48,8 +48,9 @@ def trained(strategy, sync_bn):
     return [np.asarray(w) for w in model.get_weights()], losses
 
 one = trained(tf.distribute.OneDeviceStrategy("/cpu:0"), False)
-sync = trained(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), True)
-nosync = trained(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), False)
+mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])  # one instance: collective keys are per strategy
+sync = trained(mirrored, True)
+nosync = trained(mirrored, False)
 
 def diff(a, b):
     return max(float(np.max(np.abs(u - v)) / (np.max(np.abs(u)) + 1e-6)) for u, v in zip(a[0], b[0]))
