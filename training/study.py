@@ -73,6 +73,7 @@ class StudyConfig:
         return measure.Timing(self.min_reps, self.max_reps, self.budget_s)
 
 
+TRAINING_ONLY = ("epochs", "batch_size", "learning_rate")
 MEMBER_SELECTION = ("out", "phis", "baselines", "formula_phis", "grid_points", "keep_tflite")
 
 
@@ -125,6 +126,9 @@ def fingerprint(config: StudyConfig, hw: dict) -> dict:
     with the same settings just adds its steps.
     """
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in MEMBER_SELECTION}
+    if config.measure_only:
+        for k in TRAINING_ONLY:
+            settings.pop(k)
     if settings["data_dir"]:
         settings["data_dir"] = os.path.abspath(settings["data_dir"])
     return {"settings": settings, "hardware": hw}
@@ -175,6 +179,24 @@ class Runner:
         self.splits = splits
         self._model_key = None
         self._model = None
+        self._saved_model = None  # (member key, temporary directory) shared by its two TFLite conversions
+
+    def close(self):
+        if self._saved_model is not None:
+            import shutil
+
+            shutil.rmtree(self._saved_model[1], ignore_errors=True)
+            self._saved_model = None
+
+    def saved_model(self, member) -> str:
+        import tempfile
+
+        if self._saved_model is None or self._saved_model[0] != member.key:
+            self.close()
+            directory = tempfile.mkdtemp(prefix="study-savedmodel-")
+            self._saved_model = (member.key, directory)
+            measure.export_saved_model(self.model(member), member.resolution, os.path.join(directory, "model"))
+        return os.path.join(self._saved_model[1], "model")
 
     def model(self, member):
         from keras_effnet import flavours
@@ -215,7 +237,7 @@ class Runner:
             precision = what.split("_")[1]
             rep = self.representative(member) if precision == "int8" else None
             path = os.path.join(c.out, "tflite", f"{member.key}_r{size}_{precision}.tflite")
-            store.atomic_write(path, measure.to_tflite(model, size, precision, rep))
+            store.atomic_write(path, measure.convert_saved_model(self.saved_model(member), precision, rep))
             threads = c.tflite_threads or os.cpu_count() or 1
             try:
                 r = measure.litert_latency(path, threads, c.timing())
@@ -299,18 +321,21 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> dict:
     runner = Runner(config, splits)
     todo = [(m, w) for m, w in steps if store.load_step(config.out, step_id(m, w)) is None]
     bar = _progress(len(steps), len(steps) - len(todo), progress)
-    for member, what in todo:
-        sid = step_id(member, what)
-        bar.set_postfix_str(sid)
-        start = time.perf_counter()
-        rows = runner.run(member, what)
-        store.save_step(config.out, sid, {
-            "step": sid, "member": member.as_dict(), "measurement": what, "rows": rows,
-            "seconds": time.perf_counter() - start,
-            "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        })
-        bar.update(1)
-    bar.close()
+    try:
+        for member, what in todo:
+            sid = step_id(member, what)
+            bar.set_postfix_str(sid)
+            start = time.perf_counter()
+            rows = runner.run(member, what)
+            store.save_step(config.out, sid, {
+                "step": sid, "member": member.as_dict(), "measurement": what, "rows": rows,
+                "seconds": time.perf_counter() - start,
+                "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            })
+            bar.update(1)
+    finally:
+        runner.close()
+        bar.close()
     return write_outputs(config, hw, steps)
 
 

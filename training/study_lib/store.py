@@ -54,10 +54,11 @@ def open_study(out: str, fingerprint: dict) -> None:
     if os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
-        fingerprint = json.loads(json.dumps(fingerprint, default=_jsonable))
-        diffs = [k for k in sorted(set(old) | set(fingerprint)) if old.get(k) != fingerprint.get(k)]
+        old = _flat(old)
+        new = _flat(json.loads(json.dumps(fingerprint, default=_jsonable)))
+        diffs = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
         if diffs:
-            lines = "; ".join(f"{k}: folder has {old.get(k)!r}, this run has {fingerprint.get(k)!r}" for k in diffs)
+            lines = "; ".join(f"{k}: folder has {old.get(k)!r}, this run has {new.get(k)!r}" for k in diffs)
             raise ValueError(
                 f"out: {out!r} holds a study with a different configuration ({lines}). "
                 "Its results are kept; pass a new --out, or rerun with the same settings to resume."
@@ -69,6 +70,18 @@ def open_study(out: str, fingerprint: dict) -> None:
             "Pass a new or empty directory."
         )
     atomic_write_json(path, fingerprint)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """{"settings": {"epochs": 1}} -> {"epochs": 1}; {"hardware": {"gpu": ..}} -> {"hardware.gpu": ..}."""
+    flat = {}
+    for k, v in d.items():
+        name = k if prefix in ("", "settings.") else prefix + k
+        if isinstance(v, dict) and k in ("settings", "hardware", "libraries"):
+            flat.update(_flat(v, "" if k == "settings" else f"{prefix}{k}."))
+        else:
+            flat[name] = v
+    return flat
 
 
 def step_path(out: str, step_id: str) -> str:
