@@ -16,10 +16,14 @@ import time
 from training import evaluate as evaluate_lib, synthetic, train
 from training.config import TrainConfig
 
-EPOCHS = 10
+# Measured on the 2-core CPU VM (2026-11-23, shared with other jobs): 32 px, batch 32, 1,000 images,
+# AdamW 3e-3, no augmentation: val top-1 0.52 after 12 epochs (0.35-0.40 after 8 with random-resized-crop,
+# which at 32 px often crops the shape away), about 5 minutes.
+EPOCHS = 12
 IMAGE_SIZE = 32
 PER_CLASS = 100
 BATCH_SIZE = 32
+AUGMENT = "none"
 
 
 def demo_config(out: str, *, epochs: int = EPOCHS, image_size: int = IMAGE_SIZE, per_class: int = PER_CLASS,
@@ -31,7 +35,7 @@ def demo_config(out: str, *, epochs: int = EPOCHS, image_size: int = IMAGE_SIZE,
     return TrainConfig(
         phi=0, dataset="synthetic", data_dir=os.path.join(out, "data"), synthetic_per_class=per_class,
         model_dir=os.path.join(out, "train"), image_size=image_size, epochs=epochs, batch_size=BATCH_SIZE,
-        strategy="mirrored", cpu_replicas=1 if gpus else 2, drop_connect_rate=0.0, verbose=verbose,
+        strategy="mirrored", cpu_replicas=1 if gpus else 2, drop_connect_rate=0.0, augment=AUGMENT, verbose=verbose,
     )
 
 
