@@ -179,7 +179,7 @@ class Runner:
         self.splits = splits
         self._model_key = None
         self._model = None
-        self._saved_model = None  # (member key, temporary directory) shared by its two TFLite conversions
+        self._saved_model = None  # (member key, temporary directory): one export serves both TFLite conversions
 
     def close(self):
         if self._saved_model is not None:
@@ -195,7 +195,9 @@ class Runner:
             self.close()
             directory = tempfile.mkdtemp(prefix="study-savedmodel-")
             self._saved_model = (member.key, directory)
-            measure.export_saved_model(self.model(member), member.resolution, os.path.join(directory, "model"))
+            from edge import export
+
+            export.export_saved_model(self.model(member), os.path.join(directory, "model"))
         return os.path.join(self._saved_model[1], "model")
 
     def model(self, member):
@@ -237,7 +239,7 @@ class Runner:
             precision = what.split("_")[1]
             rep = self.representative(member) if precision == "int8" else None
             path = os.path.join(c.out, "tflite", f"{member.key}_r{size}_{precision}.tflite")
-            store.atomic_write(path, measure.convert_saved_model(self.saved_model(member), precision, rep))
+            store.atomic_write(path, measure.convert(self.saved_model(member), precision, rep))
             threads = c.tflite_threads or os.cpu_count() or 1
             try:
                 r = measure.litert_latency(path, threads, c.timing())

@@ -1,5 +1,9 @@
 """Measurements of one model: cost from the graph, wall-clock time in Keras and in LiteRT.
 
+TFLite files come from the project's converter (`edge.export`); their latency
+is timed here rather than with `edge.benchmark`, whose fixed run count would not
+fit B7 at 600 px into the study's time budget.
+
 Cost (params, MACs, activations) comes from `keras_effnet.profile`. Times are
 medians over repetitions after one warm-up call, with a repetition budget so that
 B7 at 600 px stays affordable on a 2-core CPU (issue 5: B0..B7 measure-only in
@@ -73,54 +77,17 @@ def keras_latency(model, size: int, batch_size: int, timing: Timing) -> dict:
             "latency_ms": seconds * 1e3, "images_per_sec": batch_size / seconds}
 
 
-def export_saved_model(model, size: int, directory: str) -> str:
-    """A batch-1 SavedModel of `model` for the TFLite converter (Keras 3: ExportArchive, as keras' own LiteRT export).
+def convert(saved_model_dir: str, precision: str, representative=None) -> bytes:
+    """The project's one converter (edge.export, issue 4): "float32", or "int8" post-training quantization.
 
-    Exported once per model and converted to both precisions: the export is
-    about half of a conversion's time.
+    int8 is full-integer with uint8 input and output (what ships to a phone),
+    calibrated on `representative` images (N x S x S x 3, 0..255).
     """
-    import functools
-
-    import tensorflow as tf
-
-    from keras_effnet import flavours
-
-    keras = flavours.keras3()
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint("serve", functools.partial(model.__call__, training=False),
-                         input_signature=[tf.TensorSpec((1, size, size, 3), tf.float32)])
-    archive.write_out(directory, verbose=False)
-    return directory
-
-
-def convert_saved_model(directory: str, precision: str, representative=None) -> bytes:
-    """A .tflite flatbuffer: "float32", or "int8" post-training quantization of weights and activations.
-
-    int8 calibrates on `representative` images (N x S x S x 3, 0..255) and
-    keeps float input/output, so the same feed times both precisions.
-    """
-    import tensorflow as tf
+    from edge import export
 
     if precision not in ("float32", "int8"):
         raise ValueError(f"precision must be 'float32' or 'int8', got {precision!r}.")
-    converter = tf.lite.TFLiteConverter.from_saved_model(directory)
-    if precision == "int8":
-        if representative is None or len(representative) == 0:
-            raise ValueError("int8 conversion needs representative images for calibration, got none.")
-        images = np.asarray(representative, dtype="float32")
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([images[i:i + 1]] for i in range(len(images)))
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-    return converter.convert()
-
-
-def to_tflite(model, size: int, precision: str, representative=None) -> bytes:
-    """`export_saved_model` then `convert_saved_model`, in a temporary directory."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="study-savedmodel-") as tmp:
-        return convert_saved_model(export_saved_model(model, size, tmp), precision, representative)
+    return export.convert_saved_model(saved_model_dir, precision, representative=representative, io_dtype="uint8")
 
 
 def litert_latency(tflite_path: str, threads: int, timing: Timing, seed: int = 0) -> dict:
