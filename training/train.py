@@ -278,6 +278,8 @@ class Trainer:
             self.ema = [tf.Variable(v.value, trainable=False, name="ema") for v in model.trainable_variables] if config.ema_decay else []
             self.ema_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="ema_step")
         self._train = tf.function(self._train_step, jit_compile=jit_compile)
+        # The loop's step takes the iterator itself: get_next runs inside the graph, as in Keras `fit`.
+        self._train_from = tf.function(lambda iterator, lr: self._train_step(next(iterator), lr), jit_compile=jit_compile)
         self._eval = tf.function(self._eval_step, jit_compile=jit_compile)
 
     def _replica_train(self, images, labels):
@@ -321,6 +323,12 @@ class Trainer:
         import tensorflow as tf
 
         return self._train(dist_batch, tf.constant(learning_rate, tf.float32))
+
+    def train_step_from(self, iterator, learning_rate: float):
+        """`train_step` on the next global batch of a distributed iterator, fetched inside the graph."""
+        import tensorflow as tf
+
+        return self._train_from(iterator, tf.constant(learning_rate, tf.float32))
 
     def _replica_eval(self, images, labels):
         import tensorflow as tf
@@ -486,7 +494,7 @@ def _run(config, strategy, chief, write_dir, say, keras, tf, np):
         for step in range(1, steps_per_epoch + 1):
             lr = schedule.learning_rate(global_step, base=base_lr, total_steps=total_steps, warmup_steps=warmup_steps,
                                         kind=config.schedule, steps_per_epoch=steps_per_epoch)
-            loss, correct = trainer.train_step(next(iterator), lr)
+            loss, correct = trainer.train_step_from(iterator, lr)
             loss = float(loss)
             global_step += 1
             _check_finite(loss, epoch=epoch, step=step, global_step=global_step, model_dir=config.model_dir,

@@ -211,3 +211,30 @@ def test_wandb_missing_gives_the_install_hint(tmp_path):
 
     with pytest.raises(ValueError, match=r"pip install '\.\[wandb\]'"):
         train.run(TrainConfig(wandb=True, model_dir=str(tmp_path / "run")))
+
+
+def test_progressive_resize_ema_randaugment_and_init_from(tmp_path, data_dir):
+    """Two epochs at growing sizes with EMA and RandAugment, started from another run's model.keras."""
+    from keras_effnet import flavours
+    from training import train
+    from training.config import TrainConfig
+
+    keras = flavours.keras3()
+    common = dict(dataset="synthetic", data_dir=data_dir, synthetic_per_class=4, batch_size=8, steps_per_epoch=1,
+                  strategy="one_device", verbose=0, tensorboard=False)
+    first = str(tmp_path / "first")
+    train.run(TrainConfig(model_dir=first, image_size=32, epochs=1, **common))
+    source = keras.saving.load_model(os.path.join(first, "model.keras"), safe_mode=True)
+    logs = []
+    result = train.run(TrainConfig(model_dir=str(tmp_path / "second"), image_size=40, epochs=2, progressive_resize=True,
+                                   ema_decay=0.9, augment="randaugment", init_from=os.path.join(first, "model.keras"),
+                                   learning_rate=1e-6, **common), log=logs.append)
+    assert [e["image_size"] for e in result["epochs"]] == [32, 40]
+    assert any("init_from" in line and "copied weights of" in line for line in logs)
+    model = keras.saving.load_model(str(tmp_path / "second" / "model.keras"), safe_mode=True)
+    assert model.input_shape == (None, 40, 40, 3)
+    # started from `first` and barely moved (tiny rate), while a fresh build is far from it
+    a = source.get_layer("stem_conv").get_weights()[0]
+    b = model.get_layer("stem_conv").get_weights()[0]
+    fresh = train.build_model(TrainConfig(image_size=32).validated(), 10, image_size=32).get_layer("stem_conv").get_weights()[0]
+    assert np.abs(a - b).max() < 0.05 * np.abs(a).max() < np.abs(a - fresh).max()
