@@ -124,24 +124,37 @@ def quantize(model, *, check_only: bool = False):
     `check_only=True` returns that list (empty when the model is quantizable) instead of a model.
     Create the result inside `strategy.scope()` when training it with a distribution strategy.
     """
+    return quantize_tf_keras(to_tf_keras(model), check_only=check_only)
+
+
+def quantize_tf_keras(tf_model, *, check_only: bool = False):
+    """`quantize` for any flat functional tf_keras model (no keras_effnet check): replace, annotate, apply.
+
+    Weights are copied layer by layer, by name; a replaced layer gets `quantize_configs.replacement_weights`.
+    """
     tfmot = _tfmot()
     K = flavours.tf_keras()
-    tf_model = to_tf_keras(model)
     annotations = annotations_for(tf_model)
-    rejected = rejected_layers(tf_model, annotations)
+    replaced = {layer.name for layer in tf_model.layers if quantize_configs.replacement_for(layer) is not None}
+    rejected = rejected_layers(tf_model, {**annotations, **dict.fromkeys(replaced)})
     if check_only:
         return rejected
     if rejected:
         raise QuantizationError(tf_model.name, rejected)
 
     def annotate(layer):
-        clone = layer.__class__.from_config(layer.get_config())
+        clone = quantize_configs.replacement_for(layer) or layer.__class__.from_config(layer.get_config())
         if layer.name in annotations:
             return tfmot.quantization.keras.quantize_annotate_layer(clone, annotations[layer.name])
         return clone
 
     annotated = K.models.clone_model(tf_model, clone_function=annotate)
-    annotated.set_weights(tf_model.get_weights())
+    for layer in annotated.layers:
+        if not layer.weights:
+            continue
+        name = getattr(layer, "layer", layer).name  # a QuantizeAnnotate wrapper has a name of its own
+        source = tf_model.get_layer(name)
+        layer.set_weights(quantize_configs.replacement_weights(source) if name in replaced else source.get_weights())
     annotated = tfmot.quantization.keras.quantize_annotate_model(annotated)
     with tfmot.quantization.keras.quantize_scope(quantize_configs.custom_objects()):
         return tfmot.quantization.keras.quantize_apply(annotated)

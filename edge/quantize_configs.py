@@ -5,7 +5,9 @@ tfmot's default registry has no entry for the SE excite `Multiply` (tensorflow/m
 quantizes a `Conv2D(activation="swish")` (the SE reduce convolution) only *after* the swish, which leaves the
 convolution's own output without a range: the TFLite converter then keeps that convolution in float between a
 DEQUANTIZE and a QUANTIZE, and a full-integer conversion fails. Each config here closes one of those gaps;
-`config_for(layer)` is the one lookup that decides, and `custom_objects()` is what `quantize_scope` needs.
+`config_for(layer)` is the one lookup that decides, `replacement_for(layer)` the one lookup for a layer
+re-expressed as an equivalent quantizable layer (Normalization, see there), and `custom_objects()` is what
+`quantize_scope` needs.
 
 The six QuantizeConfig methods return weights and activations in matching order (tfmot pairs them by position).
 """
@@ -32,8 +34,8 @@ def _activation_quantizer():
 class OutputQuantizeConfig(_QuantizeConfig):
     """Quantize a weightless (or fixed-weight) layer's output only.
 
-    Used for the SE `Multiply` (like tfmot's own `Add`), the input `Rescaling` and `Normalization` (an affine map
-    of the pixels; their outputs need a range so that the first convolution gets an int8 input) and a
+    Used for the SE `Multiply` (like tfmot's own `Add`), the input `Rescaling` (one MUL: its output needs a range
+    so that the next op gets an int8 input) and a
     `BatchNormalization` that no convolution precedes (tfmot folds only conv+BN). The layer's weights, if any,
     stay float in the Keras graph; the converter folds them into constants.
 
@@ -148,7 +150,7 @@ def config_for(layer):
     keras_effnet variant, B-series or Lite, any phi, gets the same treatment.
     """
     kind = type(layer).__name__
-    if kind in ("Multiply", "Rescaling", "Normalization"):
+    if kind in ("Multiply", "Rescaling"):
         return OutputQuantizeConfig()
     if kind == "BatchNormalization":
         sources = _inbound_class_names(layer)
@@ -166,3 +168,28 @@ CONFIGS = (OutputQuantizeConfig, SwishConvQuantizeConfig)
 def custom_objects() -> dict:
     """Everything `quantize_scope` must know to build (and rebuild) a model annotated with these configs."""
     return {cls.__name__: cls for cls in CONFIGS}
+
+
+def replacement_for(layer):
+    """A quantizable layer computing the same function as `layer`, or None.
+
+    `Normalization` ((x - mean) / sqrt(variance), per channel) becomes SUB then MUL in TFLite, and the tensor
+    between them has no range in a QAT graph, so an output-only config would leave both ops in float. The same
+    per-channel affine map as one op is a 1x1 `DepthwiseConv2D` with bias (kernel 1/sqrt(variance), bias
+    -mean/sqrt(variance)), which tfmot's registry quantizes (per-channel weights, quantized output) and TFLite
+    runs as one int8 DEPTHWISE_CONV_2D. It keeps the layer's name; `replacement_weights` gives its weights.
+    """
+    if type(layer).__name__ == "Normalization":
+        K = flavours.tf_keras()
+        return K.layers.DepthwiseConv2D(1, use_bias=True, name=layer.name)
+    return None
+
+
+def replacement_weights(layer) -> list:
+    """The weights of `replacement_for(layer)` that reproduce `layer` (a built tf_keras Normalization)."""
+    import numpy as np
+
+    mean, variance = (np.asarray(w, dtype=np.float64).reshape(-1) for w in layer.get_weights()[:2])
+    inv_std = 1.0 / np.maximum(np.sqrt(variance), 1e-7)  # tf_keras's Normalization floors sqrt(variance) at epsilon
+    kernel = inv_std.reshape(1, 1, -1, 1).astype(np.float32)
+    return [kernel, (-mean * inv_std).astype(np.float32)]

@@ -72,7 +72,7 @@ def test_multiply_output_config_se_excite():
     _check_full_integer(q, x)
 
 
-def test_rescaling_and_normalization_output_config():
+def test_rescaling_output_config_and_normalization_replacement():
     K = flavours.tf_keras()
     inp = K.layers.Input((8, 8, 3))
     x = K.layers.Rescaling(1 / 255.0, name="rescaling")(inp)
@@ -80,14 +80,23 @@ def test_rescaling_and_normalization_output_config():
     x = norm(x)
     x = K.layers.Conv2D(4, 3, padding="same", name="conv")(x)
     model = K.Model(inp, _head(K, x))
-    norm.set_weights([np.array([0.485, 0.456, 0.406], np.float32), np.array([0.05, 0.05, 0.05], np.float32),
+    norm.set_weights([np.array([0.485, 0.456, 0.406], np.float32), np.array([0.05, 0.06, 0.07], np.float32),
                       np.zeros((), np.int64)])
+    norm.finalize_state()
     rejected = qat.rejected_layers(model)
     assert {(name, kind) for name, kind, _ in rejected} == {("rescaling", "Rescaling"), ("normalization", "Normalization")}
-    configs = {layer.name: quantize_configs.config_for(layer) for layer in model.layers}
-    assert isinstance(configs["rescaling"], quantize_configs.OutputQuantizeConfig)
-    assert isinstance(configs["normalization"], quantize_configs.OutputQuantizeConfig)
-    q, x = _apply(model, configs)
+    assert isinstance(quantize_configs.config_for(model.get_layer("rescaling")), quantize_configs.OutputQuantizeConfig)
+
+    replacement = quantize_configs.replacement_for(norm)
+    assert type(replacement).__name__ == "DepthwiseConv2D" and replacement.name == "normalization"
+    replacement.build((None, 8, 8, 3))
+    replacement.set_weights(quantize_configs.replacement_weights(norm))
+    x = np.random.default_rng(0).uniform(0, 1, (2, 8, 8, 3)).astype(np.float32)
+    np.testing.assert_allclose(replacement(x).numpy(), norm(x).numpy(), rtol=1e-5, atol=1e-5)
+
+    q = qat.quantize_tf_keras(model)
+    x = np.random.default_rng(0).uniform(0, 255, (16, 8, 8, 3)).astype(np.float32)
+    qat.compile_qat(q, 1e-3).fit(x, np.arange(16) % 3, batch_size=8, epochs=1, verbose=0)
     _check_full_integer(q, x)
 
 
@@ -130,7 +139,9 @@ def test_swish_conv_config_makes_the_se_reduce_conv_integer():
 def test_config_for_b0_twin_layers():
     model = twin_lib.twin(keras_effnet.build(0, input_shape=(32, 32, 3), classes=3))
     kinds = {layer.name: type(quantize_configs.config_for(layer)).__name__ for layer in model.layers}
-    assert kinds["rescaling"] == kinds["normalization"] == kinds["block2a_se_excite"] == "OutputQuantizeConfig"
+    assert kinds["rescaling"] == kinds["block2a_se_excite"] == "OutputQuantizeConfig"
+    assert kinds["normalization"] == "NoneType"
+    assert type(quantize_configs.replacement_for(model.get_layer("normalization"))).__name__ == "DepthwiseConv2D"
     assert kinds["block2a_se_reduce"] == "SwishConvQuantizeConfig"
     for name in ("stem_conv", "stem_bn", "block2a_se_expand", "block2a_dwconv", "block2b_add", "predictions"):
         assert kinds[name] == "NoneType", name

@@ -1,0 +1,147 @@
+"""edge.qat: the pre-check, the QAT model of B0 and Lite0 (weights copied by name), the fine-tune command."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import keras_effnet
+from edge import export, litert, qat
+from keras_effnet import flavours
+from keras_effnet import twin as twin_lib
+
+from conftest import CLASSES, SIZE, run_module
+
+
+def _b0():
+    return keras_effnet.build(0, input_shape=(SIZE, SIZE, 3), classes=CLASSES)
+
+
+def test_rejected_layers_lists_every_unsupported_layer_of_b0_by_name_and_type():
+    rejected = qat.rejected_layers(twin_lib.twin(_b0()))
+    by_type = {}
+    for name, kind, _ in rejected:
+        by_type.setdefault(kind, []).append(name)
+    assert by_type.pop("Rescaling") == ["rescaling"]
+    assert by_type.pop("Normalization") == ["normalization"]
+    excites = by_type.pop("Multiply")
+    assert len(excites) == 16 and all(n.endswith("_se_excite") for n in excites)  # one per MBConv block of B0
+    assert by_type == {}
+
+
+def test_quantization_error_names_every_layer():
+    K = flavours.tf_keras()
+    inp = K.layers.Input((8, 8, 3))
+    inner = K.Sequential([K.layers.Conv2D(2, 1)], name="inner")
+    x = K.layers.LayerNormalization(name="ln")(inp)
+    x = K.layers.Activation("elu", name="elu")(x)
+    x = inner(x)
+    model = K.Model(inp, x)
+    rejected = qat.rejected_layers(model)
+    assert [(n, k) for n, k, _ in rejected] == [("ln", "LayerNormalization"), ("elu", "Activation"), ("inner", "Sequential")]
+    message = str(qat.QuantizationError("m", rejected))
+    for text in ("3 layer(s)", "ln (LayerNormalization)", "elu (Activation): activation 'elu'", "inner (Sequential): a model nested"):
+        assert text in message
+
+
+@pytest.mark.parametrize("family,phi", [("efficientnet", 0), ("lite", 0), ("efficientnet", 0.5), ("lite", 2)])
+def test_every_family_member_is_quantizable(family, phi):
+    model = keras_effnet.build(phi, family=family, input_shape=(SIZE, SIZE, 3), classes=CLASSES)
+    assert qat.quantize(model, check_only=True) == []
+
+
+def test_quantize_copies_the_float_weights_by_name():
+    model = _b0()
+    q = qat.quantize(model)
+    by_layer = {}
+    for v in q.weights:  # the wrapped layer's own variables keep their names; quantizer variables are quant_*
+        by_layer.setdefault(v.name.split("/")[0], []).append(v.numpy())
+    checked = 0
+    for layer in model.layers:
+        want = layer.get_weights()
+        if layer.name == "normalization":  # re-expressed as a 1x1 DepthwiseConv2D: 1/std and -mean/std
+            mean, var = want[0], want[1]
+            kernel, bias = by_layer["normalization"][:2]
+            np.testing.assert_allclose(kernel.ravel(), 1 / np.sqrt(var), rtol=1e-6)
+            np.testing.assert_allclose(bias, -mean / np.sqrt(var), rtol=1e-6)
+            checked += len(want)
+        elif want:
+            got = by_layer[layer.name]
+            assert len(got) == len(want), layer.name
+            for a, b in zip(got, want):
+                np.testing.assert_array_equal(a, b, err_msg=layer.name)
+            checked += len(want)
+    assert checked == len(model.weights) > 300
+    assert sum(type(layer).__name__ == "QuantizeWrapperV2" for layer in q.layers) > 100
+
+
+@pytest.mark.parametrize("family", ["efficientnet", "lite"])
+def test_qat_model_normalises_with_the_float_models_statistics(family):
+    """tfmot's clone + set_weights skips Normalization.finalize_state; quantize must not (mean 0 / var 1 otherwise)."""
+    keras = flavours.keras3()
+    K = flavours.tf_keras()
+    model = keras_effnet.build(0, family=family, input_shape=(SIZE, SIZE, 3), classes=CLASSES)
+    q = qat.quantize(model)
+    x = np.random.default_rng(1).uniform(0, 255, (4, SIZE, SIZE, 3)).astype(np.float32)
+    want = keras.Model(model.input, model.get_layer("normalization").output)(x).numpy()
+    probe = K.Model(q.input, q.get_layer("quant_normalization").output)
+    probe(x, training=True)  # one training-mode call sets the input, rescaling and normalization ranges
+    got = probe(x, training=False).numpy()
+    # Three 8-bit fake-quants on the way whose moving-average ranges are still settling after one call; the stale
+    # statistics (mean 0, variance 1) would be off by more than 2 everywhere.
+    assert np.abs(got - want).max() < 0.25
+    assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.99
+
+
+def test_quantize_refuses_models_not_made_by_keras_effnet():
+    keras = flavours.keras3()
+    foreign = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Conv2D(2, 3)], name="foreign")
+    with pytest.raises(ValueError, match="not built by keras_effnet"):
+        qat.quantize(foreign)
+    with pytest.raises(TypeError, match="model must be a Keras model"):
+        qat.quantize("model.keras")
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"epochs": -1}, "epochs"), ({"batch_size": 0}, "batch_size"), ({"learning_rate": 0}, "learning_rate"),
+    ({"steps_per_epoch": 0}, "steps_per_epoch"),
+])
+def test_fine_tune_config_rejects_bad_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        qat.FineTuneConfig(**kwargs)
+
+
+def test_qat_command_fine_tunes_lite0_and_the_result_converts_to_full_integer(lite0_path, dataset, tmp_path):
+    out = tmp_path / "Q"
+    proc = run_module("edge.qat", f"--model={lite0_path}", f"--data_dir={dataset}", "--epochs=1",
+                      "--steps_per_epoch=2", "--batch_size=8", f"--out={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads((out / qat.QAT_INFO).read_text())
+    assert info["fine_tune"]["epochs"] == 1 and info["fine_tune"]["steps_per_epoch"] == 2
+    assert len(info["history"]["loss"]) == 1 and np.isfinite(info["history"]["loss"][0])
+    assert sorted(os.listdir(out)) == sorted([qat.QAT_INFO, qat.QAT_WEIGHTS])  # no temporary files left
+
+    from edge import data
+
+    model = data.load_model(lite0_path)
+    q = qat.load(model, str(out))
+    untrained = qat.quantize(model)
+    moved = [not np.array_equal(a, b) for a, b in zip(q.get_weights(), untrained.get_weights())]
+    assert any(moved)  # the fine-tuned weights (or ranges) were loaded, not the float ones
+    val = data.validation_set(dataset, SIZE)
+    blob = export.convert(q, "qat_int8")
+    assert export.float_ops(blob) == []
+    probs = litert.TFLiteModel(blob).predict(val.images)
+    want = q.predict(val.images, verbose=0)
+    # A 2-step model is barely better than uniform, so top-1 flips on ties; compare the probabilities instead
+    # (the int8 softmax output step is 1/256) and the top-1 where the Keras QAT model is not near a tie.
+    assert np.abs(probs - want).max() < 0.1
+    top2 = np.sort(want, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > 0.1
+    assert (probs.argmax(1)[clear] == want.argmax(1)[clear]).all()
+
+
+def test_load_without_weights_names_the_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="qat_dir"):
+        qat.load(_b0(), str(tmp_path))
