@@ -126,7 +126,9 @@ def answer(table: list[dict]) -> list[str]:
     for m in table:
         if m["role"] != "family" or not m.get("macs"):
             continue
-        parts = [f"{m['model']} has {base['macs'] / m['macs']:.1f}× fewer MACs than {base['model']}; measured speed-up"]
+        ratio = base["macs"] / m["macs"]
+        fewer = f"{ratio:.1f}× fewer" if ratio >= 1 else f"{1 / ratio:.1f}× more"
+        parts = [f"{m['model']} has {fewer} MACs than {base['model']}; measured speed-up"]
         speedups = []
         for column, name in LATENCY_BACKENDS + (("train_seconds", "training time"),):
             if m.get(column) and base.get(column):
