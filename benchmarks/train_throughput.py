@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -132,6 +133,7 @@ def main(argv=None):
         results["trainer_mirrored"] = trainer_images_per_sec(*common, os.path.join(work, "t2"), "mirrored", args.cpu_replicas)
         print(f"trainer (mirrored, {args.cpu_replicas} logical CPUs):    {results['trainer_mirrored']:8.1f} images/s "
               f"({results['trainer_mirrored'] / results['baseline']:.2f}x baseline)", flush=True)
+    shutil.rmtree(work, ignore_errors=True)
     if args.json:
         tmp = args.json + ".tmp"
         with open(tmp, "w") as f:

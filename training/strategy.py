@@ -106,3 +106,12 @@ def is_chief(strategy) -> bool:
         return True
     cluster = resolver.cluster_spec().as_dict()
     return resolver.task_type == "worker" and int(resolver.task_id) == 0 and "chief" not in cluster
+
+
+def strategy_name(strategy) -> str:
+    """The public name: MultiWorkerMirroredStrategy's class is CollectiveAllReduceStrategy inside TensorFlow."""
+    import tensorflow as tf
+
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "MultiWorkerMirroredStrategy"
+    return type(strategy).__name__

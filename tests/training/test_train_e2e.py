@@ -213,6 +213,7 @@ def test_wandb_missing_gives_the_install_hint(tmp_path):
         train.run(TrainConfig(wandb=True, model_dir=str(tmp_path / "run")))
 
 
+@pytest.mark.slow
 def test_progressive_resize_ema_randaugment_and_init_from(tmp_path, data_dir):
     """Two epochs at growing sizes with EMA and RandAugment, started from another run's model.keras."""
     from keras_effnet import flavours
