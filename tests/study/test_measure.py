@@ -3,8 +3,6 @@
 import json
 import os
 
-import pytest
-
 from conftest import check_png
 from training.study_lib import measure, plots, report, store
 
