@@ -263,8 +263,8 @@ def main(argv):
     from edge import flags as edge_flags
 
     cfg = edge_flags.qat_config()
+    strategy = data_lib.get_strategy(cfg.strategy, cpu_replicas=cfg.cpu_replicas)  # before TF runs any op
     model = data_lib.load_model(cfg.model)
-    strategy = data_lib.get_strategy(cfg.strategy, cpu_replicas=cfg.cpu_replicas)
     qat_model, history = fine_tune(model, cfg.data_dir, cfg.fine_tune, strategy=strategy)
     paths = save(qat_model, cfg.out, {
         "model": os.path.abspath(cfg.model), "data_dir": os.path.abspath(cfg.data_dir),
