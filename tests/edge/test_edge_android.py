@@ -14,7 +14,7 @@ import pytest
 
 from edge import android
 
-from conftest import run_module
+from edge_support import run_module
 
 LOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "benchmark_model_session.log")
 

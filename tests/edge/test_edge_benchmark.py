@@ -8,7 +8,7 @@ import pytest
 from edge import benchmark, export
 from keras_effnet import flavours
 
-from conftest import run_module
+from edge_support import run_module
 
 
 @pytest.fixture(scope="module")

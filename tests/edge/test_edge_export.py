@@ -9,7 +9,7 @@ import pytest
 
 from edge import data, export, litert
 
-from conftest import CLASSES, SIZE, run_module
+from edge_support import CLASSES, SIZE, run_module
 
 
 def test_every_format_is_written_and_evaluated(b0_export):

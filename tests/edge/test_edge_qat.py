@@ -11,7 +11,7 @@ from edge import export, litert, qat
 from keras_effnet import flavours
 from keras_effnet import twin as twin_lib
 
-from conftest import CLASSES, SIZE, run_module
+from edge_support import CLASSES, SIZE, run_module
 
 
 def _b0():

@@ -3,7 +3,7 @@
 import json
 import os
 
-from conftest import check_png
+from study_support import check_png
 from training.study_lib import measure, plots, report, store
 
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT, check_png, fast_settings
+from study_support import REPO_ROOT, check_png, fast_settings
 from training import study
 from training.study_lib import members, store, training_link
 
