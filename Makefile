@@ -17,7 +17,9 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m keras_effnet --resolution=native
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m training.demo --out=$(DEMO_DIR)/training
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m edge.export --model=$(DEMO_DIR)/training/train/model.keras \
+		--data_dir=$(DEMO_DIR)/training/data --out=$(DEMO_DIR)/edge --qat_epochs=1
 
 test: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -m "not slow" -q -p no:cacheprovider
