@@ -209,7 +209,7 @@ def init_weights_from(model, source: str, *, phi=0, family="efficientnet", log=p
     return copied
 
 
-def export_model(trained, config: TrainConfig, num_classes: int, image_size: int):
+def export_model(trained, config: TrainConfig, num_classes: int, image_size: int, *, model_fn=None):
     """A fresh float32 model at a fixed `image_size`, holding `trained`'s weights.
 
     What gets saved: no distribution strategy, no mixed-precision policy, no
@@ -222,7 +222,7 @@ def export_model(trained, config: TrainConfig, num_classes: int, image_size: int
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float32")
     try:
-        model = build_model(config.replace(sync_bn=False), num_classes, image_size=image_size)
+        model = (model_fn or build_model)(config.replace(sync_bn=False), num_classes, image_size=image_size)
     finally:
         keras.config.set_dtype_policy(previous)
     model.set_weights([w.numpy() if hasattr(w, "numpy") else w for w in (v.value for v in trained.weights)])
@@ -410,8 +410,13 @@ def _check_finite(value: float, *, epoch: int, step: int, global_step: int, mode
         )
 
 
-def run(config: TrainConfig, *, log=print) -> dict:
-    """Train as `config` says; return the metrics dict that is also written to model_dir/metrics.json."""
+def run(config: TrainConfig, *, log=print, model_fn=None) -> dict:
+    """Train as `config` says; return the metrics dict that is also written to model_dir/metrics.json.
+
+    `model_fn(config, num_classes, *, image_size)` replaces `build_model` (same contract: head,
+    dropout, BN momentum and sync-BN from `config`), so models `build_model` cannot make from phi
+    and family (the study's ResNet-50 baseline and grid points) go through the same loop.
+    """
     import numpy as np
     import tensorflow as tf
 
@@ -428,13 +433,13 @@ def run(config: TrainConfig, *, log=print) -> dict:
     write_dir = config.model_dir if chief else tempfile.mkdtemp(prefix="worker-")
     os.makedirs(write_dir, exist_ok=True)
     try:
-        return _run(config, strategy, chief, write_dir, say, keras, tf, np)
+        return _run(config, strategy, chief, write_dir, say, keras, tf, np, model_fn or build_model)
     finally:
         if not chief:
             shutil.rmtree(write_dir, ignore_errors=True)
 
 
-def _run(config, strategy, chief, write_dir, say, keras, tf, np):
+def _run(config, strategy, chief, write_dir, say, keras, tf, np, model_fn):
     keras.utils.set_random_seed(config.seed)
     splits = prepare_data(config, log=say)
     num_classes = splits.num_classes
@@ -455,7 +460,7 @@ def _run(config, strategy, chief, write_dir, say, keras, tf, np):
     jit = _jit(config)
 
     with strategy.scope():
-        model = build_model(config, num_classes, image_size=None if config.progressive_resize else config.image_size)
+        model = model_fn(config, num_classes, image_size=None if config.progressive_resize else config.image_size)
         if config.init_from:
             init_weights_from(model, config.init_from, phi=config.phi, family=config.family, log=say)
         optimizer = make_optimizer(config, model, base_lr)
@@ -567,7 +572,7 @@ def _run(config, strategy, chief, write_dir, say, keras, tf, np):
 
     if trainer.ema:
         trainer.swap_ema()  # the saved model holds the EMA weights
-    final = export_model(model, config, num_classes, config.image_size)
+    final = export_model(model, config, num_classes, config.image_size, model_fn=model_fn)
     atomic_save_model(final, os.path.join(write_dir, MODEL))
     result = {**info, "epochs": history, "final": history[-1] if history else {}}
     if chief:

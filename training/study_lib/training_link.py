@@ -14,7 +14,6 @@ over the epochs weighted by their time.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -46,24 +45,16 @@ def needs_custom_builder(member) -> bool:
         member.phi, family=member.kind, scaling=member.scaling, alpha=member.alpha, beta=member.beta, gamma=member.gamma)
 
 
-@contextlib.contextmanager
-def member_builder(member):
-    """Let `training.train.run` train a member it cannot build itself (ResNet-50, a grid point, a formula twin).
+def member_model_fn(member):
+    """A `model_fn` for `training.train.run` when the trainer cannot build `member` itself, else None.
 
-    The trainer builds its model with `training.train.build_model(config,
-    num_classes, image_size=...)` from phi and family only. For the others the
-    study swaps in a builder with the same contract (head, dropout, BN momentum
-    and sync-BN from the config) for the duration of the run, so every member
-    goes through the same loop, optimizer, schedule and data pipeline: the
-    baseline is "trained the same way" (issue 5). A `model_fn` argument to
-    `run` would make this swap unnecessary.
+    The trainer builds from phi and family only. ResNet-50, a grid point and a formula twin get a
+    builder with the same contract (head, dropout, BN momentum and sync-BN from the config), so every
+    member goes through the same loop, optimizer, schedule and data pipeline: the baseline is
+    "trained the same way" (issue 5).
     """
-    from training import train
-
     if not needs_custom_builder(member):
-        yield
-        return
-    original = train.build_model
+        return None
 
     def build_model(config, num_classes, *, image_size=None):
         from keras_effnet import flavours
@@ -79,11 +70,7 @@ def member_builder(member):
                 layer.synchronized = bool(config.sync_bn)
         return model
 
-    train.build_model = build_model
-    try:
-        yield
-    finally:
-        train.build_model = original
+    return build_model
 
 
 def train_member(config, member, splits, model_dir: str) -> dict:
@@ -111,8 +98,7 @@ def train_member(config, member, splits, model_dir: str) -> dict:
         done = len(metrics.get("epochs", [])) >= tc.epochs and os.path.exists(os.path.join(model_dir, "model.keras"))
         if done:
             return metrics
-    with member_builder(member):
-        return train.run(tc, log=lambda *a, **k: None)
+    return train.run(tc, log=lambda *a, **k: None, model_fn=member_model_fn(member))
 
 
 def metrics_rows(metrics: dict) -> list[dict]:
