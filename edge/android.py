@@ -22,7 +22,7 @@ import os
 import re
 import shlex
 
-from edge.files import atomic_write_text
+from training.files import atomic_write
 
 DEVICE_DIR = "/data/local/tmp/keras_effnet"
 MARKER = "### edge.android"
@@ -79,7 +79,7 @@ def write_script(files, out: str, *, benchmark_binary: str = "benchmark_model", 
                    f"--num_runs={num_runs} {' '.join(flags)}")
             lines.append(f"echo {q(f'{MARKER} file={name} config={config}')}")
             lines.append(f"adb shell {q(cmd)} 2>&1 || echo {q(f'{MARKER} failed file={name} config={config}')}")
-    atomic_write_text(out, "\n".join(lines) + "\n")
+    atomic_write(out, "\n".join(lines) + "\n")
     os.chmod(out, 0o755)
     return out
 

@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from edge import litert
-from edge.files import atomic_write_bytes, atomic_write_text
+from training.files import atomic_write
 
 FORMATS = ("float32", "float16", "dynamic", "int8", "qat_int8")
 IO_DTYPES = ("uint8", "int8")
@@ -308,7 +308,7 @@ def export_all(model_path: str, data_dir: str, out_dir: str, formats=FORMATS, qa
     keras_top1 = float((keras_probs.argmax(axis=1) == val.labels).mean())
 
     os.makedirs(out_dir, exist_ok=True)
-    atomic_write_text(os.path.join(out_dir, LABELS), "".join(f"{name}\n" for name in val.class_names))
+    atomic_write(os.path.join(out_dir, LABELS), "".join(f"{name}\n" for name in val.class_names))
     work = tempfile.mkdtemp(prefix=".edge-export-", dir=out_dir)
     rows, qat_info, diagnostics = [], None, {}
     try:
@@ -326,7 +326,7 @@ def export_all(model_path: str, data_dir: str, out_dir: str, formats=FORMATS, qa
                         float_sm = export_saved_model(model, os.path.join(work, "float"))
                     saved = float_sm
                 blob = convert_saved_model(saved, fmt, representative=representative, io_dtype=config.io_dtype)
-                path = atomic_write_bytes(os.path.join(out_dir, file), blob)
+                path = atomic_write(os.path.join(out_dir, file), blob)
                 row["bytes"] = len(blob)
                 row.update(evaluate_tflite(path, val.images, val.labels, keras_probs, threads=config.threads,
                                            latency_runs=config.latency_runs))
@@ -359,8 +359,8 @@ def export_all(model_path: str, data_dir: str, out_dir: str, formats=FORMATS, qa
         "recommendation": recommend(rows, keras_top1), "qat": qat_info, "diagnostics": diagnostics or None,
         "config": dataclasses.asdict(config),
     }
-    atomic_write_text(os.path.join(out_dir, REPORT_JSON), json.dumps(report, indent=1) + "\n")
-    atomic_write_text(os.path.join(out_dir, REPORT_MD), report_markdown(report))
+    atomic_write(os.path.join(out_dir, REPORT_JSON), json.dumps(report, indent=1) + "\n")
+    atomic_write(os.path.join(out_dir, REPORT_MD), report_markdown(report))
     return report
 
 

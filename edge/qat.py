@@ -20,7 +20,7 @@ import tempfile
 import numpy as np
 
 from edge import quantize_configs
-from edge.files import atomic_write_text
+from training.files import atomic_write
 from keras_effnet import flavours
 from keras_effnet import twin as twin_lib
 
@@ -244,7 +244,7 @@ def save(qat_model, out_dir: str, info: dict) -> dict:
         if os.path.exists(tmp):
             os.remove(tmp)
     note = os.path.join(out_dir, QAT_INFO)
-    atomic_write_text(note, json.dumps(info, indent=1, sort_keys=True) + "\n")
+    atomic_write(note, json.dumps(info, indent=1, sort_keys=True) + "\n")
     return {"weights": weights, "info": note}
 
 

@@ -38,6 +38,7 @@ import numpy as np
 from training import data as data_lib
 from training import datasets, schedule, strategy as strategy_lib, synthetic
 from training.config import TrainConfig
+from training.files import atomic_write as atomic_write_text
 
 METRICS = "metrics.json"
 LABELS = "labels.txt"
@@ -50,23 +51,6 @@ class NonFiniteLossError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- files
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename: readers never see half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def atomic_save_model(model, path: str) -> None:

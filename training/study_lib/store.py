@@ -13,25 +13,11 @@ import csv
 import io
 import json
 import os
-import tempfile
+
+from training.files import atomic_write  # noqa: F401  (re-exported: store.atomic_write)
 
 STUDY_FILE = "study.json"
 STEPS_DIR = "steps"
-
-
-def atomic_write(path: str, data: str | bytes) -> None:
-    """Write to a temporary name in the same directory, then os.replace: readers never see half a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def atomic_write_json(path: str, obj) -> None:
