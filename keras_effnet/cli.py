@@ -151,11 +151,7 @@ def build_parser(config_cls, *, prog: str, description: str) -> argparse.Argumen
 def parse(config_cls, argv: Sequence[str] | None = None, *, prog: str, description: str):
     """The config that `argv` (default: sys.argv[1:]) describes. Raises UsageError for anything invalid."""
     parser = build_parser(config_cls, prog=prog, description=description)
-    args = list(sys.argv[1:] if argv is None else argv)
-    positional = [a for a in args if not a.startswith("-")]
-    if positional and "--help" not in args and "-h" not in args:
-        raise UsageError(f"unexpected argument {positional[0]!r}: every option is a flag, --name=value")
-    namespace = parser.parse_args(args)
+    namespace = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     given = vars(namespace)
     for field in dataclasses.fields(config_cls):
         meta = field.metadata
