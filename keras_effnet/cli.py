@@ -202,7 +202,7 @@ def main(config_cls, run: Callable, argv: Sequence[str] | None = None, *, prog: 
 
 
 def run_main(main_fn: Callable[[], int]) -> None:
-    """`if __name__ == "__main__": cli.run_main(main)` — exit with main's code."""
+    """Exit the process with `main_fn()`'s code; the last line of every command module."""
     sys.exit(main_fn())
 
 
