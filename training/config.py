@@ -1,18 +1,20 @@
-"""`TrainConfig`: every choice of one training run, typed (issue 3; STYLE principle 7).
+"""`TrainConfig`: every choice of one training run, typed, and the trainer's command-line flags.
 
-`training.flags` turns command-line flags into this dataclass; tests build it
-directly. `validated()` checks every field and fills the variant-dependent
-defaults, with errors that name the field, the value and what is allowed.
+The fields are the flags of `python -m training.train` (keras_effnet.cli's
+convention: `--name=value`, `--name` / `--noname` for booleans); tests and
+library callers build the dataclass directly. `validated()` checks every field
+and fills the variant-dependent defaults, with errors that name the flag, the
+value and what is allowed.
 
 Defaults suit small data and short runs, not the paper's 350 ImageNet epochs
-(REFERENCE section 5, measured on these machines with keras.applications B0
-from scratch, 1.4k images, 32 px, 15 epochs): BatchNorm momentum 0.99 stayed
-at chance for 12 epochs because the moving statistics lag far behind the
-weights over a few hundred steps; momentum 0.9 with AdamW 3e-3, warm-up +
-cosine and weight decay 0.05 reached 0.95; the paper's RMSProp at 0.016
-reached 0.39. Hence bn_momentum 0.9, AdamW, cosine by default; the paper's
-recipe is one flag away (--optimizer=rmsprop --schedule=exponential
---bn_momentum=0.99 --weight_decay=1e-5 --ema_decay=0.9999).
+(measured on 2-core CPUs with keras.applications B0 from scratch, 1.4k images,
+32 px, 15 epochs): BatchNorm momentum 0.99 stayed at chance for 12 epochs
+because the moving statistics lag far behind the weights over a few hundred
+steps; momentum 0.9 with AdamW 3e-3, warm-up + cosine and weight decay 0.05
+reached 0.95; the paper's RMSProp at 0.016 reached 0.39. Hence bn_momentum 0.9,
+AdamW, cosine by default; the paper's recipe is one flag away
+(--optimizer=rmsprop --schedule=exponential --bn_momentum=0.99
+--weight_decay=1e-5 --ema_decay=0.9999).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 import numbers
 import os
+
+from keras_effnet import cli
 
 DATASETS = ("synthetic", "imagenette", "imagewoof", "folder")
 OPTIMIZERS = ("adamw", "rmsprop", "sgd")
@@ -33,65 +37,99 @@ FASTAI_SIZES = ("160", "320", "full")
 LABEL_NOISE = (0, 1, 5, 25, 50)
 
 # Per BASE_BATCH (256) images; the rate used is scaled linearly with the global batch.
-# adamw 0.024 per 256 = REFERENCE section 5's 3e-3 at batch 32; rmsprop: the paper's 0.016; sgd: Goyal et al.'s 0.1.
+# adamw 0.024 per 256 = 3e-3 at batch 32 (measured, see above); rmsprop: the paper's 0.016; sgd: Goyal et al.'s 0.1.
 DEFAULT_LEARNING_RATE = {"adamw": 0.024, "rmsprop": 0.016, "sgd": 0.1}
 # AdamW's decoupled decay (Loshchilov & Hutter 2019); L2 in the loss for the others, as the paper.
 DEFAULT_WEIGHT_DECAY = {"adamw": 0.05, "rmsprop": 1e-5, "sgd": 5e-5}
+
+# Fields that do not change what a run computes: a rerun may change them and still resume.
+RESUMABLE_CHANGES = frozenset({
+    "epochs", "verbose", "tensorboard", "wandb", "wandb_project", "overwrite", "steps_per_loop",
+    "checkpoint_every_steps", "cache", "strategy", "num_gpus", "cpu_replicas", "jit_compile", "model_dir",
+})
+
+
+class ConfigError(cli.UsageError, ValueError):
+    """A bad field value: one line on the command line (exit 2), a ValueError for library callers."""
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     # model
-    phi: float = 0
-    family: str = "efficientnet"
-    image_size: int | None = None  # None: the variant's native resolution
-    dropout_rate: float | None = None  # None: the variant's
-    drop_connect_rate: float = 0.2
-    bn_momentum: float = 0.9
-    zero_init_head: bool = True  # start from uniform predictions (see training.train.build_model)
-    init_from: str | None = None  # "imagenet", a .keras model or a .weights.h5 file
+    phi: float = cli.flag(0, "Compound coefficient: 0..8 the official B0..B8 (Lite0..4 with --family=lite).", group="model")
+    family: str = cli.flag("efficientnet", "Model family.", group="model", choices=FAMILIES)
+    image_size: int | None = cli.flag(None, "Training resolution (none: the variant's native resolution).", group="model")
+    dropout_rate: float | None = cli.flag(None, "Head dropout (none: the variant's).", group="model")
+    drop_connect_rate: float = cli.flag(0.2, "Stochastic depth rate.", group="model")
+    bn_momentum: float = cli.flag(0.9, "BatchNorm moving-average momentum (the paper: 0.99; 0.9 suits short runs).", group="model")
+    zero_init_head: bool = cli.flag(True, "Start the classifier at zero (uniform predictions); suits few classes.", group="model")
+    init_from: str | None = cli.flag(None, "Start from weights: 'imagenet', a .keras model or a .weights.h5 file.", group="model")
     # data
-    dataset: str = "synthetic"
-    data_dir: str | None = None
-    fastai_size: str = "160"
-    label_noise: int = 0  # Imagenette noisy_imagenette.csv column noisy_labels_<k>
-    augment: str = "basic"
-    cache: bool = False
-    synthetic_per_class: int = 100
+    dataset: str | None = cli.flag(None, "synthetic (embedded, no download), imagenette, imagewoof or folder "
+                                   "(none: folder when --data_dir is given, else synthetic).", group="data", choices=DATASETS)
+    data_dir: str | None = cli.flag(None, "folder: a folder of images (train/<class>/*, val/<class>/*); imagenette/imagewoof: "
+                                    "where the archive is unpacked; synthetic: where it is generated (none: MODEL_DIR/synthetic_data).",
+                                    group="data")
+    fastai_size: str = cli.flag("160", "Imagenette/Imagewoof archive size.", group="data", choices=FASTAI_SIZES)
+    label_noise: int = cli.flag(0, "Imagenette: train labels from noisy_imagenette.csv column noisy_labels_<k>.", group="data",
+                                choices=LABEL_NOISE)
+    augment: str = cli.flag("basic", "none, basic (random-resized-crop + flip) or randaugment.", group="data", choices=AUGMENTS)
+    cache: bool = cli.flag(False, "Keep decoded images (or file bytes when augmenting) in memory after the first epoch.", group="data")
+    synthetic_per_class: int = cli.flag(100, "Synthetic dataset: training images per class.", group="data")
     # optimisation
-    epochs: int = 15
-    batch_size: int = 64  # global, across all replicas and workers
-    learning_rate: float | None = None  # per 256 images; None: DEFAULT_LEARNING_RATE[optimizer]
-    optimizer: str = "adamw"
-    schedule: str = "cosine"
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    weight_decay: float | None = None  # None: DEFAULT_WEIGHT_DECAY[optimizer]
-    ema_decay: float = 0.0  # 0: off
-    progressive_resize: bool = False
-    steps_per_epoch: int | None = None  # None: one pass over the train set
+    epochs: int = cli.flag(15, "Epochs.", group="optimisation")
+    batch_size: int = cli.flag(64, "Global batch size, across all replicas and workers.", group="optimisation")
+    learning_rate: float | None = cli.flag(None, "Peak learning rate per 256 images, scaled linearly with the global batch "
+                                           f"(none: per optimizer, {DEFAULT_LEARNING_RATE}).", group="optimisation")
+    optimizer: str = cli.flag("adamw", "adamw, rmsprop (the paper's: decay 0.9, momentum 0.9, eps 1e-3) or sgd.",
+                              group="optimisation", choices=OPTIMIZERS)
+    schedule: str = cli.flag("cosine", "After warm-up: cosine, exponential (the paper's 0.97 every 2.4 epochs) or constant.",
+                             group="optimisation", choices=SCHEDULES)
+    warmup_epochs: float = cli.flag(1.0, "Linear warm-up length in epochs.", group="optimisation")
+    label_smoothing: float = cli.flag(0.1, "Label smoothing.", group="optimisation")
+    weight_decay: float | None = cli.flag(None, "Weight decay, not on BatchNorm or biases: decoupled for adamw, L2 in the loss "
+                                          f"otherwise (none: per optimizer, {DEFAULT_WEIGHT_DECAY}).", group="optimisation")
+    ema_decay: float = cli.flag(0.0, "Exponential moving average of the weights (0 = off; the paper: 0.9999).", group="optimisation")
+    progressive_resize: bool = cli.flag(False, "Train at growing image sizes over the epochs (EfficientNetV2).", group="optimisation")
+    steps_per_epoch: int | None = cli.flag(None, "Cap on steps per epoch (none: one pass over the train set).", group="optimisation")
     # devices
-    strategy: str = "auto"
-    num_gpus: int | None = None
-    cpu_replicas: int = 1
-    sync_bn: bool = False
-    mixed_precision: str = "auto"
-    jit_compile: str = "auto"
-    # bookkeeping
-    seed: int = 0
-    model_dir: str = "runs/effnet"
-    tensorboard: bool = True
-    wandb: bool = False
-    wandb_project: str = "keras_effnet"
-    verbose: int = 1
+    strategy: str = cli.flag("auto", "auto, mirrored, one_device or multi_worker (TF_CONFIG).", group="devices", choices=STRATEGIES)
+    num_gpus: int | None = cli.flag(None, "GPUs to use (none: all).", group="devices")
+    cpu_replicas: int = cli.flag(1, "Without GPUs: split the CPU into N logical devices (MirroredStrategy on CPU).", group="devices")
+    sync_bn: bool = cli.flag(False, "Synchronise BatchNorm statistics across replicas.", group="devices")
+    mixed_precision: str = cli.flag("auto", "auto (bf16 on GPUs with compute capability >= 8), off, bf16, fp16 (with loss scaling).",
+                                    group="devices", choices=PRECISIONS)
+    jit_compile: str = cli.flag("auto", "XLA: auto = on for GPUs only (on CPU it trained B0 ~10x slower).", group="devices", choices=JIT)
+    steps_per_loop: int | None = cli.flag(None, "Training steps per graph call; loss and accuracy stay on the device in between "
+                                          "(none: as many as take about 0.25 s, so the progress bar moves a few times a second).",
+                                          group="devices")
+    # output
+    seed: int = cli.flag(0, "Random seed (data order, augmentation, initialisation).", group="output")
+    model_dir: str = cli.flag("runs/effnet", "Output: model.keras, labels.txt, metrics.json, checkpoints/, logs/. A rerun resumes.",
+                              group="output")
+    checkpoint_every_steps: int | None = cli.flag(None, "Also checkpoint every N steps inside an epoch (none: at the end of each "
+                                                  "epoch only); a kill then loses at most N steps.", group="output")
+    overwrite: bool = cli.flag(False, "Start over in a MODEL_DIR that holds a run with another configuration (deletes it).",
+                               group="output")
+    tensorboard: bool = cli.flag(True, "Write TensorBoard logs to MODEL_DIR/logs.", group="output")
+    wandb: bool = cli.flag(False, "Log to Weights & Biases (needs pip install '.[wandb]'; offline unless WANDB_MODE is set).",
+                           group="output")
+    wandb_project: str = cli.flag("keras_effnet", "Weights & Biases project.", group="output")
+    verbose: int = cli.flag(1, "Progress: 0 none, 1 bar, 2 one line per epoch.", group="output", choices=(0, 1, 2))
+
+    def __post_init__(self):
+        # --phi=1 parses as 1.0: keep whole numbers as ints, so configs compare and print as users wrote them.
+        if isinstance(self.phi, float) and self.phi.is_integer():
+            object.__setattr__(self, "phi", int(self.phi))
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
 
     def validated(self) -> "TrainConfig":
-        """A copy with defaults filled in; raises ValueError naming the first bad field."""
+        """A copy with defaults filled in; raises ConfigError (a ValueError) naming the first bad field."""
         _choice("family", self.family, FAMILIES)
-        _choice("dataset", self.dataset, DATASETS)
+        if self.dataset is not None:
+            _choice("dataset", self.dataset, DATASETS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("augment", self.augment, AUGMENTS)
         _choice("mixed_precision", self.mixed_precision, PRECISIONS)
@@ -106,12 +144,10 @@ class TrainConfig:
         _integer("cpu_replicas", self.cpu_replicas, 1)
         _integer("seed", self.seed, 0)
         _integer("synthetic_per_class", self.synthetic_per_class, 1)
-        if self.image_size is not None:
-            _integer("image_size", self.image_size, 32)
-        if self.steps_per_epoch is not None:
-            _integer("steps_per_epoch", self.steps_per_epoch, 1)
-        if self.num_gpus is not None:
-            _integer("num_gpus", self.num_gpus, 0)
+        for name in ("image_size", "steps_per_epoch", "num_gpus", "steps_per_loop", "checkpoint_every_steps"):
+            value = getattr(self, name)
+            if value is not None:
+                _integer(name, value, {"image_size": 32, "num_gpus": 0}.get(name, 1))
         _number("drop_connect_rate", self.drop_connect_rate, low=0, high=1, high_open=True)
         if self.dropout_rate is not None:
             _number("dropout_rate", self.dropout_rate, low=0, high=1, high_open=True)
@@ -123,15 +159,16 @@ class TrainConfig:
             _number("learning_rate", self.learning_rate, low=0, low_open=True)
         if self.weight_decay is not None:
             _number("weight_decay", self.weight_decay, low=0)
-        if self.dataset == "folder" and not self.data_dir:
-            raise ValueError("data_dir is required with dataset='folder' (a directory with train/<class>/* and val/<class>/*).")
-        if self.label_noise and self.dataset != "imagenette":
-            raise ValueError(f"label_noise={self.label_noise} needs dataset='imagenette' (noisy_imagenette.csv), got dataset={self.dataset!r}.")
+        dataset = self.dataset or ("folder" if self.data_dir else "synthetic")
+        if dataset == "folder" and not self.data_dir:
+            raise ConfigError("--data_dir is required with --dataset=folder (a folder with train/<class>/* and val/<class>/*)")
+        if self.label_noise and dataset != "imagenette":
+            raise ConfigError("label_noise", self.label_noise, f"0 unless --dataset=imagenette (noisy_imagenette.csv); dataset is {dataset}")
         if not self.model_dir:
-            raise ValueError("model_dir must be a directory path, got an empty value.")
+            raise ConfigError("model_dir", "''", "a folder path")
         if self.init_from not in (None, "imagenet") and not os.path.exists(self.init_from):
-            raise ValueError(f"init_from: {self.init_from!r} does not exist (allowed: 'imagenet', a .keras model or a .weights.h5 file).")
-        changes = {}
+            raise ConfigError("init_from", self.init_from, "'imagenet', or an existing .keras model or .weights.h5 file")
+        changes = {"dataset": dataset}
         if self.learning_rate is None:
             changes["learning_rate"] = DEFAULT_LEARNING_RATE[self.optimizer]
         if self.weight_decay is None:
@@ -143,14 +180,27 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+def differences(old: dict, new: "TrainConfig") -> list[str]:
+    """The fields whose values in `old` (a config as saved in JSON) and `new` change what the run computes."""
+    wanted = json_config(new)
+    return sorted(k for k in set(old) | set(wanted) if k not in RESUMABLE_CHANGES and old.get(k) != wanted.get(k))
+
+
+def json_config(config: "TrainConfig") -> dict:
+    """The config as it reads back from metrics.json (tuples as lists)."""
+    import json
+
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
 def _choice(name, value, allowed):
     if value not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}, got {value!r}.")
+        raise ConfigError(name, value, "one of " + ", ".join(map(str, allowed)))
 
 
 def _integer(name, value, low):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+        raise ConfigError(name, value, f"an integer >= {low}")
 
 
 def _number(name, value, *, low=None, high=None, low_open=False, high_open=False):
@@ -162,4 +212,4 @@ def _number(name, value, *, low=None, high=None, low_open=False, high_open=False
     if not ok:
         lo = "" if low is None else (f"> {low}" if low_open else f">= {low}")
         hi = "" if high is None else (f"< {high}" if high_open else f"<= {high}")
-        raise ValueError(f"{name} must be a number {' and '.join(x for x in (lo, hi) if x)}, got {value!r}.")
+        raise ConfigError(name, value, f"a number {' and '.join(x for x in (lo, hi) if x)}")

@@ -1,4 +1,4 @@
-"""End-to-end runs of the trainer on generated JPEG folders (issue 3, "Done when").
+"""End-to-end runs of the trainer on generated JPEG folders .
 
 Real processes (`python -m training.train`, `training.evaluate`, `training.predict`),
 real folders through the real loader, 32 px B0, one or two steps per epoch.
@@ -185,18 +185,20 @@ def test_corrupt_files_are_skipped_and_reported_by_a_run(tmp_path, data_dir):
     assert _metrics(str(tmp_path / "run"))["skipped"] == result["skipped"]
 
 
-def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path, data_dir):
-    from training import train
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path, data_dir, monkeypatch):
+    from training import schedule, train
     from training.config import TrainConfig
 
-    base = TrainConfig(dataset="synthetic", data_dir=data_dir, synthetic_per_class=4, model_dir=str(tmp_path / "run"),
-                       image_size=32, batch_size=8, steps_per_epoch=2, strategy="one_device", verbose=0, tensorboard=False,
-                       optimizer="sgd")
-    train.run(base.replace(epochs=1))
-    with pytest.raises(train.NonFiniteLossError, match=r"at global step \d+ \(epoch 2, step \d\).*epoch 1"):
-        train.run(base.replace(epochs=3, learning_rate=1e30, label_smoothing=0.0))
+    config = TrainConfig(data_dir=data_dir, model_dir=str(tmp_path / "run"), image_size=32, batch_size=8, steps_per_epoch=2,
+                         strategy="one_device", verbose=0, tensorboard=False, optimizer="sgd", label_smoothing=0.0,
+                         epochs=3, steps_per_loop=1)
+    rate = schedule.learning_rate
+    # Epoch 2 diverges: the rate jumps to 1e30 from global step 2 (0-based) on.
+    monkeypatch.setattr(schedule, "learning_rate", lambda step, **kw: 1e30 if step >= 2 else rate(step, **kw))
+    with pytest.raises(train.NonFiniteLossError, match=r"at global step \d+ \(epoch 2, step \d\).*global step 2\)"):
+        train.run(config)
     assert [e["epoch"] for e in _metrics(str(tmp_path / "run"))["epochs"]] == [1]
-    assert os.path.exists(tmp_path / "run" / "checkpoints" / "ckpt-1.index")
+    assert os.path.exists(tmp_path / "run" / "checkpoints" / "ckpt-2.index")
 
 
 def test_wandb_missing_gives_the_install_hint(tmp_path):
