@@ -35,11 +35,14 @@ does not see the chief's run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import random
 import shutil
+import signal
+import threading
 
 from training import config as config_lib
 from training.files import atomic_path, atomic_write
@@ -62,6 +65,26 @@ class Progress:
     global_step: int = 0
     history: list = dataclasses.field(default_factory=list)
     partial: dict = dataclasses.field(default_factory=dict)  # sums of the unfinished epoch
+
+
+@contextlib.contextmanager
+def deferred_interrupt():
+    """Hold back Ctrl-C (SIGINT) while a checkpoint and its records are written; raise it afterwards.
+
+    Every file is written atomically anyway; this keeps TensorFlow's checkpoint writer from leaving its
+    temporary shards behind, and a checkpoint from being committed without its metrics.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def read_json(path: str) -> dict | None:
@@ -122,6 +145,14 @@ def read_run_id(model_dir: str) -> int:
     return int(run["run_id"]) if run else 0
 
 
+def latest_number(model_dir: str) -> int:
+    """The global step of the newest committed checkpoint in model_dir, 0 when there is none."""
+    import tensorflow as tf
+
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINTS))
+    return int(latest.rsplit("-", 1)[1]) if latest else 0
+
+
 def write_run(model_dir: str, config, run_id: int) -> None:
     write_json(os.path.join(model_dir, RUN), {"run_id": run_id, "config": config_lib.json_config(config)})
 
@@ -136,13 +167,6 @@ class RunCheckpoint:
         self.read_dir = os.path.join(read_dir, CHECKPOINTS)
         self.write_dir = os.path.join(write_dir, CHECKPOINTS)
         self.manager = tf.train.CheckpointManager(checkpoint, self.write_dir, max_to_keep=max_to_keep)
-
-    def latest_number(self) -> int:
-        """The global step of the newest committed checkpoint in the shared model_dir, 0 when there is none."""
-        import tensorflow as tf
-
-        latest = tf.train.latest_checkpoint(self.read_dir)
-        return int(latest.rsplit("-", 1)[1]) if latest else 0
 
     def restore(self) -> Progress | None:
         import tensorflow as tf

@@ -1,4 +1,4 @@
-"""`python -m training.evaluate --model=PATH.keras --data_dir=DIR [--json]` (issue 3).
+"""`python -m training.evaluate --model=PATH.keras --data_dir=DIR [--json]`: accuracy of a trained model.
 
 Top-1, top-5 and per-class accuracy of a saved model on a folder of images,
 read by the same loader and eval pipeline as training. The class order is
@@ -8,11 +8,28 @@ the folder's class names must be among them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import sys
+import zipfile
 
+from keras_effnet import cli
 from training import data as data_lib
+
+MODEL_WHAT = "a .keras model written by training.train"
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    model: str | None = cli.flag(None, "A model.keras written by training.train (labels.txt beside it names the classes).",
+                                 group="input", required=True)
+    data_dir: str | None = cli.flag(None, "A folder of images: its val/<class>/* is evaluated (or DIR/<class>/* when there is no val/).",
+                                    group="input", required=True)
+    batch_size: int = cli.flag(64, "Batch size.", group="evaluation")
+    json: bool = cli.flag(False, "Print one JSON object with the results as the last line of stdout.", group="output")
+
+    def __post_init__(self):
+        cli.positive("batch_size", self.batch_size)
 
 
 def load_labels(model_path: str, num_outputs: int) -> list[str]:
@@ -23,30 +40,46 @@ def load_labels(model_path: str, num_outputs: int) -> list[str]:
     with open(path) as f:
         names = [line.strip() for line in f if line.strip()]
     if len(names) != num_outputs:
-        raise ValueError(f"{path!r} lists {len(names)} classes but the model {model_path!r} has {num_outputs} outputs.")
+        raise cli.UsageError("model", model_path, f"a model with as many outputs as {path} lists classes "
+                                                  f"({len(names)} classes there, {num_outputs} outputs)")
     return names
 
 
+class NotAModelError(cli.UsageError, ValueError):
+    """The file exists but is not a Keras model."""
+
+
 def load_model(model_path: str):
+    """The Keras 3 model in `model_path` (safe_mode); a missing file or a file that is not a model is a UsageError."""
     from keras_effnet import flavours
 
     keras = flavours.keras3()
-    if not os.path.exists(model_path):
-        raise ValueError(f"model: {model_path!r} does not exist (expected a model.keras written by training.train).")
-    return keras.saving.load_model(model_path, compile=False, safe_mode=True)
+    cli.require_file("model", model_path, what=MODEL_WHAT)
+    if not zipfile.is_zipfile(model_path):
+        raise NotAModelError("model", model_path, f"{MODEL_WHAT} (this file is not a Keras model: not a .keras archive)")
+    try:
+        return keras.saving.load_model(model_path, compile=False, safe_mode=True)
+    except (ValueError, KeyError, OSError, TypeError, zipfile.BadZipFile) as e:
+        reason = " ".join(str(e).split())[:200]
+        raise NotAModelError("model", model_path, f"{MODEL_WHAT} (this file is not a loadable Keras model: "
+                                                  f"{type(e).__name__}: {reason})") from None
 
 
 def evaluate(model_path: str, data_dir: str, *, batch_size: int = 64) -> dict:
     """{"top1", "top5", "num_images", "per_class": {name: accuracy}, "skipped": [...]} on DIR/val (or DIR)."""
     import numpy as np
 
+    cli.require_dir("data_dir", data_dir, what="a folder of images (val/<class>/* or <class>/*)")
     model = load_model(model_path)
     names = load_labels(model_path, int(model.output_shape[-1]))
     split_dir = os.path.join(data_dir, "val") if os.path.isdir(os.path.join(data_dir, "val")) else data_dir
-    files, labels, class_names, skipped = data_lib.scan_folder(split_dir)
+    try:
+        files, labels, class_names, skipped = data_lib.scan_folder(split_dir)
+    except ValueError as e:
+        raise cli.UsageError("data_dir", data_dir, f"a folder of images ({e})") from None
     unknown = sorted(set(class_names) - set(names))
     if unknown:
-        raise ValueError(f"data_dir: {split_dir!r} has class folders the model does not know: {unknown} (model classes: {names}).")
+        raise cli.UsageError("data_dir", split_dir, f"class folders the model knows ({names}); unknown: {unknown}")
     index = {n: i for i, n in enumerate(names)}
     targets = np.array([index[class_names[y]] for y in labels])
     size = model.input_shape[1] or 224
@@ -60,26 +93,22 @@ def evaluate(model_path: str, data_dir: str, *, batch_size: int = 64) -> dict:
             "per_class": per_class, "skipped": [str(s) for s in skipped], "model": model_path, "data_dir": split_dir}
 
 
-def main(argv):
-    from absl import flags
-
-    del argv
-    FLAGS = flags.FLAGS
-    result = evaluate(FLAGS.model, FLAGS.data_dir, batch_size=FLAGS.batch_size)
+def _command(config: EvaluateConfig) -> int:
+    result = evaluate(config.model, config.data_dir, batch_size=config.batch_size)
     for s in result["skipped"]:
         print(f"skipped: {s}")
     print(f"{result['num_images']} images: top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}")
     for name, acc in result["per_class"].items():
         print(f"  {name}: {acc:.4f}")
-    if FLAGS.json:
+    if config.json:
         print(json.dumps(result))
     return 0
 
 
+def main(argv=None) -> int:
+    return cli.main(EvaluateConfig, _command, argv, prog="keras-effnet-evaluate",
+                    description="Top-1, top-5 and per-class accuracy of a trained model on a folder of images.")
+
+
 if __name__ == "__main__":
-    from absl import app
-
-    from training import flags as flags_lib
-
-    flags_lib.define_evaluate_flags()
-    app.run(lambda argv: sys.exit(main(argv)))
+    cli.run_main(main)

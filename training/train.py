@@ -14,6 +14,7 @@ this module parses flags into a `TrainConfig` and calls `run`.
 from __future__ import annotations
 
 import os
+import sys
 
 from keras_effnet import cli
 from training.checkpoints import LABELS, METRICS, MODEL, read_metrics  # noqa: F401  (the trainer's file names)
@@ -38,10 +39,12 @@ def train(config: TrainConfig) -> int:
     try:
         result = run(config)
     except NonFiniteLossError as e:
-        print(cli.error_line(str(e)), file=__import__("sys").stderr)
+        print(cli.error_line(str(e)), file=sys.stderr)
         return EXIT_NON_FINITE
-    except ValueError as e:  # bad data: an empty or inconsistent folder, images the loader cannot use
-        raise cli.UsageError(f"--data_dir={config.data_dir}: {e}") from None
+    except cli.UsageError:
+        raise
+    except ValueError as e:  # bad data (an empty or inconsistent folder): the message names the folder
+        raise cli.UsageError(str(e)) from None
     final = result["final"]
     if final:
         print(f"done: val_accuracy {final['val_accuracy']:.4f} after {final['epoch']} epoch(s); model in "

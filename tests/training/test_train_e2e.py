@@ -71,7 +71,7 @@ def test_one_step_two_replicas_then_evaluate_and_predict(tmp_path, data_dir):
     assert set(result["per_class"]) == set(synthetic.CLASSES)
 
     images = [os.path.join(data_dir, "val", c, f"{c}_00000.jpg") for c in ("circle", "dots")]
-    proc = _module("training.predict", f"--model={model_dir}/model.keras", *images)
+    proc = _module("training.predict", f"--model={model_dir}/model.keras", "--images=" + ",".join(images))
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     assert lines[0] == images[0] and lines[6] == images[1]
@@ -79,34 +79,51 @@ def test_one_step_two_replicas_then_evaluate_and_predict(tmp_path, data_dir):
     assert probs == sorted(probs, reverse=True) and all(line.split()[1] in synthetic.CLASSES for line in lines[1:6])
 
 
-def test_kill_and_resume_records_each_epoch_once(tmp_path, data_dir):
-    model_dir = str(tmp_path / "run")
-    args = [sys.executable, "-m", "training.train", f"--model_dir={model_dir}", f"--data_dir={data_dir}",
-            "--epochs=4", "--steps_per_epoch=2", *TINY]
-    proc = subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 400
-    killed_after = None
+def _wait_for_epochs(proc, model_dir, count, timeout=400):
+    deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
         try:
-            done = len(_metrics(model_dir)["epochs"])
-        except (OSError, ValueError):
-            done = 0
-        if done >= 2:
-            proc.send_signal(signal.SIGKILL)
-            killed_after = done
-            break
-        time.sleep(0.05)
-    proc.wait(timeout=60)
-    assert killed_after is not None, f"the run ended or stalled before it could be killed: {proc.stdout.read()[-3000:]}"
-    assert proc.returncode == -signal.SIGKILL
-    assert len(_metrics(model_dir)["epochs"]) < 4
+            done = [e["epoch"] for e in _metrics(model_dir)["epochs"]]
+        except (OSError, ValueError, KeyError):
+            done = []
+        if len(done) >= count:
+            return done
+        time.sleep(0.02)
+    raise AssertionError(f"the run ended or stalled before epoch {count} was recorded: {proc.communicate()[0][-3000:]}")
+
+
+def _leftovers(model_dir):
+    return [os.path.join(root, n) for root, dirs, files in os.walk(model_dir) for n in files + dirs
+            if n.startswith(".") or n.endswith(".tmp") or "_temp" in n]
+
+
+def test_ctrl_c_then_sigkill_then_the_rerun_trains_only_what_is_not_recorded(tmp_path, data_dir):
+    """Ctrl-C after epoch 1 is recorded: one line, exit 130, no half-written file. SIGKILL the moment epoch 2 is
+    recorded. The third run resumes after epoch 2 and trains epoch 3 only; each epoch is recorded once."""
+    model_dir = str(tmp_path / "run")
+    args = [sys.executable, "-m", "training.train", f"--model_dir={model_dir}", f"--data_dir={data_dir}",
+            "--epochs=3", "--steps_per_epoch=2", *TINY]
+    proc = subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert _wait_for_epochs(proc, model_dir, 1) == [1]
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert err.strip().splitlines()[-1] == "interrupted; run the same command again to resume" and "Traceback" not in err
+    assert not _leftovers(model_dir)
+
+    proc = subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    recorded = _wait_for_epochs(proc, model_dir, 2)
+    proc.send_signal(signal.SIGKILL)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == -signal.SIGKILL and recorded[-1] == 2, out[-3000:]
 
     again = subprocess.run(args, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "resumed from" in again.stdout
-    epochs = [e["epoch"] for e in _metrics(model_dir)["epochs"]]
-    assert epochs == [1, 2, 3, 4]
-    assert os.path.exists(os.path.join(model_dir, "model.keras"))
+    assert "resumed from" in again.stdout and "(after epoch 2)" in again.stdout, again.stdout
+    trained = [line.split()[1] for line in again.stdout.splitlines() if line.startswith("epoch ")]
+    assert trained == ["3/3"], again.stdout  # the recorded epochs are not trained again
+    assert [e["epoch"] for e in _metrics(model_dir)["epochs"]] == [1, 2, 3]
+    assert os.path.exists(os.path.join(model_dir, "model.keras")) and not _leftovers(model_dir)
 
 
 def _free_ports(n):
@@ -121,32 +138,63 @@ def _free_ports(n):
     return ports
 
 
-def test_two_worker_processes_on_loopback(tmp_path, data_dir):
-    """MultiWorkerMirroredStrategy from TF_CONFIG: two real worker processes; worker 0 writes model_dir."""
-    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+def _workers(tmp_path, data_dir, model_dirs, *extra):
+    addresses = [f"127.0.0.1:{p}" for p in _free_ports(2)]
     procs = []
-    for index in range(2):
-        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+    for index, model_dir in enumerate(model_dirs):
+        tf_config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
         env = dict(ENV, TF_CONFIG=json.dumps(tf_config))
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "training.train", f"--model_dir={tmp_path / f'w{index}'}", f"--data_dir={data_dir}",
-             "--strategy=multi_worker", "--epochs=1", "--steps_per_epoch=2", *TINY],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+            [sys.executable, "-m", "training.train", f"--model_dir={model_dir}", f"--data_dir={data_dir}",
+             "--strategy=multi_worker", "--steps_per_epoch=2", *TINY, *extra],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def _finish(procs, timeout=500):
     outs = []
-    for p in procs:
-        try:
-            outs.append(p.communicate(timeout=500)[0])
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-    for p, out in zip(procs, outs):
-        assert p.returncode == 0, out[-3000:]
-    m = _metrics(str(tmp_path / "w0"))
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=timeout))
+    except subprocess.TimeoutExpired:
+        for q in procs:
+            q.kill()
+        raise
+    return outs
+
+
+def test_a_worker_that_cannot_see_the_shared_model_dir_stops_with_a_clear_error(tmp_path, data_dir):
+    procs = _workers(tmp_path, data_dir, [tmp_path / "shared", tmp_path / "elsewhere"], "--epochs=1")
+    outs = _finish(procs)
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 2, err[-3000:]
+        line = err.strip().splitlines()[-1]
+        assert line.startswith("error: --model_dir=") and "worker 1 does not see the run of worker 0" in line, err[-3000:]
+    assert not os.path.exists(tmp_path / "shared" / "checkpoints")
+
+
+@pytest.mark.slow
+def test_two_workers_killed_after_epoch_1_and_restarted_record_each_epoch_once(tmp_path, data_dir):
+    """MultiWorkerMirroredStrategy from TF_CONFIG, two real worker processes on loopback and one shared model_dir."""
+    model_dir = tmp_path / "shared"
+    procs = _workers(tmp_path, data_dir, [model_dir, model_dir], "--epochs=2")
+    try:
+        assert _wait_for_epochs(procs[0], str(model_dir), 1) == [1]
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGKILL)
+        _finish(procs, timeout=60)
+    procs = _workers(tmp_path, data_dir, [model_dir, model_dir], "--epochs=2")
+    outs = _finish(procs)
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    assert "resumed from" in outs[0][0] and "(after epoch 1)" in outs[0][0], outs[0][0]
+    trained = [line.split()[1] for line in outs[0][0].splitlines() if line.startswith("epoch ")]
+    assert trained == ["2/2"], outs[0][0]
+    m = _metrics(str(model_dir))
     assert m["strategy"] == "MultiWorkerMirroredStrategy" and m["num_replicas"] == 2
-    assert m["per_replica_batch_size"] == 4 and [e["epoch"] for e in m["epochs"]] == [1]
-    assert os.path.exists(tmp_path / "w0" / "model.keras")
-    assert not os.path.exists(tmp_path / "w1" / "model.keras")  # only the chief writes its model_dir
+    assert m["per_replica_batch_size"] == 4 and [e["epoch"] for e in m["epochs"]] == [1, 2]
+    assert os.path.exists(model_dir / "model.keras") and not _leftovers(str(model_dir))
 
 
 def test_bad_folder_stops_before_training(tmp_path):
