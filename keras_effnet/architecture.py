@@ -1,18 +1,27 @@
-"""The EfficientNet family as data, and the pure functions that scale it.
+"""The EfficientNet families as data, and the pure functions that scale them.
 
 Everything a builder needs to know about a network is computed here, without
-Keras: the stage table of the searched baseline (Tan & Le 2019, Table 1), the
-table of official variants, the compound-scaling formula (section 3.3) and the
-rounding rules of the official code. `model_spec()` turns a variant into a flat,
-frozen list of blocks that `keras_effnet.graph` turns into layers, for either
-Keras flavour.
+Keras: the stage tables (Tan & Le 2019, Table 1; Tan & Le 2021, Tables 4 and
+keras.applications' V2 tables), what sets each family apart (`FamilyRules`),
+the table of official variants, the compound-scaling formula (section 3.3) and
+the rounding rules of the official code. `model_spec()` turns a variant into a
+flat, frozen list of blocks that `keras_effnet.graph` turns into layers, for
+either Keras flavour.
+
+Three families share this one definition:
+
+* ``"efficientnet"``: EfficientNet B0..B8 (Tan & Le, ICML 2019), MBConv everywhere.
+* ``"lite"``: EfficientNet-Lite0..4 (tensorflow/tpu), the int8-friendly variant.
+* ``"v2"``: EfficientNetV2 (Tan & Le, ICML 2021): Fused-MBConv in the early
+  stages, BN momentum 0.9, no 10% rounding guard. B0..B3 are phi 0..3 on the
+  V2-B0 table; S, M and L have tables of their own (`variant_coefficients`).
 
 Two ways to get coefficients, because users have asked about the difference for
 years (tensorflow/tpu#390, #738, #1047; qubvel/efficientnet#89):
 
-* **preset**: integer phi 0..8 picks the official B0..B8 row of `PRESETS`,
-  identical in tensorflow/tpu, keras.applications and timm. Those rows are *not*
-  alpha**phi, beta**phi, gamma**phi: they were hand-rounded by the authors.
+* **preset**: integer phi picks the official row of `PRESETS` (B0..B8, Lite0..4,
+  V2-B0..B3), identical in tensorflow/tpu, keras.applications and timm. Those
+  rows are *not* alpha**phi, beta**phi, gamma**phi: they were hand-rounded.
 * **formula**: any other phi (2.5, 9, ...) or non-default alpha/beta/gamma gives
   depth = alpha**phi, width = beta**phi, resolution = round(224 * gamma**phi).
 """
@@ -25,6 +34,9 @@ import numbers
 
 DEPTH_DIVISOR = 8
 BN_MOMENTUM = 0.99
+"""V1 and Lite (tensorflow/tpu, keras.applications efficientnet.py)."""
+V2_BN_MOMENTUM = 0.9
+"""EfficientNetV2 (google/automl efficientnetv2, keras.applications efficientnet_v2.py)."""
 BN_EPSILON = 1e-3
 BASE_RESOLUTION = 224
 STEM_FILTERS = 32
@@ -35,9 +47,13 @@ MIN_INPUT_SIZE = 32
 MAX_PHI = 12.0
 """Upper bound on phi. At phi = 12 the formula already gives ~0.5 billion
 parameters at 1204 px; beyond it a model cannot be built in reasonable memory."""
+V2_TRAIN_FRACTION = 0.8
+"""google/automl efficientnetv2 trains at about 0.8x the evaluation size (B3 240/300, M 384/480); formula
+members of the V2 family follow that rule."""
 
-FAMILIES = ("efficientnet", "lite")
+FAMILIES = ("efficientnet", "lite", "v2")
 SCALINGS = ("auto", "preset", "formula")
+BLOCK_TYPES = ("mbconv", "fused")
 
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_STDDEV_RGB = (0.229, 0.224, 0.225)
@@ -47,7 +63,7 @@ LITE_STDDEV_RGB = (128.0 / 255.0,) * 3
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
-    """One row of the baseline's Table 1: an MBConv stage of `repeats` blocks."""
+    """One row of a stage table: `repeats` blocks of type `block` ("mbconv" or "fused")."""
 
     kernel_size: int
     repeats: int
@@ -56,6 +72,7 @@ class Stage:
     expand_ratio: int
     strides: int
     se_ratio: float = 0.25
+    block: str = "mbconv"
 
 
 #            kernel repeats  in   out  expand stride
@@ -69,19 +86,131 @@ B0_STAGES = (
     Stage(3, 1, 192, 320, 6, 1),
 )
 
+# EfficientNetV2 (keras.applications efficientnet_v2.py DEFAULT_BLOCKS_ARGS, google/automl effnetv2_configs.py).
+#             kernel repeats  in   out  expand stride  se     block
+V2_B0_STAGES = (
+    Stage(3, 1, 32, 16, 1, 1, 0.0, "fused"),
+    Stage(3, 2, 16, 32, 4, 2, 0.0, "fused"),
+    Stage(3, 2, 32, 48, 4, 2, 0.0, "fused"),
+    Stage(3, 3, 48, 96, 4, 2, 0.25, "mbconv"),
+    Stage(3, 5, 96, 112, 6, 1, 0.25, "mbconv"),
+    Stage(3, 8, 112, 192, 6, 2, 0.25, "mbconv"),
+)
+V2_S_STAGES = (
+    Stage(3, 2, 24, 24, 1, 1, 0.0, "fused"),
+    Stage(3, 4, 24, 48, 4, 2, 0.0, "fused"),
+    Stage(3, 4, 48, 64, 4, 2, 0.0, "fused"),
+    Stage(3, 6, 64, 128, 4, 2, 0.25, "mbconv"),
+    Stage(3, 9, 128, 160, 6, 1, 0.25, "mbconv"),
+    Stage(3, 15, 160, 256, 6, 2, 0.25, "mbconv"),
+)
+V2_M_STAGES = (
+    Stage(3, 3, 24, 24, 1, 1, 0.0, "fused"),
+    Stage(3, 5, 24, 48, 4, 2, 0.0, "fused"),
+    Stage(3, 5, 48, 80, 4, 2, 0.0, "fused"),
+    Stage(3, 7, 80, 160, 4, 2, 0.25, "mbconv"),
+    Stage(3, 14, 160, 176, 6, 1, 0.25, "mbconv"),
+    Stage(3, 18, 176, 304, 6, 2, 0.25, "mbconv"),
+    Stage(3, 5, 304, 512, 6, 1, 0.25, "mbconv"),
+)
+V2_L_STAGES = (
+    Stage(3, 4, 32, 32, 1, 1, 0.0, "fused"),
+    Stage(3, 7, 32, 64, 4, 2, 0.0, "fused"),
+    Stage(3, 7, 64, 96, 4, 2, 0.0, "fused"),
+    Stage(3, 10, 96, 192, 4, 2, 0.25, "mbconv"),
+    Stage(3, 19, 192, 224, 6, 1, 0.25, "mbconv"),
+    Stage(3, 25, 224, 384, 6, 2, 0.25, "mbconv"),
+    Stage(3, 7, 384, 640, 6, 1, 0.25, "mbconv"),
+)
+
+STAGE_TABLES: dict[str, tuple[Stage, ...]] = {
+    "b0": B0_STAGES, "v2-b0": V2_B0_STAGES, "v2-s": V2_S_STAGES, "v2-m": V2_M_STAGES, "v2-l": V2_L_STAGES,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """Raw RGB pixels in [0, 255] to network input, inside the model.
+
+    `Rescaling(scale, offset)`, then, when `mean_rgb` is set, a `Normalization`
+    to (x - mean) / stddev. `stats_as_weights`: V1 keras.applications builds the
+    Normalization un-adapted, so its mean, variance and count are 7 weights (in
+    the parameter count and the weight files); V2 passes the statistics as
+    constants of the layer's config and has no such weights.
+    """
+
+    scale: float
+    offset: float = 0.0
+    mean_rgb: tuple[float, float, float] | None = None
+    stddev_rgb: tuple[float, float, float] | None = None
+    stats_as_weights: bool = True
+
+
+IMAGENET_WEIGHTS = Preprocessing(1.0 / 255.0, 0.0, IMAGENET_MEAN_RGB, IMAGENET_STDDEV_RGB, True)
+LITE_WEIGHTS = Preprocessing(1.0 / 255.0, 0.0, LITE_MEAN_RGB, LITE_STDDEV_RGB, True)
+IMAGENET_CONSTANTS = Preprocessing(1.0 / 255.0, 0.0, IMAGENET_MEAN_RGB, IMAGENET_STDDEV_RGB, False)
+MINUS_ONE_TO_ONE = Preprocessing(1.0 / 128.0, -1.0)
+"""V2-S/M/L: x / 128 - 1, as keras.applications (the V2 checkpoints were trained on it)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilyRules:
+    """What sets a family apart, besides its stage tables: data, not branches in the builder.
+
+    - `min_depth`, `rounding_guard`: the channel-rounding rule (`round_filters`).
+      V1 never rounds more than 10% away; V2's code has no such guard (it makes
+      V2-B3's first stage 16 channels, where V1's rule would give 24).
+    - `scale_stem_head`: V1 and V2 width-scale the stem (the first stage's input
+      channels) and the 1280-channel head; Lite keeps both fixed.
+    - `fixed_repeat_stages`: stages whose repeats depth scaling leaves alone
+      (Lite: the first and the last).
+    - `padding`: "explicit" pads stride-2 convolutions with ZeroPadding2D and
+      uses "valid" (V1 keras.applications, reproducing TF's asymmetric 'SAME' on
+      every backend); "same" is V2 keras.applications' plain 'same'.
+    - `depthwise_name`: the depthwise layer's suffix, "dwconv" in V1 and
+      "dwconv2" in V2 keras.applications (weight loading goes by these names).
+    """
+
+    activation: str
+    bn_momentum: float
+    min_depth: int | None
+    rounding_guard: bool
+    scale_stem_head: bool
+    fixed_repeat_stages: tuple[int, ...]
+    squeeze_excite: bool
+    padding: str
+    depthwise_name: str
+    default_stages: str
+
+
+RULES: dict[str, FamilyRules] = {
+    "efficientnet": FamilyRules("swish", BN_MOMENTUM, None, True, True, (), True, "explicit", "dwconv", "b0"),
+    "lite": FamilyRules("relu6", BN_MOMENTUM, None, True, False, (0, -1), False, "explicit", "dwconv", "b0"),
+    "v2": FamilyRules("swish", V2_BN_MOMENTUM, 8, False, True, (), True, "same", "dwconv2", "v2-b0"),
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class Coefficients:
-    """What `build` uses for one member of the family."""
+    """What `build` uses for one member of a family.
+
+    `resolution` is the evaluation (native input) size; `train_resolution` the
+    size the official recipe trains at (V2 trains smaller: B0 192 for 224, S
+    300 for 384; V1 and Lite train at the evaluation size). `phi` is None for
+    the V2 members that are not on the scaling ladder (S, M, L). `stages` keys
+    `STAGE_TABLES`.
+    """
 
     name: str
     family: str
-    phi: float
+    phi: float | None
     width: float
     depth: float
     resolution: int
     dropout: float
-    source: str  # "preset" or "formula"
+    source: str  # "preset", "formula" (or "model" when read back from a model)
+    train_resolution: int = 0
+    stages: str = "b0"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,9 +219,10 @@ class Preset:
     depth: float
     resolution: int
     dropout: float
+    train_resolution: int | None = None  # None: the evaluation resolution
 
 
-# The official variants (REFERENCE section 1 and 2), keyed by family then phi.
+# The official variants (REFERENCE section 1, 2 and 7), keyed by family then phi.
 PRESETS: dict[str, dict[int, Preset]] = {
     "efficientnet": {
         0: Preset(1.0, 1.0, 224, 0.2),
@@ -112,12 +242,38 @@ PRESETS: dict[str, dict[int, Preset]] = {
         3: Preset(1.2, 1.4, 280, 0.3),
         4: Preset(1.4, 1.8, 300, 0.3),
     },
+    # V2-B0..B3 reuse V1's B0..B3 coefficients on the V2-B0 table (google/automl effnetv2_configs.py,
+    # which also gives the train sizes and the head dropout).
+    "v2": {
+        0: Preset(1.0, 1.0, 224, 0.2, 192),
+        1: Preset(1.0, 1.1, 240, 0.2, 192),
+        2: Preset(1.1, 1.2, 260, 0.3, 208),
+        3: Preset(1.2, 1.4, 300, 0.3, 240),
+    },
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class NamedVariant:
+    """A V2 member off the phi ladder: its own stage table and preprocessing."""
+
+    stages: str
+    resolution: int
+    train_resolution: int
+    dropout: float
+
+
+# google/automl effnetv2_configs.py: (train size, eval size, dropout); keras.applications' default sizes = eval.
+V2_NAMED: dict[str, NamedVariant] = {
+    "efficientnetv2-s": NamedVariant("v2-s", 384, 300, 0.2),
+    "efficientnetv2-m": NamedVariant("v2-m", 480, 384, 0.3),
+    "efficientnetv2-l": NamedVariant("v2-l", 480, 384, 0.4),
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class BlockSpec:
-    """One MBConv block, fully resolved: the builder only reads it."""
+    """One MBConv or Fused-MBConv block, fully resolved: the builder only reads it."""
 
     name: str  # layer-name prefix, e.g. "block2a_"
     kernel_size: int
@@ -127,6 +283,7 @@ class BlockSpec:
     expand_ratio: int
     se_filters: int  # squeeze-excitation bottleneck channels; 0 = no SE
     drop_rate: float
+    block: str = "mbconv"  # one of BLOCK_TYPES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,24 +293,37 @@ class ModelSpec:
     stem_filters: int
     head_filters: int
     blocks: tuple[BlockSpec, ...]
-    mean_rgb: tuple[float, float, float]
-    stddev_rgb: tuple[float, float, float]
+    preprocessing: Preprocessing = IMAGENET_WEIGHTS
+    bn_momentum: float = BN_MOMENTUM
+    padding: str = "explicit"
+    depthwise_name: str = "dwconv"
+
+    @property
+    def mean_rgb(self):
+        return self.preprocessing.mean_rgb
+
+    @property
+    def stddev_rgb(self):
+        return self.preprocessing.stddev_rgb
 
 
 # ----------------------------------------------------------------------------
 # Pure scaling rules.
 
 
-def round_filters(filters: float, width: float, divisor: int = DEPTH_DIVISOR) -> int:
-    """Scale a channel count by `width`, rounded to a multiple of `divisor`.
+def round_filters(
+    filters: float, width: float, divisor: int = DEPTH_DIVISOR, *, min_depth: int | None = None, guard: bool = True
+) -> int:
+    """Scale a channel count by `width`, rounded to the nearest multiple of `divisor`, at least `min_depth`.
 
-    The result never falls below 90% of the scaled value: a plain round-to-
-    nearest multiple of 8 can lose more than 10% of the channels of a thin
-    layer, which the official code guards against (efficientnet_model.py).
+    With `guard` (V1, Lite) the result never falls below 90% of the scaled
+    value: a plain round-to-nearest multiple of 8 can lose more than 10% of the
+    channels of a thin layer, which the V1 code guards against
+    (efficientnet_model.py). The V2 code (effnetv2_model.py) has no guard.
     """
     scaled = filters * width
-    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
-    if rounded < 0.9 * scaled:
+    rounded = max(min_depth or divisor, int(scaled + divisor / 2) // divisor * divisor)
+    if guard and rounded < 0.9 * scaled:
         rounded += divisor
     return int(rounded)
 
@@ -173,6 +343,9 @@ def drop_connect_schedule(block_index: int, num_blocks: int, rate: float) -> flo
 
     As in keras.applications and tensorflow/tpu, block i of n gets rate * i / n,
     so the first block is never dropped and the last is just below `rate`.
+    V2 uses the same rule with n the number of blocks after depth scaling, as
+    google/automl effnetv2_model.py does (keras.applications' V2 divides by the
+    unscaled count, so its V2-B1..B3 go above `rate`; only training differs).
     """
     return rate * block_index / num_blocks
 
@@ -215,7 +388,10 @@ def check_phi(phi, family: str = "efficientnet") -> float:
                 f"{lite[0]}..{lite[-1]} (Lite0..Lite4); the Lite family has no compound-scaling formula."
             )
     elif value > MAX_PHI:
-        raise ValueError(f"phi must be <= {MAX_PHI:g}, got {phi!r} (see architecture.MAX_PHI).")
+        raise ValueError(
+            f"phi must be <= {MAX_PHI:g} for family={family!r}, got {phi!r} (see architecture.MAX_PHI)."
+            + (" V2-S/M/L are not on the phi ladder: use build_variant('efficientnetv2-s')." if family == "v2" else "")
+        )
     return value
 
 
@@ -249,9 +425,11 @@ def variant_name(family: str, phi: float, source: str) -> str:
     """keras.applications' model names for presets; an explicit phi otherwise."""
     if family == "lite":
         return f"efficientnetlite{int(phi)}"
+    prefix = "efficientnetv2-b" if family == "v2" else "efficientnetb"
     if source == "preset":
-        return f"efficientnetb{int(phi)}"
-    return f"efficientnet_phi{phi:g}".replace(".", "p")
+        return f"{prefix}{int(phi)}"
+    stem = "efficientnetv2" if family == "v2" else "efficientnet"
+    return f"{stem}_phi{phi:g}".replace(".", "p")
 
 
 def coefficients(
@@ -263,13 +441,15 @@ def coefficients(
     gamma: float = DEFAULT_GAMMA,
     scaling: str = "auto",
 ) -> Coefficients:
-    """Width, depth, resolution and head dropout that `build` would use.
+    """Width, depth, resolutions and head dropout that `build` would use.
 
-    scaling="auto" takes the official preset for an integer phi 0..8 with the
-    default alpha/beta/gamma, and the compound-scaling formula otherwise;
-    "preset" insists on a preset, "formula" always applies the formula (so
-    `coefficients(3, scaling="formula")` is the literal phi=3 network: depth
-    1.728, width 1.331, 341 px, not the official B3).
+    scaling="auto" takes the official preset for an integer phi with the
+    default alpha/beta/gamma (B0..B8, Lite0..4, V2-B0..B3), and the
+    compound-scaling formula otherwise; "preset" insists on a preset, "formula"
+    always applies the formula (so `coefficients(3, scaling="formula")` is the
+    literal phi=3 network: depth 1.728, width 1.331, 341 px, not the official
+    B3). A V2 formula member scales the V2-B0 table and trains at 0.8x its
+    resolution.
     """
     family = check_family(family)
     phi = check_phi(phi, family)
@@ -291,9 +471,11 @@ def coefficients(
     if use_preset:
         p = presets[int(phi)]
         width, depth, resolution, dropout, source = p.width, p.depth, p.resolution, p.dropout, "preset"
+        train_resolution = p.train_resolution or resolution
     else:
         depth, width, resolution = formula_coefficients(phi, alpha, beta, gamma)
         dropout, source = formula_dropout(phi), "formula"
+        train_resolution = int(round(V2_TRAIN_FRACTION * resolution)) if family == "v2" else resolution
     return Coefficients(
         name=variant_name(family, phi, source),
         family=family,
@@ -303,53 +485,155 @@ def coefficients(
         resolution=resolution,
         dropout=dropout,
         source=source,
+        train_resolution=train_resolution,
+        stages=RULES[family].default_stages,
     )
 
 
-def model_spec(coeffs: Coefficients, drop_connect_rate: float = DEFAULT_DROP_CONNECT_RATE) -> ModelSpec:
-    """Resolve every block of a family member: names, channels, strides, drop rates.
+def _ladder() -> dict[str, tuple[str, int]]:
+    """Every official phi-ladder member by its keras.applications model name: (family, phi)."""
+    return {variant_name(f, phi, "preset"): (f, phi) for f in FAMILIES for phi in PRESETS[f]}
 
-    Lite (tensorflow/tpu efficientnet_lite_builder.py): no squeeze-excitation,
-    ReLU6 instead of swish, stem and head channels not scaled, and the first and
-    last stages keep their baseline repeats; all for int8-friendly mobile graphs.
+
+def variants() -> tuple[str, ...]:
+    """The official members of every family by model name (keras.applications' names where it has them)."""
+    return tuple(_ladder()) + tuple(V2_NAMED)
+
+
+def check_variant(name) -> str:
+    allowed = variants()
+    if not isinstance(name, str) or name not in allowed:
+        raise ValueError(f"name must be one of the variants {', '.join(allowed)}; got {name!r}.")
+    return name
+
+
+def variant_coefficients(name: str) -> Coefficients:
+    """The coefficients of an official member given by model name ("efficientnetb3", "efficientnetv2-s", ...)."""
+    name = check_variant(name)
+    ladder = _ladder()
+    if name in ladder:
+        family, phi = ladder[name]
+        return coefficients(phi, family=family, scaling="preset")
+    v = V2_NAMED[name]
+    return Coefficients(
+        name=name, family="v2", phi=None, width=1.0, depth=1.0, resolution=v.resolution, dropout=v.dropout,
+        source="preset", train_resolution=v.train_resolution, stages=v.stages,
+    )
+
+
+def check_fused_stages(fused_stages, num_stages: int, family: str) -> int | None:
+    """None (the family's own block types) or an integer 0..num_stages."""
+    if fused_stages is None:
+        return None
+    if isinstance(fused_stages, bool) or not isinstance(fused_stages, numbers.Integral) or not (
+        0 <= fused_stages <= num_stages
+    ):
+        raise ValueError(
+            f"fused_stages must be None or an integer 0..{num_stages} (the number of stages of this "
+            f"{family!r} member), got {fused_stages!r}."
+        )
+    return int(fused_stages)
+
+
+def check_bn_momentum(value) -> float | None:
+    """None (the family's own) or a number in [0, 1)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0.0 <= float(value) < 1.0):
+        raise ValueError(f"bn_momentum must be None (the family's default) or a number in [0, 1), got {value!r}.")
+    return float(value)
+
+
+def with_fused_stages(stages: tuple[Stage, ...], fused_stages: int | None) -> tuple[Stage, ...]:
+    """The table with its first `fused_stages` stages Fused-MBConv and the rest MBConv (None: unchanged).
+
+    Only the block type changes: kernel, expansion, stride and SE ratio stay the
+    table's, so k = 0 on V2 gives MBConv without SE in the first stages and
+    k = 7 on B0 gives Fused-MBConv with SE everywhere.
     """
-    lite = coeffs.family == "lite"
-    stages = B0_STAGES
-    repeats = []
-    for i, stage in enumerate(stages):
-        fixed = lite and i in (0, len(stages) - 1)
-        repeats.append(stage.repeats if fixed else round_repeats(stage.repeats, coeffs.depth))
+    if fused_stages is None:
+        return stages
+    return tuple(
+        dataclasses.replace(s, block="fused" if i < fused_stages else "mbconv") for i, s in enumerate(stages)
+    )
+
+
+def model_spec(
+    coeffs: Coefficients,
+    drop_connect_rate: float = DEFAULT_DROP_CONNECT_RATE,
+    *,
+    fused_stages: int | None = None,
+    bn_momentum: float | None = None,
+) -> ModelSpec:
+    """Resolve every block of a family member: types, names, channels, strides, drop rates.
+
+    Everything family-specific comes from `RULES[coeffs.family]`, the stage
+    table from `STAGE_TABLES[coeffs.stages]`. Lite (tensorflow/tpu
+    efficientnet_lite_builder.py): no squeeze-excitation, ReLU6 instead of
+    swish, stem and head channels not scaled, and the first and last stages
+    keep their baseline repeats; all for int8-friendly mobile graphs.
+
+    `fused_stages=k` makes the first k stages Fused-MBConv and the others MBConv
+    (Tan & Le 2021 section 3.2); the model name gets a `_fused{k}` suffix when
+    that differs from the member's own table.
+    """
+    rules = RULES[coeffs.family]
+    base = STAGE_TABLES[coeffs.stages]
+    fused_stages = check_fused_stages(fused_stages, len(base), coeffs.family)
+    stages = with_fused_stages(base, fused_stages)
+    if stages != base:
+        coeffs = dataclasses.replace(coeffs, name=f"{coeffs.name}_fused{fused_stages}")
+    bn_momentum = rules.bn_momentum if bn_momentum is None else bn_momentum
+
+    def rnd(filters):
+        return round_filters(filters, coeffs.width, min_depth=rules.min_depth, guard=rules.rounding_guard)
+
+    fixed = {i % len(stages) for i in rules.fixed_repeat_stages}
+    repeats = [s.repeats if i in fixed else round_repeats(s.repeats, coeffs.depth) for i, s in enumerate(stages)]
+    stem_filters = rnd(stages[0].filters_in) if rules.scale_stem_head else stages[0].filters_in
+    head_filters = rnd(HEAD_FILTERS) if rules.scale_stem_head else HEAD_FILTERS
     num_blocks = sum(repeats)
     blocks = []
     index = 0
     for i, (stage, n) in enumerate(zip(stages, repeats)):
-        filters_in = round_filters(stage.filters_in, coeffs.width)
-        filters_out = round_filters(stage.filters_out, coeffs.width)
-        if lite and i == 0:
-            filters_in = STEM_FILTERS
+        filters_in = stem_filters if i == 0 else rnd(stage.filters_in)
+        filters_out = rnd(stage.filters_out)
         for j in range(n):
+            block_in = filters_in if j == 0 else filters_out
             blocks.append(
                 BlockSpec(
                     name=f"block{i + 1}{_letters(j)}_",
                     kernel_size=stage.kernel_size,
                     strides=stage.strides if j == 0 else 1,
-                    filters_in=filters_in if j == 0 else filters_out,
+                    filters_in=block_in,
                     filters_out=filters_out,
                     expand_ratio=stage.expand_ratio,
-                    se_filters=0 if lite else se_filters(filters_in if j == 0 else filters_out, stage.se_ratio),
+                    se_filters=se_filters(block_in, stage.se_ratio) if rules.squeeze_excite else 0,
                     drop_rate=drop_connect_schedule(index, num_blocks, drop_connect_rate),
+                    block=stage.block,
                 )
             )
             index += 1
     return ModelSpec(
         coefficients=coeffs,
-        activation="relu6" if lite else "swish",
-        stem_filters=STEM_FILTERS if lite else round_filters(STEM_FILTERS, coeffs.width),
-        head_filters=HEAD_FILTERS if lite else round_filters(HEAD_FILTERS, coeffs.width),
+        activation=rules.activation,
+        stem_filters=stem_filters,
+        head_filters=head_filters,
         blocks=tuple(blocks),
-        mean_rgb=LITE_MEAN_RGB if lite else IMAGENET_MEAN_RGB,
-        stddev_rgb=LITE_STDDEV_RGB if lite else IMAGENET_STDDEV_RGB,
+        preprocessing=preprocessing_for(coeffs),
+        bn_momentum=bn_momentum,
+        padding=rules.padding,
+        depthwise_name=rules.depthwise_name,
     )
+
+
+def preprocessing_for(coeffs: Coefficients) -> Preprocessing:
+    """V1: ImageNet statistics as weights; Lite: (x - 127) / 128; V2-B*: ImageNet as constants; V2-S/M/L: x/128 - 1."""
+    if coeffs.family == "lite":
+        return LITE_WEIGHTS
+    if coeffs.family == "v2":
+        return IMAGENET_CONSTANTS if coeffs.stages == "v2-b0" else MINUS_ONE_TO_ONE
+    return IMAGENET_WEIGHTS
 
 
 def _letters(j: int) -> str:

@@ -3,8 +3,9 @@
 tensorflow-model-optimization accepts only Keras 2 (`tf_keras`) models
 (tensorflow/model-optimization#1119), so quantization-aware training needs a
 Keras 2 twin of a Keras 3 model. `spec_from_model` reads the architecture back
-from the layer names and shapes that `keras_effnet.graph` writes (so it also
-works on a model loaded from a .keras file, for any phi), `graph.build_graph`
+from the layer names, shapes and configs that `keras_effnet.graph` writes (so
+it also works on a model loaded from a .keras file, for any family, phi, block
+types and BN momentum), `graph.build_graph`
 rebuilds it with the other flavour, and weights are copied layer by layer, by name.
 """
 
@@ -16,54 +17,67 @@ import numpy as np
 
 from keras_effnet import architecture, flavours, graph
 
-_BLOCK = re.compile(r"^(block\d+[a-z]+_)dwconv$")
+_BLOCK = re.compile(r"^(block\d+[a-z]+_)project_conv$")
+DEPTHWISE_NAMES = ("dwconv", "dwconv2")
 
 
 def spec_from_model(model) -> tuple[architecture.ModelSpec, dict]:
-    """Recover (ModelSpec, build keyword arguments) from a keras_effnet model.
+    """Recover (ModelSpec, build keyword arguments) from a keras_effnet model, any family and block types.
 
+    BN momentum, padding style, block types and preprocessing are read from the
+    layers, so a model built (or re-trained) with another `bn_momentum` keeps it.
     Raises ValueError naming what is missing when the model was not built by keras_effnet.
     """
     names = {layer.name for layer in model.layers}
-    missing = [n for n in ("rescaling", "normalization", "stem_conv", "top_conv") if n not in names]
+    missing = [n for n in ("rescaling", "stem_conv", "stem_bn", "top_conv") if n not in names]
     if missing:
         raise ValueError(
             f"model {model.name!r} was not built by keras_effnet: it has no layer named {missing}."
         )
     get = model.get_layer
     activation = _activation_name(get("stem_activation"))
+    padding = "explicit" if "stem_conv_pad" in names else "same"
+    bn_momentum = float(get("stem_bn").momentum)
+    depthwise_name = "dwconv"
     blocks = []
     for layer in model.layers:
         m = _BLOCK.match(layer.name)
         if not m:
             continue
         prefix = m.group(1)
-        dw = layer
+        project = layer
         expand = get(prefix + "expand_conv") if prefix + "expand_conv" in names else None
-        filters_in = int((expand.input if expand is not None else dw.input).shape[-1])
+        dw_names = [prefix + d for d in DEPTHWISE_NAMES if prefix + d in names]
+        if dw_names:
+            block, spatial = "mbconv", get(dw_names[0])
+            depthwise_name = dw_names[0][len(prefix):]
+        else:
+            block, spatial = "fused", expand if expand is not None else project
+        first = expand if expand is not None else spatial
+        filters_in = int(first.input.shape[-1])
         expand_ratio = int(expand.filters) // filters_in if expand is not None else 1
         se = int(get(prefix + "se_reduce").filters) if prefix + "se_reduce" in names else 0
         drop = float(get(prefix + "drop").rate) if prefix + "drop" in names else 0.0
         blocks.append(
             architecture.BlockSpec(
-                name=prefix, kernel_size=int(dw.kernel_size[0]), strides=int(dw.strides[0]),
-                filters_in=filters_in, filters_out=int(get(prefix + "project_conv").filters),
-                expand_ratio=expand_ratio, se_filters=se, drop_rate=drop,
+                name=prefix, kernel_size=int(spatial.kernel_size[0]), strides=int(spatial.strides[0]),
+                filters_in=filters_in, filters_out=int(project.filters),
+                expand_ratio=expand_ratio, se_filters=se, drop_rate=drop, block=block,
             )
         )
-    norm = get("normalization")
-    mean, var = (np.asarray(w, dtype="float64") for w in norm.get_weights()[:2])
     include_top = "predictions" in names
     dropout = float(get("top_dropout").rate) if "top_dropout" in names else 0.0
-    family = "lite" if activation == "relu6" else "efficientnet"
+    family = "lite" if activation == "relu6" else "v2" if padding == "same" else "efficientnet"
     coeffs = architecture.Coefficients(
         name=model.name, family=family, phi=float("nan"), width=float("nan"), depth=float("nan"),
         resolution=int(model.input_shape[1] or 0), dropout=dropout, source="model",
+        train_resolution=int(model.input_shape[1] or 0),
     )
     spec = architecture.ModelSpec(
         coefficients=coeffs, activation=activation,
         stem_filters=int(get("stem_conv").filters), head_filters=int(get("top_conv").filters),
-        blocks=tuple(blocks), mean_rgb=tuple(mean), stddev_rgb=tuple(np.sqrt(var)),
+        blocks=tuple(blocks), preprocessing=_preprocessing(model, names), bn_momentum=bn_momentum,
+        padding=padding, depthwise_name=depthwise_name,
     )
     kwargs = {
         "input_shape": tuple(model.input_shape[1:]),
@@ -75,6 +89,22 @@ def spec_from_model(model) -> tuple[architecture.ModelSpec, dict]:
         "name": model.name,
     }
     return spec, kwargs
+
+
+def _preprocessing(model, names) -> architecture.Preprocessing:
+    rescaling = model.get_layer("rescaling").get_config()
+    scale, offset = float(rescaling["scale"]), float(rescaling.get("offset", 0.0))
+    if "normalization" not in names:
+        return architecture.Preprocessing(scale, offset)
+    norm = model.get_layer("normalization")
+    if norm.weights:
+        mean, var = (np.asarray(w, dtype="float64").reshape(-1) for w in norm.get_weights()[:2])
+        held = True
+    else:
+        config = norm.get_config()
+        mean, var = (np.asarray(config[k], dtype="float64").reshape(-1) for k in ("mean", "variance"))
+        held = False
+    return architecture.Preprocessing(scale, offset, tuple(mean), tuple(np.sqrt(var)), held)
 
 
 def twin(model, flavour: str = "tf_keras"):

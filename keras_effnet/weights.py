@@ -2,7 +2,9 @@
 
 The ImageNet files are keras.applications' own (same URL, same MD5 hashes), so
 `build(phi=k, weights="imagenet")` gives the same network as
-`keras.applications.EfficientNetBk(weights="imagenet")`.
+`keras.applications.EfficientNetBk(weights="imagenet")`, and
+`build_variant("efficientnetv2-s", weights="imagenet")` the same as
+`keras.applications.EfficientNetV2S(weights="imagenet")`.
 
 A file is checked against the model *before* loading: users otherwise get
 "Layer count mismatch ... 185 layers into a model with 184" (keras-team/keras#21529)
@@ -33,20 +35,58 @@ WEIGHTS_HASHES = {
 }
 
 
-def imagenet_file_name(phi: int, include_top: bool) -> str:
-    return f"efficientnetb{phi}{'' if include_top else '_notop'}.h5"
+V2_BASE_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/efficientnet_v2/"
+# (top, notop) MD5 of keras.applications' EfficientNetV2 files, by model name; a test pins them too.
+V2_WEIGHTS_HASHES = {
+    "efficientnetv2-b0": ("21ecbf6da12460d5c40bb2f29ceb2188", "893217f2bb855e2983157299931e43ff"),
+    "efficientnetv2-b1": ("069f0534ff22adf035c89e2d9547a9dc", "0e80663031ca32d657f9caa404b6ec37"),
+    "efficientnetv2-b2": ("424e49f28180edbde1e94797771950a7", "1dfe2e7a5d45b6632553a8961ea609eb"),
+    "efficientnetv2-b3": ("1f1fc43bd98a6e4fd8fdfd551e02c7a0", "f6abf7b5849ac99a89b50dd3fd532856"),
+    "efficientnetv2-s": ("e1d88a8495beba45748fedd0cecbe016", "af0682fb74e8c54910f2d4393339c070"),
+    "efficientnetv2-m": ("a3bf6aa3276309f4fc6a34aa114c95cd", "1b8dc055df72dde80d614482840fe342"),
+    "efficientnetv2-l": ("27e6d408b53c7ebc868fefa357689935", "b0b66b5c863aef5b46e8608fe1711615"),
+}
+IMAGENET_MEMBERS = "the presets B0..B7 (family='efficientnet') and EfficientNetV2 B0..B3 (family='v2'), S, M, L"
+
+
+def has_imagenet(name: str) -> bool:
+    """Whether keras.applications publishes ImageNet weights for the model called `name`."""
+    return name in V2_WEIGHTS_HASHES or name in {f"efficientnetb{phi}" for phi in WEIGHTS_HASHES}
+
+
+def imagenet_file_name(phi, include_top: bool) -> str:
+    """keras.applications' file name; `phi` an int (B0..B7) or a model name ("efficientnetv2-s")."""
+    name = phi if isinstance(phi, str) else f"efficientnetb{phi}"
+    return f"{name}{'' if include_top else '_notop'}.h5"
+
+
+def _imagenet_source(phi, include_top: bool) -> tuple[str, str]:
+    """(base URL, MD5) of the official file for B`phi` or the model called `phi`."""
+    name = phi if isinstance(phi, str) else f"efficientnetb{phi}"
+    if name in V2_WEIGHTS_HASHES:
+        return V2_BASE_WEIGHTS_URL, V2_WEIGHTS_HASHES[name][0 if include_top else 1]
+    if name.startswith("efficientnetb") and name[len("efficientnetb"):].isdigit():
+        phi = int(name[len("efficientnetb"):])
+        if phi in WEIGHTS_HASHES:
+            return BASE_WEIGHTS_URL, WEIGHTS_HASHES[phi][0 if include_top else 1]
+    raise ValueError(f"weights='imagenet' exists for {IMAGENET_MEMBERS} only; got {name!r}.")
 
 
 def fetch_imagenet(
-    phi: int, include_top: bool, *, base_url: str = BASE_WEIGHTS_URL, file_hash: str | None = None,
+    phi, include_top: bool, *, base_url: str | None = None, file_hash: str | None = None,
     cache_dir: str | None = None,
 ) -> str:
-    """Download (once, into `cache_dir`/models, default ~/.keras/models) and MD5-check an official weight file."""
+    """Download (once, into `cache_dir`/models, default ~/.keras/models) and MD5-check an official weight file.
+
+    `phi`: an int for B0..B7, or a model name with published weights ("efficientnetb3", "efficientnetv2-s").
+    """
     import keras_effnet.flavours as flavours
 
     keras = flavours.keras3()
     name = imagenet_file_name(phi, include_top)
-    expected = file_hash or WEIGHTS_HASHES[phi][0 if include_top else 1]
+    default_url, default_hash = _imagenet_source(phi, include_top)
+    base_url = base_url or default_url
+    expected = file_hash or default_hash
     if cache_dir is not None:
         os.makedirs(cache_dir, exist_ok=True)  # keras silently falls back to /tmp for a missing dir
     return keras.utils.get_file(name, base_url + name, cache_subdir="models", file_hash=expected, cache_dir=cache_dir)
@@ -146,7 +186,10 @@ def load(model, path: str, what: str) -> None:
     path = os.fspath(path)
     check_weights_file(model, path, what)
     model.load_weights(path)
-    norm = model.get_layer("normalization")
+    names = {layer.name for layer in model.layers}
+    norm = model.get_layer("normalization") if "normalization" in names else None
+    if norm is None or not norm.weights:  # V2: statistics are constants of the layer, not weights
+        return
     mean, var, count = (np.asarray(w) for w in norm.get_weights())
     if np.allclose(mean, IMAGENET_MEAN_RGB, atol=1e-6) and np.allclose(var, IMAGENET_STDDEV_RGB, atol=1e-6):
         norm.set_weights([mean, np.square(np.asarray(IMAGENET_STDDEV_RGB, "float32")), count])
