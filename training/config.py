@@ -59,8 +59,10 @@ class TrainConfig:
     phi: float = cli.flag(0, "Compound coefficient: 0..8 the official B0..B8 (Lite0..4 with --family=lite).", group="model")
     family: str = cli.flag("efficientnet", "Model family.", group="model", choices=FAMILIES)
     image_size: int | None = cli.flag(None, "Training resolution (none: the variant's native resolution).", group="model")
-    dropout_rate: float | None = cli.flag(None, "Head dropout (none: the variant's).", group="model")
-    drop_connect_rate: float = cli.flag(0.2, "Stochastic depth rate.", group="model")
+    dropout_rate: float | None = cli.flag(None, "Head dropout (none: adaptive, up to the variant's; see "
+                                          "training/regularization.py).", group="model")
+    drop_connect_rate: float | None = cli.flag(None, "Stochastic depth rate (none: adaptive, 0 at small images up to 0.2).",
+                                               group="model")
     bn_momentum: float = cli.flag(0.9, "BatchNorm moving-average momentum (the paper: 0.99; 0.9 suits short runs).", group="model")
     zero_init_head: bool = cli.flag(True, "Start the classifier at zero (uniform predictions); suits few classes.", group="model")
     init_from: str | None = cli.flag(None, "Start from weights: 'imagenet', a .keras model or a .weights.h5 file.", group="model")
@@ -74,7 +76,14 @@ class TrainConfig:
     label_noise: int = cli.flag(0, "Imagenette: train labels from noisy_imagenette.csv column noisy_labels_<k>.", group="data",
                                 choices=LABEL_NOISE)
     augment: str = cli.flag("basic", "none, basic (random-resized-crop + flip) or randaugment.", group="data", choices=AUGMENTS)
-    cache: bool = cli.flag(False, "Keep decoded images (or file bytes when augmenting) in memory after the first epoch.", group="data")
+    crop_scale_min: float | None = cli.flag(None, "Random-resized-crop: smallest crop area, a fraction of the image "
+                                            "(none: adaptive, 1 = no crop at <= 64 px down to 0.08 at 224 px on 100k images).",
+                                            group="data")
+    randaugment_magnitude: float | None = cli.flag(None, "RandAugment magnitude of 30 with --augment=randaugment "
+                                                   "(none: adaptive, 5 at small images up to 15).", group="data")
+    cache: bool = cli.flag(True, "Keep the images decoded at the training size in memory when they fit (a quarter of RAM, "
+                           "at most 2 GiB; else the file bytes): after the first epoch a step only crops and flips.",
+                           group="data")
     synthetic_per_class: int = cli.flag(100, "Synthetic dataset: training images per class.", group="data")
     # optimisation
     epochs: int = cli.flag(15, "Epochs.", group="optimisation")
@@ -148,7 +157,12 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None:
                 _integer(name, value, {"image_size": 32, "num_gpus": 0}.get(name, 1))
-        _number("drop_connect_rate", self.drop_connect_rate, low=0, high=1, high_open=True)
+        if self.drop_connect_rate is not None:
+            _number("drop_connect_rate", self.drop_connect_rate, low=0, high=1, high_open=True)
+        if self.crop_scale_min is not None:
+            _number("crop_scale_min", self.crop_scale_min, low=0, high=1, low_open=True)
+        if self.randaugment_magnitude is not None:
+            _number("randaugment_magnitude", self.randaugment_magnitude, low=0, high=30)
         if self.dropout_rate is not None:
             _number("dropout_rate", self.dropout_rate, low=0, high=1, high_open=True)
         _number("bn_momentum", self.bn_momentum, low=0, high=1, high_open=True)

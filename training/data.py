@@ -15,6 +15,9 @@ The pipeline is tf.data: parallel decode, decode-and-crop for the JPEG
 random-resized-crop (only the crop window is decoded), an optional cache,
 prefetch. It is deterministic for a given `seed`: the shuffle is seeded and
 every random augmentation uses stateless ops seeded by (seed, element index).
+With `cache` and a training set that fits in memory, images are decoded once,
+at the training size, and kept in memory as uint8: after the first epoch the
+per-step CPU work is a crop, a resize and a flip.
 Images come out as float32 RGB in [0, 255], because the models normalise
 inside (keras_effnet.build).
 """
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import functools
+import json
 import os
 
 import numpy as np
@@ -40,6 +43,8 @@ TF_NATIVE = {
     "BMP": {"L", "RGB", "RGBA"},
 }
 CROP_AREA = (0.25, 1.0)
+SCAN_CACHE = ".decode_check.json"  # hidden: _list_files skips it, like every dot file
+SCAN_CACHE_VERSION = 1
 CROP_ASPECT = (3 / 4, 4 / 3)
 
 
@@ -93,12 +98,13 @@ def _list_files(folder):
     )
 
 
-def scan_folder(split_dir: str, *, workers: int | None = None):
+def scan_folder(split_dir: str, *, workers: int | None = None, cache: bool = True):
     """(files, labels, class_names, skipped) for one split directory `split_dir/<class>/*`.
 
     Classes are the sub-folders, sorted by name. Raises ValueError for a
     missing directory, no class folders, a class folder with no files or no
-    decodable image, or no images at all.
+    decodable image, or no images at all. With `cache`, the verdicts are
+    kept in `split_dir/SCAN_CACHE` (see `_checked`).
     """
     split_dir = os.fspath(split_dir)
     if not os.path.isdir(split_dir):
@@ -113,8 +119,7 @@ def scan_folder(split_dir: str, *, workers: int | None = None):
             raise ValueError(f"class folder {os.path.join(split_dir, name)!r} is empty: every class needs at least one image.")
         per_class.append(files)
     all_files = [f for files in per_class for f in files]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers or min(16, (os.cpu_count() or 1) * 2)) as pool:
-        reasons = dict(zip(all_files, pool.map(check_image, all_files)))
+    reasons = _checked(split_dir, all_files, workers=workers, use_cache=cache)
     files, labels, skipped = [], [], []
     for label, (name, class_files) in enumerate(zip(class_names, per_class)):
         good = [f for f in class_files if reasons[f] is None]
@@ -154,9 +159,74 @@ def load_splits(data_dir: str) -> Splits:
     )
 
 
-@functools.lru_cache(maxsize=None)
+def _check_one(path: str) -> tuple[str | None, bool]:
+    """(check_image's verdict, needs_pil) of one file, from one open of it."""
+    reason = check_image(path)
+    return reason, True if reason else _needs_pil_uncached(path)
+
+
+def _checked(split_dir: str, files: list[str], *, workers: int | None, use_cache: bool) -> dict[str, str | None]:
+    """{path: None or the reason it is not an image} for `files`, decoding only what the cache does not vouch for.
+
+    The decode check opens and fully decodes every file, which over Imagenette's
+    13k images costs a minute on two cores. Its verdicts are kept in
+    `split_dir/SCAN_CACHE` (JSON, written atomically), keyed by the path
+    relative to `split_dir` and valid while the file's size and mtime (ns) are
+    unchanged: a resumed or second run decodes only new or changed files. A
+    folder that cannot be written is scanned in full every time (the write is
+    skipped); a damaged cache file is ignored and rewritten.
+    """
+    from training import files as files_lib
+
+    cache_path = os.path.join(split_dir, SCAN_CACHE)
+    entries = {}
+    if use_cache:
+        try:
+            with open(cache_path) as f:
+                saved = json.load(f)
+            if saved.get("version") == SCAN_CACHE_VERSION:
+                entries = saved["files"]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            entries = {}
+    stats, todo, verdicts = {}, [], {}
+    for path in files:
+        rel = os.path.relpath(path, split_dir)
+        try:
+            st = os.stat(path)
+            stats[path] = (rel, st.st_size, st.st_mtime_ns)
+        except OSError:
+            stats[path] = None
+        entry = entries.get(rel)
+        if stats[path] and isinstance(entry, list) and len(entry) == 4 and entry[:2] == list(stats[path][1:]):
+            verdicts[path] = (entry[2], bool(entry[3]))
+        else:
+            todo.append(path)
+    if todo:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers or min(16, (os.cpu_count() or 1) * 2)) as pool:
+            verdicts.update(zip(todo, pool.map(_check_one, todo)))
+    for path, (_, pil) in verdicts.items():
+        _PIL_FLAGS[path] = pil
+    if use_cache and (todo or len(entries) != len(files)):
+        fresh = {stats[p][0]: [stats[p][1], stats[p][2], verdicts[p][0], verdicts[p][1]] for p in files if stats[p]}
+        try:
+            files_lib.atomic_write(cache_path, json.dumps({"version": SCAN_CACHE_VERSION, "files": fresh}))
+        except OSError:
+            pass  # a read-only dataset: correct, only slower next time
+    return {path: verdicts[path][0] for path in files}
+
+
+_PIL_FLAGS: dict[str, bool] = {}
+
+
 def needs_pil(path: str) -> bool:
     """True when TensorFlow's decoders would not give PIL's RGB for this file (e.g. 16-bit PNG, palette BMP)."""
+    flag = _PIL_FLAGS.get(path)
+    if flag is None:
+        flag = _PIL_FLAGS[path] = _needs_pil_uncached(path)
+    return flag
+
+
+def _needs_pil_uncached(path: str) -> bool:
     try:
         with Image.open(path) as im:
             return im.mode not in TF_NATIVE.get(im.format, ())
@@ -188,6 +258,7 @@ def make_dataset(
     repeat: bool = False,
     start_epoch: int = 0,
     crop_area=CROP_AREA,
+    randaugment_magnitude: float = 10.0,
 ):
     """A tf.data.Dataset of (images float32 [B, S, S, 3] in 0..255, labels int32 [B]).
 
@@ -195,11 +266,15 @@ def make_dataset(
     and `start_epoch`, so a run resumed at epoch k is deterministic too) and
     applies `augment`: "basic" = random-resized-crop (area `crop_area`, aspect
     3/4..4/3; JPEGs are decoded only inside the crop window) + horizontal flip,
-    "randaugment" = basic + RandAugment (N=2, as the paper's recipe). Eval
+    "randaugment" = basic + RandAugment (N=2 at `randaugment_magnitude`
+    of 30; training.regularization chooses both from the image and dataset size). Eval
     resizes the whole image to S x S. `drop_remainder` defaults to `training`:
     every replica then gets a full, equal share of each global batch
-    (tensorflow/tensorflow#52986). `cache` keeps the decoded eval images, or
-    the raw file bytes when augmenting, in memory after the first pass.
+    (tensorflow/tensorflow#52986). `cache` keeps the decoded eval images in memory after the first pass;
+    when augmenting, it keeps the images decoded at `image_size` (uint8) if
+    they fit in a quarter of physical memory (`fits_in_memory`), so
+    random-resized-crop then crops the cached image and resizes it back, else
+    the raw file bytes.
     `repeat=True` repeats forever (use a fixed number of steps per epoch).
     """
     import tensorflow as tf
@@ -273,6 +348,18 @@ def make_dataset(
         image = tf.image.stateless_random_flip_left_right(image, seed=element_seed + 1)
         return tf.clip_by_value(image, 0.0, 255.0), label
 
+    def crop_cached(index, element):
+        image, label = element
+        element_seed = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(start_epoch, tf.int64), index])
+        begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
+            tf.shape(image), tf.zeros([1, 0, 4], tf.float32), seed=element_seed,
+            min_object_covered=0.0, aspect_ratio_range=CROP_ASPECT, area_range=tuple(crop_area),
+            max_attempts=10, use_image_if_no_bounding_boxes=True,
+        )
+        image = tf.image.resize(tf.slice(image, begin, extent), [size, size])
+        image = tf.image.stateless_random_flip_left_right(image, seed=element_seed + 1)
+        return tf.clip_by_value(image, 0.0, 255.0), label
+
     options = tf.data.Options()
     options.deterministic = True
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
@@ -285,6 +372,13 @@ def make_dataset(
             ds = ds.shuffle(n, seed=_shuffle_seed(seed, start_epoch), reshuffle_each_iteration=True)
         if repeat:
             ds = ds.repeat()
+    elif cache and fits_in_memory(n, size):
+        # Decoded once per process at the training size, kept as uint8; each step only crops, resizes back and flips.
+        ds = tf.data.Dataset.from_tensor_slices((decoded_images(files, size), labels))
+        ds = ds.shuffle(n, seed=_shuffle_seed(seed, start_epoch), reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
+        ds = ds.enumerate().map(crop_cached, num_parallel_calls=tf.data.AUTOTUNE)
     else:
         ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE)
         if cache:
@@ -296,20 +390,53 @@ def make_dataset(
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), tf.cast(y, tf.int32)))
     if training and augment == "randaugment":
-        ds = ds.map(_randaugment(seed, start_epoch), num_parallel_calls=None)
+        ds = ds.map(_randaugment(seed, start_epoch, randaugment_magnitude), num_parallel_calls=None)
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+_DECODED: dict = {}  # (files, size) -> uint8 array; the last two kept (a trainer builds one pipeline per epoch)
+
+
+def decoded_images(files, image_size: int):
+    """Every file decoded and resized to `image_size` (antialiased), as one uint8 tensor [N, S, S, 3], kept in memory.
+
+    Kept per process and reused by every later pipeline over the same files
+    and size: the trainer makes a new pipeline each epoch (and each stage of
+    progressive resizing), and tf.data's own `cache()` lives and dies with one.
+    """
+    import tensorflow as tf
+
+    key = (tuple(os.fspath(f) for f in files), int(image_size))
+    if key not in _DECODED:
+        ds = make_dataset(list(key[0]), [0] * len(key[0]), image_size=image_size, batch_size=256, training=False,
+                          augment="none")
+        batches = [tf.cast(tf.round(x), tf.uint8) for x, _ in ds]
+        while len(_DECODED) >= 2:
+            _DECODED.pop(next(iter(_DECODED)))
+        _DECODED[key] = tf.concat(batches, 0)
+    return _DECODED[key]
+
+
+def fits_in_memory(num_images: int, image_size: int, *, fraction: float = 0.25) -> bool:
+    """True when `num_images` decoded uint8 images at `image_size` take at most `fraction` of physical memory
+    and at most 2 GiB (a tf.data graph holding a larger constant cannot be serialised for distribution)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 8 << 30
+    return num_images * image_size * image_size * 3 <= min(fraction * total, 2 << 30)
 
 
 def _shuffle_seed(seed: int, start_epoch: int) -> int:
     return int(seed) * 7919 + int(start_epoch)
 
 
-def _randaugment(seed, start_epoch):
-    """RandAugment (Cubuk et al. 2020), N=2 ops, magnitude 10 of 30 as EfficientNet's recipe, on a batch."""
+def _randaugment(seed, start_epoch, magnitude=10.0):
+    """RandAugment (Cubuk et al. 2020) on a batch: N=2 ops at `magnitude` of 30 (EfficientNet's recipe: 10)."""
     from keras_effnet import flavours
 
     keras = flavours.keras3()
-    layer = keras.layers.RandAugment(value_range=(0, 255), num_ops=2, factor=10 / 30, seed=_shuffle_seed(seed, start_epoch))
+    layer = keras.layers.RandAugment(value_range=(0, 255), num_ops=2, factor=float(magnitude) / 30, seed=_shuffle_seed(seed, start_epoch))
 
     def apply(images, labels):
         return layer(images, training=True), labels

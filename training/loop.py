@@ -35,7 +35,7 @@ import time
 import numpy as np
 
 from training import checkpoints as ckpt_lib
-from training import contract, data as data_lib, datasets, schedule, strategy as strategy_lib, synthetic
+from training import contract, data as data_lib, datasets, regularization, schedule, strategy as strategy_lib, synthetic
 from training import config as config_lib
 from training.config import ConfigError, TrainConfig
 
@@ -317,9 +317,14 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
              else [config.image_size] * config.epochs)
     policy = contract.set_precision(config)
     jit = resolve_jit(config)
+    # Adaptive regularisation (training/regularization.py): one setting per image size; the model is built with
+    # the last stage's (largest) dropout rates and earlier stages lower them.
+    stage_reg = {s: regularization.for_config(config, s, len(splits.train_files)) for s in sorted(set(sizes))}
+    model_config = config.replace(dropout_rate=stage_reg[sizes[-1]].dropout_rate,
+                                  drop_connect_rate=stage_reg[sizes[-1]].drop_connect_rate)
 
     with strategy.scope():
-        model = model_fn(config, num_classes, image_size=None if config.progressive_resize else config.image_size)
+        model = model_fn(model_config, num_classes, image_size=None if config.progressive_resize else config.image_size)
         applied = contract.apply_contract(model, config)
         if config.init_from:
             contract.init_weights_from(model, config.init_from, phi=config.phi, family=config.family, log=say)
@@ -343,6 +348,7 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
         "devices": list(getattr(strategy.extended, "worker_devices", ())), "dtype_policy": policy, "jit_compile": jit,
         "global_batch_size": global_batch, "per_replica_batch_size": global_batch // replicas,
         "steps_per_epoch": steps_per_epoch, "base_learning_rate": base_lr, "contract": applied,
+        "regularization": {str(s): r.as_dict() for s, r in stage_reg.items()},
     }
     if chief:
         ckpt_lib.atomic_write(os.path.join(write_dir, ckpt_lib.LABELS), "\n".join(splits.class_names) + "\n")
@@ -381,10 +387,14 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
         partial = progress.partial if done else {}
         # One pipeline per epoch: its order depends on (seed, epoch) only, so a resumed epoch skips
         # the steps already done and continues the same order.
+        reg = stage_reg[size]
+        if config.progressive_resize:
+            regularization.apply_rates(model, dropout_rate=reg.dropout_rate, drop_connect_rate=reg.drop_connect_rate,
+                                       built_drop_connect_rate=model_config.drop_connect_rate)
         ds = data_lib.make_dataset(
             splits.train_files, splits.train_labels, image_size=size, batch_size=global_batch, training=True,
             augment=config.augment, seed=config.seed, cache=config.cache, drop_remainder=True, repeat=True,
-            start_epoch=epoch - 1,
+            start_epoch=epoch - 1, crop_area=(reg.crop_scale_min, 1.0), randaugment_magnitude=reg.randaugment_magnitude,
         )
         if done:
             ds = ds.skip(done)
@@ -465,7 +475,7 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
 
     if trainer.ema:
         trainer.swap_ema()  # the saved model holds the EMA weights
-    final = contract.export_model(model, config, num_classes, config.image_size, model_fn=model_fn)
+    final = contract.export_model(model, model_config, num_classes, config.image_size, model_fn=model_fn)
     ckpt_lib.save_model(final, os.path.join(write_dir, ckpt_lib.MODEL))
     result = {**info, "epochs": history, "final": history[-1] if history else {}}
     if chief:

@@ -168,3 +168,76 @@ def test_representative_images(folder):
     assert data.representative_images(folder, 100, 32).shape[0] == 6
     with pytest.raises(ValueError, match="n must be"):
         data.representative_images(folder, 0, 32)
+
+
+def test_decode_check_is_cached_by_path_size_and_mtime(folder, monkeypatch):
+    """A second scan decodes nothing; a changed, added or damaged file is checked again; the cache is one atomic JSON."""
+    calls = []
+    real = data.check_image
+    monkeypatch.setattr(data, "check_image", lambda path: calls.append(os.path.basename(path)) or real(path))
+    train = os.path.join(folder, "train")
+    first = data.scan_folder(train)
+    assert len(calls) == 6 and os.path.exists(os.path.join(train, data.SCAN_CACHE))
+    assert oct(os.stat(os.path.join(train, data.SCAN_CACHE)).st_mode & 0o777) != "0o600"
+    calls.clear()
+    assert data.scan_folder(train) == first and calls == []
+    # A file rewritten (new size and mtime) as a broken one is decoded again and now skipped.
+    target = os.path.join(train, "a", "1.jpg")
+    with open(target, "wb") as f:
+        f.write(b"no longer an image")
+    os.utime(target, ns=(1, 1))
+    files, _, _, skipped = data.scan_folder(train)
+    assert calls == ["1.jpg"] and [os.path.basename(s.path) for s in skipped] == ["1.jpg"] and target not in files
+    calls.clear()
+    _image(9).save(os.path.join(train, "b", "new.jpg"))
+    data.scan_folder(train)
+    assert calls == ["new.jpg"]
+    calls.clear()
+    with open(os.path.join(train, data.SCAN_CACHE), "w") as f:
+        f.write("{damaged")
+    assert len(data.scan_folder(train)[0]) == 6 and len(calls) == 7
+    calls.clear()
+    data.scan_folder(train, cache=False)
+    assert len(calls) == 7
+
+
+def test_decode_check_cache_on_a_read_only_folder(folder):
+    train = os.path.join(folder, "train")
+    os.chmod(train, 0o555)
+    try:
+        if os.access(train, os.W_OK):
+            pytest.skip("running as a user who can write anywhere")
+        assert len(data.scan_folder(train)[0]) == 6 and not os.path.exists(os.path.join(train, data.SCAN_CACHE))
+    finally:
+        os.chmod(train, 0o755)
+
+
+def test_in_memory_cache_of_decoded_images_crops_and_flips_only(folder):
+    """Augmenting from the uint8 cache at the training size: deterministic, a different crop each epoch, same labels."""
+    splits = data.load_splits(folder)
+    assert data.fits_in_memory(len(splits.train_files), 32) and not data.fits_in_memory(10**9, 224)
+
+    def run(seed):
+        ds = data.make_dataset(splits.train_files, splits.train_labels, image_size=32, batch_size=3, training=True,
+                               augment="basic", seed=seed, cache=True, repeat=True, crop_area=(0.3, 1.0))
+        it = iter(ds)
+        return [next(it) for _ in range(4)]
+
+    a, b = run(0), run(0)
+    for (xa, ya), (xb, yb) in zip(a, b):
+        np.testing.assert_array_equal(xa.numpy(), xb.numpy())
+        np.testing.assert_array_equal(ya.numpy(), yb.numpy())
+    x = np.concatenate([x.numpy() for x, _ in a])
+    assert x.shape == (12, 32, 32, 3) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 255
+    assert sorted(np.concatenate([y.numpy() for _, y in a[:2]])) == [0, 0, 0, 1, 1, 1]
+    # Epoch 2 sees the same 6 images cropped differently.
+    assert not np.array_equal(np.sort(x[:6].reshape(6, -1).mean(1)), np.sort(x[6:].reshape(6, -1).mean(1)))
+    # With crop area 1 every cached image comes back whole, perhaps mirrored.
+    ds = data.make_dataset(splits.train_files, splits.train_labels, image_size=32, batch_size=6, training=True,
+                           augment="basic", cache=True, crop_area=(1.0, 1.0))
+    eval_ds = data.make_dataset(splits.train_files, splits.train_labels, image_size=32, batch_size=6, training=False)
+    xs, _ = next(iter(ds))
+    ref = next(iter(eval_ds))[0].numpy()
+    for img in xs.numpy():
+        diffs = [min(np.abs(img - r).mean(), np.abs(img[:, ::-1] - r).mean()) for r in ref]
+        assert min(diffs) < 1.0
