@@ -133,7 +133,7 @@ def build_parser(config_cls, *, prog: str, description: str) -> argparse.Argumen
         tp = hints[field.name]
         base, _ = _unwrap_optional(tp)
         default = field.default if field.default is not dataclasses.MISSING else None
-        text = meta["help"]
+        text = meta["help"].replace("%", "%%")  # argparse formats help with %
         if meta["choices"]:
             text += f" One of: {', '.join(map(str, meta['choices']))}."
         text += " (required)" if meta["required"] else f" (default: {_show(default)})"

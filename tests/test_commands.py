@@ -1,0 +1,100 @@
+"""Every command, every expected bad input: one line on stderr, exit code 2, no traceback, nothing written.
+
+The commands are called in-process through their `main(argv)` (the function their console script calls), so
+TensorFlow is imported once for the whole table. Ctrl-C is tested on real processes in
+tests/test_commands_interrupt.py.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import pytest
+from PIL import Image
+
+# Placeholders in argv, filled per test from a fresh folder:
+#   {out}       a folder that does not exist yet (where a command would write)
+#   {missing}   a path that does not exist
+#   {empty}     an empty folder
+#   {file}      a regular file (so {file}/x cannot be created)
+#   {notmodel}  a .keras file that is not a model
+#   {notimage}  a .jpg file that is not an image
+#   {text}      a text file
+#   {image}     a real 8x8 PNG
+CASES = [
+    # (command module, argv, a fragment the one line must contain)
+    ("keras_effnet.__main__", ["--family=nope"], "--family"),
+    ("keras_effnet.__main__", ["--resolution=16"], "--resolution"),
+    ("keras_effnet.__main__", ["--bogus"], "--bogus"),
+    ("training.train", ["--data_dir={missing}", "--model_dir={out}"], "--data_dir"),
+    ("training.train", ["--data_dir={empty}", "--model_dir={out}"], "--data_dir"),
+    ("training.train", ["--phi=-1", "--model_dir={out}"], "phi"),
+    ("training.train", ["--batch_size=0", "--model_dir={out}"], "batch_size"),
+    ("training.train", ["--family=nope", "--model_dir={out}"], "--family"),
+    ("training.train", ["--epochs=x", "--model_dir={out}"], "--epochs"),
+    ("training.train", ["--model_dir={file}/run"], "--model_dir"),
+    ("training.evaluate", ["--model={notmodel}", "--data_dir={empty}"], "--model"),
+    ("training.evaluate", ["--model={missing}", "--data_dir={empty}"], "--model"),
+    ("training.evaluate", ["--data_dir={empty}"], "--model"),
+    ("training.predict", ["--model={notmodel}", "--images={notimage}"], "--images"),
+    ("training.predict", ["--model={notmodel}", "--images={image}"], "--model"),
+    ("training.predict", ["--model={notmodel}"], "--images"),
+    ("training.demo", ["--epochs=0", "--out={out}"], "--epochs"),
+    ("training.demo", ["--out={file}/demo"], "--out"),
+]
+
+
+@pytest.fixture
+def places(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a_file").write_text("not a folder\n")
+    (tmp_path / "not_a_model.keras").write_text("this is not a Keras model\n")
+    (tmp_path / "not_an_image.jpg").write_text("this is not an image\n")
+    (tmp_path / "notes.txt").write_text("cat\ndog\n")
+    Image.new("RGB", (8, 8), (200, 40, 40)).save(tmp_path / "red.png")
+    return {
+        "out": str(tmp_path / "out"), "missing": str(tmp_path / "missing"), "empty": str(tmp_path / "empty"),
+        "file": str(tmp_path / "a_file"), "notmodel": str(tmp_path / "not_a_model.keras"),
+        "notimage": str(tmp_path / "not_an_image.jpg"), "text": str(tmp_path / "notes.txt"),
+        "image": str(tmp_path / "red.png"),
+    }
+
+
+def _tree(root):
+    found = set()
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            found.add(os.path.relpath(os.path.join(folder, name), root))
+    return found
+
+
+@pytest.mark.parametrize("module, argv, fragment", CASES, ids=[f"{m}:{' '.join(a)}" for m, a, _ in CASES])
+def test_bad_input_gets_one_line_and_exit_2(module, argv, fragment, places, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    before = _tree(tmp_path)
+    argv = [a.format(**places) for a in argv]
+    code = importlib.import_module(module).main(argv)
+    captured = capsys.readouterr()
+    assert code == 2, (code, captured.err)
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("error: ") and fragment in lines[0], lines[0]
+    assert "Traceback" not in captured.err + captured.out
+    assert _tree(tmp_path) == before, "a command wrote files although its input was refused"
+
+
+COMMANDS = sorted({module for module, _, _ in CASES})
+
+
+@pytest.mark.parametrize("module", COMMANDS)
+def test_help_explains_every_flag(module, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(module).main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: keras-effnet")
+    flags = [line.split()[0] for line in out.splitlines() if line.startswith("  --")]
+    assert len(flags) >= 2, out
+    assert out.count("(default:") + out.count("(required)") == len(flags), out  # each flag shows its default
+    assert "\n\n" in out.split("options:")[-1], "flags are grouped"
