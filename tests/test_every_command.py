@@ -2,7 +2,7 @@
 
 The commands are called in-process through their `main(argv)` (the function their console script calls), so
 TensorFlow is imported once for the whole table. Ctrl-C is tested on real processes in
-tests/test_commands_interrupt.py.
+tests/test_every_command.py.
 """
 
 from __future__ import annotations
