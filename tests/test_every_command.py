@@ -1,8 +1,8 @@
 """Every command, every expected bad input: one line on stderr, exit code 2, no traceback, nothing written.
 
 The commands are called in-process through their `main(argv)` (the function their console script calls), so
-TensorFlow is imported once for the whole table. Ctrl-C is tested on real processes in
-tests/test_every_command.py.
+TensorFlow is imported once for the whole table. Ctrl-C is tested on real processes beside the commands that
+resume (tests/training/test_train_e2e.py, tests/study/).
 """
 
 from __future__ import annotations
