@@ -1,4 +1,4 @@
-"""The machine a study ran on: CPU model, cores, GPU, library versions (issue 5: every figure names its hardware)."""
+"""The machine a study ran on: CPU model, cores, GPU, library versions (every figure names its hardware)."""
 
 from __future__ import annotations
 

@@ -1,45 +1,39 @@
-"""Measurements of one model: cost from the graph, wall-clock time in Keras and in LiteRT.
+"""Measurements of the members: cost from the graph, wall-clock time in Keras and in LiteRT, in rounds.
 
-TFLite files come from the project's converter (`edge.export`); their latency
-is timed here rather than with `edge.benchmark`, whose fixed run count would not
-fit B7 at 600 px into the study's time budget.
+Timing on a shared machine: another process taking a core for a few seconds slows whatever is being timed
+at that moment. Timing one member after another puts that whole slowdown on one member and can invert the
+ranking; timing in interleaved rounds (A B C, A B C, ...) spreads it over every member, and the median over
+rounds discards it. Each *cell* (one member on one backend) is warmed up once; each round then takes one
+*sample* per cell: the mean time of as many calls as fill `sample_s` (at least one), so that a 1 ms call is
+not timed alone at the timer's resolution and a 2 s call is not repeated.
 
-Cost (params, MACs, activations) comes from `keras_effnet.profile`. Times are
-medians over repetitions after one warm-up call, with a repetition budget so that
-B7 at 600 px stays affordable on a 2-core CPU (issue 5: B0..B7 measure-only in
-15 minutes): at least `min_reps`, at most `max_reps`, and no new repetition once
-`budget_s` seconds have been spent. Every row says how many repetitions it used.
+Thread counts are fixed before TensorFlow starts (intra-op = `threads`, inter-op = 1) and LiteRT gets the
+same `threads`; both are recorded with the results.
+
+TFLite files come from the project's converter (`edge.export`) and run in `edge.litert` (LiteRT with
+XNNPACK, its default CPU delegate).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import statistics
+import math
+import os
 import time
 
 import numpy as np
 
 
 @dataclasses.dataclass(frozen=True)
-class Timing:
-    """Repetition policy of one timed measurement."""
+class Rounds:
+    """How many interleaved rounds, and the least time one sample of a cell fills."""
 
-    min_reps: int = 3
-    max_reps: int = 20
-    budget_s: float = 5.0
+    rounds: int = 7
+    sample_s: float = 0.2
+    max_calls: int = 50
 
 
-def timed(fn, timing: Timing) -> tuple[float, int]:
-    """Call `fn` once to warm up, then repeatedly; return (median seconds, repetitions)."""
-    fn()
-    times = []
-    spent = 0.0
-    while len(times) < timing.max_reps and (len(times) < timing.min_reps or spent < timing.budget_s):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-        spent += times[-1]
-    return statistics.median(times), len(times)
+BACKENDS = ("keras_b1", "keras_batch", "litert_float32", "litert_int8")
 
 
 def random_images(n: int, size: int, seed: int = 0) -> np.ndarray:
@@ -50,8 +44,25 @@ def random_images(n: int, size: int, seed: int = 0) -> np.ndarray:
 def cost(model) -> dict:
     import keras_effnet
 
+    from study import members
+
     p = keras_effnet.profile(model)
-    return {"params": p.params, "trainable_params": p.trainable_params, "macs": p.macs, "activations": p.activations}
+    return {"params": p.params, "trainable_params": p.trainable_params, "macs": p.macs, "activations": p.activations,
+            "layers": members.layer_count(model)}
+
+
+def fix_threads(threads: int) -> dict:
+    """Set TensorFlow's thread pools (before it starts); return the counts in effect."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass  # TensorFlow already started in this process (tests): the counts in effect are recorded below
+    return {"tf_intra_op": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(),
+            "tf_inter_op": tf.config.threading.get_inter_op_parallelism_threads() or os.cpu_count(),
+            "litert": threads}
 
 
 def device_name() -> str:
@@ -61,47 +72,69 @@ def device_name() -> str:
     return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
 
 
-def keras_latency(model, size: int, batch_size: int, timing: Timing) -> dict:
-    """Inference time of `model` on a batch of `batch_size` (Keras 3, training=False, no XLA).
+def keras_call(model, size: int, batch_size: int, seed: int = 0):
+    """A no-argument function running `model` on one batch (Keras 3, training=False, no XLA).
 
-    A `tf.function` around the call is what `model.predict` runs, without its
-    per-call data-adapter overhead, which would dominate batch-1 latency of small models.
-    XLA stays off: on the study's 2-core CPU it made B0 ~10x slower (REFERENCE section 4).
+    A `tf.function` around the call is what `model.predict` runs, without its per-call data-adapter
+    overhead, which would dominate batch-1 latency of small models. XLA stays off: on a 2-core CPU it made B0
+    about 10x slower.
     """
     import tensorflow as tf
 
-    x = tf.constant(random_images(batch_size, size))
+    x = tf.constant(random_images(batch_size, size, seed))
     call = tf.function(lambda t: model(t, training=False), jit_compile=False)
-    seconds, reps = timed(lambda: call(x).numpy(), timing)
-    return {"seconds_per_batch": seconds, "reps": reps, "batch_size": batch_size,
-            "latency_ms": seconds * 1e3, "images_per_sec": batch_size / seconds}
+    return lambda: call(x).numpy()
+
+
+def litert_call(tflite_path: str, threads: int, seed: int = 0):
+    """A no-argument function running one batch-1 invoke of a .tflite file (input set once)."""
+    from edge import litert
+
+    model = litert.TFLiteModel(tflite_path, num_threads=threads)
+    image = random_images(1, model.input_shape[1], seed)[0]
+    return lambda: model.time_invokes(image, runs=1, warmup=0)
 
 
 def convert(saved_model_dir: str, precision: str, representative=None) -> bytes:
-    """The project's one converter (edge.export, issue 4): "float32", or "int8" post-training quantization.
-
-    int8 is full-integer with uint8 input and output (what ships to a phone),
-    calibrated on `representative` images (N x S x S x 3, 0..255).
-    """
+    """The project's converter: "float32", or "int8" full-integer post-training quantization (uint8 in/out)."""
     from edge import export
 
-    if precision not in ("float32", "int8"):
-        raise ValueError(f"precision must be 'float32' or 'int8', got {precision!r}.")
     return export.convert_saved_model(saved_model_dir, precision, representative=representative, io_dtype="uint8")
 
 
-def litert_latency(tflite_path: str, threads: int, timing: Timing, seed: int = 0) -> dict:
-    """Batch-1 latency of a .tflite file in the LiteRT interpreter with XNNPACK (its default CPU delegate)."""
-    from ai_edge_litert.interpreter import Interpreter
+def warm_up(fn, rounds: Rounds) -> int:
+    """Call `fn` once untimed (tracing, allocation), then once timed; return the calls one sample needs."""
+    fn()
+    start = time.perf_counter()
+    fn()
+    seconds = time.perf_counter() - start
+    return max(1, min(rounds.max_calls, math.ceil(rounds.sample_s / max(seconds, 1e-9))))
 
-    interpreter = Interpreter(model_path=tflite_path, num_threads=threads)
-    interpreter.allocate_tensors()
-    inp = interpreter.get_input_details()[0]
-    size = int(inp["shape"][1])
-    x = random_images(1, size, seed)
-    if np.issubdtype(inp["dtype"], np.integer):
-        scale, zero = inp["quantization"]
-        x = np.clip(np.round(x / scale + zero), np.iinfo(inp["dtype"]).min, np.iinfo(inp["dtype"]).max)
-    interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
-    seconds, reps = timed(interpreter.invoke, timing)
-    return {"latency_ms": seconds * 1e3, "reps": reps, "batch_size": 1, "threads": threads}
+
+def sample(fn, calls: int) -> float:
+    """Seconds per call, the mean of `calls` back-to-back calls."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
+
+
+def load_average() -> list[float]:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def one_round(cells: dict, calls: dict) -> dict:
+    """One sample of every cell, in the given order: {cell id: seconds per call}."""
+    return {cid: sample(fn, calls[cid]) for cid, fn in cells.items()}
+
+
+def peak_rss_gb() -> float:
+    """The largest resident set this process (and its waited-for children) reached, in GB."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) * 1024 / 1e9

@@ -1,6 +1,7 @@
 """The study's PNG plots (matplotlib, Agg backend: no display needed).
 
-What they show (issue 5): accuracy against MACs and against training time, and
+What they show: accuracy against MACs and against training time, the cost model's predicted against
+measured time, and
 measured latency against MACs and against activations on every backend, each
 with a dashed line proportional to the x axis through the smallest EfficientNet,
 the time the model *would* take if time followed MACs (or activations).
@@ -11,10 +12,13 @@ from __future__ import annotations
 
 import os
 
-from training.study_lib import report, store
+import json
 
-MARKERS = {"family": "o", "baseline": "s", "grid": "^", "formula": "D"}
-COLOURS = {"family": "tab:blue", "baseline": "tab:red", "grid": "tab:green", "formula": "tab:purple"}
+from study import report, store
+
+MARKERS = {"family": "o", "v2": "v", "fused": "P", "baseline": "s", "grid": "^", "formula": "D"}
+COLOURS = {"family": "tab:blue", "v2": "tab:orange", "fused": "tab:cyan", "baseline": "tab:red", "grid": "tab:green",
+           "formula": "tab:purple"}
 
 
 def _pyplot():
@@ -93,7 +97,7 @@ def accuracy_plot(table, out, xkey, xlabel, name, xscale=1.0, log=True):
 def latency_plot(table, out, xkey, xlabel, name, xscale):
     panels = []
     for column, title in report.LATENCY_BACKENDS:
-        points = [m for m in table if m["role"] in ("family", "baseline") and m.get(column) and m.get(xkey)]
+        points = [m for m in table if m["role"] in report.COST_MODEL_ROLES and m.get(column) and m.get(xkey)]
         if points:
             panels.append((column, title, points))
     if not panels:
@@ -122,13 +126,71 @@ def latency_plot(table, out, xkey, xlabel, name, xscale):
         plt.close(fig)
 
 
-def write_all(table: list[dict], out: str) -> list[str]:
+def accuracy_curves(table, out, name="accuracy_vs_training_time.png"):
+    """Validation top-1 after each epoch against cumulative training time, one line per member."""
+    curves = [(m, json.loads(m["accuracy_curve"])) for m in table if m.get("accuracy_curve")]
+    if not curves:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for m, curve in curves:
+        ax.plot([t for t, _ in curve], [a for _, a in curve], marker=MARKERS[m["role"]], markersize=3,
+                label=m["model"])
+    ax.set_xlabel("training seconds")
+    ax.set_ylabel("validation top-1")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    try:
+        return _save(fig, out, name)
+    finally:
+        plt.close(fig)
+
+
+def cost_model_plot(fits, out, name="cost_model.png"):
+    """Leave-one-out predicted against measured time per backend: MACs alone and the best model."""
+    panels = [(column, fit) for column, fit in fits.items() if fit is not None]
+    if not panels:
+        return None
+    plt = _pyplot()
+    cols = min(2, len(panels))
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.2 * rows), squeeze=False)
+    for ax, (column, fit) in zip(axes.flat, panels):
+        measured = fit["measured"]
+        shown = ["MACs"] + ([fit["best"]] if fit["best"] != "MACs" else [])
+        for model_name, marker in zip(shown, ("x", "o")):
+            model = fit["models"][model_name]
+            ax.scatter(measured, model["loo_pred"], marker=marker, zorder=3,
+                       label=f"{model_name} (LOO error {model['loo_error']:.0%})")
+        for x, y, label in zip(measured, fit["models"][fit["best"]]["loo_pred"], fit["labels"]):
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6)
+        lo = min(min(measured), *(min(fit["models"][n]["loo_pred"]) for n in shown))
+        hi = max(max(measured), *(max(fit["models"][n]["loo_pred"]) for n in shown))
+        lo = max(lo, hi * 1e-4)
+        ax.plot([lo, hi], [lo, hi], "--", color="grey", zorder=1, label="predicted = measured")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(report.BACKEND_TITLES[column], fontsize=10)
+        ax.set_xlabel("measured ms")
+        ax.set_ylabel("predicted ms (leave-one-out)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        _plain_log_ticks(ax)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    try:
+        return _save(fig, out, name)
+    finally:
+        plt.close(fig)
+
+
+def write_all(table: list[dict], fits: dict, out: str) -> list[str]:
     """Write every plot the data supports; return the file names written (relative to `out`)."""
     written = [
         accuracy_plot(table, out, "macs", "GMACs per image", "accuracy_vs_macs.png", xscale=1e9),
-        accuracy_plot(table, out, "time_to_final_s", "training seconds to reach the final accuracy",
-                      "accuracy_vs_training_time.png", log=False),
+        accuracy_curves(table, out),
         latency_plot(table, out, "macs", "GMACs per image", "macs_vs_latency.png", 1e9),
         latency_plot(table, out, "activations", "activations per image (millions)", "activations_vs_latency.png", 1e6),
+        cost_model_plot(fits, out),
     ]
     return [w for w in written if w]

@@ -1,27 +1,46 @@
-"""The study's tables and `report.md`: one row per model, the answer in words, the full grid."""
+"""The study's tables and `report.md`: the answer in words, one row per member, the cost model, the sweep.
+
+Every timing is a median over interleaved rounds with its interquartile range as a share of the median
+("± 4%"); a cell whose spread exceeds the stated share is marked ⚠ and should not be read closely.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
-from training.study_lib import hardware
+from study import costmodel, hardware, published
 
-# (measurement, backend prefix) -> column of the wide table
+# (measurement, backend) -> column of the wide table
 COLUMNS = {
     ("params", "graph"): "params",
     ("macs", "graph"): "macs",
     ("activations", "graph"): "activations",
-    ("latency_ms", "keras-"): "keras_b1_ms",
-    ("throughput", "keras-"): "keras_img_s",
-    ("latency_ms", "litert-float32"): "tflite_f32_ms",
-    ("latency_ms", "litert-int8"): "tflite_int8_ms",
-    ("tflite_bytes", "litert-float32"): "tflite_f32_bytes",
-    ("tflite_bytes", "litert-int8"): "tflite_int8_bytes",
+    ("layers", "graph"): "layers",
+    ("head_dropout", "graph"): "head_dropout",
+    ("stochastic_depth_max", "graph"): "stochastic_depth",
+    ("latency_ms", "keras_b1"): "keras_b1_ms",
+    ("latency_ms", "keras_batch"): "keras_batch_call_ms",
+    ("throughput", "keras_batch"): "keras_img_s",
+    ("latency_ms", "litert_float32"): "tflite_f32_ms",
+    ("latency_ms", "litert_int8"): "tflite_int8_ms",
+    ("tflite_bytes", "litert_float32"): "tflite_f32_bytes",
+    ("tflite_bytes", "litert_int8"): "tflite_int8_bytes",
     ("val_top1", "train"): "val_top1",
+    ("best_val_top1", "train"): "best_val_top1",
     ("train_images_per_sec", "train"): "train_img_s",
     ("train_seconds", "train"): "train_seconds",
     ("time_to_final_accuracy_s", "train"): "time_to_final_s",
+    ("time_to_target_s", "train"): "time_to_target_s",
+    ("plateaued", "train"): "plateaued",
     ("epochs", "train"): "epochs",
+    ("train_dropout", "train"): "train_dropout",
+    ("train_drop_connect", "train"): "train_drop_connect",
+    ("train_crop_scale_min", "train"): "train_crop_scale_min",
+    ("train_randaugment", "train"): "train_randaugment",
+    ("contract_bn_momentum", "train"): "contract_bn_momentum",
+    ("contract_zero_head", "train"): "contract_zero_head",
+    ("accuracy_curve", "train"): "accuracy_curve",
 }
 LATENCY_BACKENDS = (
     ("keras_b1_ms", "Keras batch 1"),
@@ -29,24 +48,29 @@ LATENCY_BACKENDS = (
     ("tflite_f32_ms", "LiteRT float32 (XNNPACK)"),
     ("tflite_int8_ms", "LiteRT int8 PTQ (XNNPACK)"),
 )
+BACKEND_TITLES = dict(LATENCY_BACKENDS)
+COST_MODEL_ROLES = ("family", "v2", "fused", "baseline")
 
 
 def wide_table(rows: list[dict]) -> list[dict]:
-    """Pivot the long rows into one dict per model, in study order."""
+    """Pivot the long rows into one dict per member, in study order; timing cells carry spread and flag."""
     models: dict[str, dict] = {}
     for r in rows:
-        m = models.setdefault(r["key"] + f"@{r['resolution']}", {
-            "model": r["model"], "key": r["key"], "role": r["role"], "family": r["family"], "phi": r["phi"],
-            "alpha": r["alpha"], "beta": r["beta"], "gamma": r["gamma"], "resolution": r["resolution"],
-        })
-        for (measurement, prefix), column in COLUMNS.items():
-            if r["measurement"] == measurement and r["backend"].startswith(prefix):
-                m[column] = r["value"]
-                if column == "keras_img_s":
-                    m["keras_batch"] = r["batch_size"]
-                    m["keras_img_ms"] = 1e3 / r["value"]
-                if column == "keras_b1_ms":
-                    m["keras_backend"] = r["backend"]
+        m = models.setdefault(f"{r['key']}@{r['resolution']}", {
+            k: r.get(k) for k in ("model", "key", "role", "family", "phi", "fused_stages", "alpha", "beta", "gamma",
+                                  "resolution")})
+        column = COLUMNS.get((r["measurement"], r["backend"]))
+        if column is None:
+            continue
+        m[column] = r["value"]
+        if r.get("spread") is not None and (column.endswith("_ms") or column == "keras_img_s"):
+            m[column + "_spread"] = r.get("spread")
+            m[column + "_noisy"] = bool(r.get("noisy"))
+        if column == "keras_batch_call_ms":
+            m["keras_batch"] = r["batch_size"]
+            m["keras_img_ms"] = r["value"] / r["batch_size"]
+            m["keras_img_ms_spread"] = r.get("spread")
+            m["keras_img_ms_noisy"] = bool(r.get("noisy"))
     return list(models.values())
 
 
@@ -56,11 +80,62 @@ def _fmt(value, spec):
     return format(value, spec)
 
 
-def model_table(table: list[dict], roles=("family", "baseline")) -> str:
+def _scale(value, by):
+    return None if value is None else value / by
+
+
+def timing_cell(m: dict, column: str, spec: str = ".1f") -> str:
+    """'12.3 ±4%', with ⚠ when the spread exceeds the study's limit."""
+    value = m.get(column)
+    if value is None:
+        return "—"
+    spread = m.get(column + "_spread")
+    text = format(value, spec) + (f" ±{spread / 2:.0%}" if spread is not None else "")
+    return text + (" ⚠" if m.get(column + "_noisy") else "")
+
+
+def command_line(config) -> str:
+    """The command that reproduces a study: `keras-effnet-study` with every flag that differs from its default."""
+    from study.config import StudyConfig
+
+    parts = ["keras-effnet-study"]
+    for field in dataclasses.fields(StudyConfig):
+        value = getattr(config, field.name)
+        if value == field.default:
+            continue
+        if isinstance(value, bool):
+            parts.append(f"--{field.name}" if value else f"--no{field.name}")
+        elif isinstance(value, tuple):
+            parts.append(f"--{field.name}={','.join(f'{v:g}' if isinstance(v, float) else str(v) for v in value)}")
+        else:
+            parts.append(f"--{field.name}={value:g}" if isinstance(value, float) else f"--{field.name}={value}")
+    return " ".join(parts)
+
+
+def answer(table: list[dict]) -> list[str]:
+    """The study's question in words: does the MAC saving against the baseline turn into time?"""
+    base = next((m for m in table if m["role"] == "baseline" and m.get("macs")), None)
+    if base is None:
+        return []
+    lines = []
+    for m in table:
+        if m["role"] not in ("family", "v2") or not m.get("macs"):
+            continue
+        ratio = base["macs"] / m["macs"]
+        fewer = f"{ratio:.1f}× fewer" if ratio >= 1 else f"{1 / ratio:.1f}× more"
+        speedups = [f"{name} {base[column] / m[column]:.2f}×" for column, name in
+                    LATENCY_BACKENDS + (("train_seconds", "training time"),) if m.get(column) and base.get(column)]
+        if speedups:
+            lines.append(f"- {m['model']} has {fewer} MACs than {base['model']}; measured speed-up "
+                         + ", ".join(speedups) + ".")
+    return lines
+
+
+def model_table(table: list[dict], roles=("family", "v2", "baseline", "fused")) -> str:
     lines = [
-        "| model | res | params (M) | GMACs | activations (M) | Keras b1 ms | Keras img/s (batch) | "
-        "LiteRT f32 ms | LiteRT int8 ms | val top-1 | train img/s | train s | s to final acc |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | res | params (M) | GMACs | activations (M) | layers | Keras b1 ms | Keras ms/img (batch) | "
+        "LiteRT f32 ms | LiteRT int8 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in table:
         if m["role"] not in roles:
@@ -69,16 +144,62 @@ def model_table(table: list[dict], roles=("family", "baseline")) -> str:
         lines.append(
             f"| {m['model']} | {m['resolution']} | {_fmt(_scale(m.get('params'), 1e6), '.2f')} | "
             f"{_fmt(_scale(m.get('macs'), 1e9), '.3f')} | {_fmt(_scale(m.get('activations'), 1e6), '.1f')} | "
-            f"{_fmt(m.get('keras_b1_ms'), '.1f')} | {_fmt(m.get('keras_img_s'), '.1f')}{batch} | "
-            f"{_fmt(m.get('tflite_f32_ms'), '.1f')} | {_fmt(m.get('tflite_int8_ms'), '.1f')} | "
-            f"{_fmt(m.get('val_top1'), '.3f')} | {_fmt(m.get('train_img_s'), '.1f')} | "
-            f"{_fmt(m.get('train_seconds'), '.0f')} | {_fmt(m.get('time_to_final_s'), '.0f')} |"
+            f"{_fmt(m.get('layers'), 'd')} | {timing_cell(m, 'keras_b1_ms')} | "
+            f"{timing_cell(m, 'keras_img_ms', '.2f')}{batch} | {timing_cell(m, 'tflite_f32_ms')} | "
+            f"{timing_cell(m, 'tflite_int8_ms')} |"
         )
     return "\n".join(lines)
 
 
-def _scale(value, by):
-    return None if value is None else value / by
+def cost_model_table(fits: dict) -> str:
+    lines = ["| backend | members | " + " | ".join(f"{name}: LOO error (worst)" for name in costmodel.MODELS)
+             + " | best |", "|---|---|" + "---|" * len(costmodel.MODELS) + "---|"]
+    for column, fit in fits.items():
+        if fit is None:
+            continue
+        cells = [f"{fit['models'][n]['loo_error']:.0%} ({fit['models'][n]['loo_max_error']:.0%})"
+                 for n in costmodel.MODELS]
+        lines.append(f"| {BACKEND_TITLES[column]} | {fit['n']} | " + " | ".join(cells) + f" | {fit['best']} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def fused_table(table: list[dict]) -> str:
+    """B0 with its first k stages fused (k = 0 is B0 itself), relative to B0 on every backend."""
+    b0 = next((m for m in table if m["key"] == "b0"), None)
+    sweep = sorted((m for m in table if m["role"] == "fused"), key=lambda m: m["fused_stages"])
+    if b0 is None or not sweep:
+        return ""
+    lines = ["| fused stages k | GMACs | activations (M) | layers | " + " | ".join(t for _, t in LATENCY_BACKENDS)
+             + " |", "|---|---|---|---|" + "---|" * len(LATENCY_BACKENDS)]
+    for k, m in [(0, b0)] + [(m["fused_stages"], m) for m in sweep]:
+        cells = []
+        for column, _ in LATENCY_BACKENDS:
+            if m.get(column) and b0.get(column):
+                cells.append(f"{timing_cell(m, column, '.2f')} ({m[column] / b0[column]:.2f}× B0)")
+            else:
+                cells.append("—")
+        lines.append(f"| {k} | {_fmt(_scale(m.get('macs'), 1e9), '.3f')} | "
+                     f"{_fmt(_scale(m.get('activations'), 1e6), '.1f')} | {_fmt(m.get('layers'), 'd')} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def training_table(table: list[dict], target: float) -> str:
+    lines = [f"| model | res | head dropout | stochastic depth | min crop | RandAugment | BN momentum, zero head | "
+             f"epochs | val top-1 (best) | plateau | train img/s | train s | s to {target:.0%} |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for m in table:
+        if m.get("epochs") is None:
+            continue
+        plateau = "yes" if m.get("plateaued") else "no"
+        lines.append(
+            f"| {m['model']} | {m['resolution']} | {_fmt(m.get('train_dropout'), '.3f')} | "
+            f"{_fmt(m.get('train_drop_connect'), '.3f')} | {_fmt(m.get('train_crop_scale_min'), '.2f')} | "
+            f"{_fmt(m.get('train_randaugment'), '.1f')} | {m.get('contract_bn_momentum')}, "
+            f"{'yes' if m.get('contract_zero_head') else 'no'} | {m['epochs']:g} | {_fmt(m.get('val_top1'), '.3f')} "
+            f"({_fmt(m.get('best_val_top1'), '.3f')}) | {plateau} | {_fmt(m.get('train_img_s'), '.1f')} | "
+            f"{_fmt(m.get('train_seconds'), '.0f')} | {_fmt(m.get('time_to_target_s'), '.0f')} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def formula_table(table: list[dict]) -> str:
@@ -95,7 +216,7 @@ def formula_table(table: list[dict]) -> str:
             lines.append(
                 f"| {m['phi']:g} | {kind} | {row['resolution']} | {_fmt(_scale(row.get('params'), 1e6), '.2f')} | "
                 f"{_fmt(_scale(row.get('macs'), 1e9), '.3f')} | {_fmt(_scale(row.get('activations'), 1e6), '.1f')} | "
-                f"{_fmt(row.get('keras_b1_ms'), '.1f')} |"
+                f"{timing_cell(row, 'keras_b1_ms')} |"
             )
     return "\n".join(lines) if len(lines) > 2 else ""
 
@@ -117,58 +238,72 @@ def grid_table(table: list[dict]) -> tuple[str, dict | None]:
     return "\n".join(lines), best
 
 
-def answer(table: list[dict]) -> list[str]:
-    """The study's question in words: does the MAC saving against the baseline turn into time?"""
-    base = next((m for m in table if m["role"] == "baseline" and m.get("macs")), None)
-    if base is None:
-        return []
-    lines = []
-    for m in table:
-        if m["role"] != "family" or not m.get("macs"):
-            continue
-        ratio = base["macs"] / m["macs"]
-        fewer = f"{ratio:.1f}× fewer" if ratio >= 1 else f"{1 / ratio:.1f}× more"
-        parts = [f"{m['model']} has {fewer} MACs than {base['model']}; measured speed-up"]
-        speedups = []
-        for column, name in LATENCY_BACKENDS + (("train_seconds", "training time"),):
-            if m.get(column) and base.get(column):
-                speedups.append(f"{name} {base[column] / m[column]:.2f}×")
-        if speedups:
-            lines.append("- " + " ".join(parts) + " " + ", ".join(speedups) + ".")
-    return lines
+def recipe_text(recipe: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in recipe.items())
 
 
 def render(results: dict) -> str:
     hw = results["hardware"]
     table = results["models"]
     c = results["config"]
+    t = results.get("timing") or {}
+    threads = hw.get("threads", {})
     out = [
         "# Efficiency study",
         "",
-        f"Written {results['written']} by `python -m training.study` (issue 5).",
+        f"Written {results['written']} by `{results['command']}`.",
         "",
         f"**Hardware:** {hardware.summary(hw)}; {hw['system']}, Python {hw['python']}.  ",
-        "**Libraries:** " + ", ".join(f"{k} {v}" for k, v in sorted(hw["libraries"].items())) + ".",
-        "",
-        f"Settings: measure_only={c['measure_only']}, grid_search={c['grid_search']}, image_size="
-        f"{c['image_size'] or 'native'}, epochs={c['epochs']}, batch_size={c['batch_size']}, dataset={c['dataset']}, "
-        f"throughput batch ≤ {c['throughput_batch']} and ≤ {c['max_batch_gmacs']:g} GMACs per batch, repetitions "
-        f"{c['min_reps']}..{c['max_reps']} within {c['budget_s']:g} s (median reported), LiteRT threads "
-        f"{c['tflite_threads'] or hw['cpu_cores']}.",
-        "",
+        "**Libraries:** " + ", ".join(f"{k} {v}" for k, v in sorted(hw["libraries"].items())) + ".  ",
+        f"**Threads:** TensorFlow intra-op {threads.get('tf_intra_op')}, inter-op {threads.get('tf_inter_op')}; "
+        f"LiteRT {threads.get('litert')}.  ",
     ]
+    if t:
+        out += [f"**Timing:** {t['rounds']} interleaved rounds from {t['started']}; load average (1, 5, 15 min) "
+                f"{t['load_before']} before and {t['load_after']} after, highest 1-min {t['max_load']}; each cell "
+                f"the median of its rounds, ± half its interquartile range as a share of the median, ⚠ where the "
+                f"IQR exceeds {c['max_spread']:.0%} of the median.  "]
+    out += [f"**Cost of the run:** {results['study_seconds'] / 60:.1f} min of steps in all, "
+            f"{results['wall_seconds_this_run'] / 60:.1f} min in this invocation, peak resident memory "
+            f"{results['peak_rss_gb']:.1f} GB.", ""]
     answer_lines = answer(table)
     if answer_lines:
         out += ["## Does the MAC saving turn into time?", "",
-                "Speed-up = the baseline's time / the model's time (above 1: faster than the baseline; "
+                "Speed-up = the baseline's time / the member's time (above 1: faster than the baseline; "
                 "equal to the MAC ratio if time followed MACs).", ""] + answer_lines + [""]
-    if any(m["role"] in ("family", "baseline") for m in table):
-        out += ["## Models", "", model_table(table), ""]
+    if any(m["role"] in COST_MODEL_ROLES for m in table):
+        out += ["## Members", "", model_table(table), ""]
+    fits = results.get("cost_model") or {}
+    cm = cost_model_table(fits)
+    if cm:
+        machine = f"{hw['cpu_model']} ({hw['cpu_cores']} cores)"
+        out += ["## What predicts wall time", "",
+                costmodel.paragraph(fits, BACKEND_TITLES, machine), "",
+                "Median relative error of each member's time predicted by the model fitted on the other members "
+                "(non-negative least squares on relative error); worst member in brackets.", "", cm, ""]
+    agree = results.get("agreement")
+    if agree and agree["backends"]:
+        out += ["## Repeatability", "", f"Against the study in `{agree['with']}` (written {agree['written']}), "
+                "same members and settings:", "", "| backend | members | Spearman of medians | largest median "
+                "difference |", "|---|---|---|---|"]
+        out += [f"| {BACKEND_TITLES[c]} | {a['members']} | {a['spearman']:.3f} | {a['max_median_difference']:.1%} |"
+                for c, a in agree["backends"].items()] + [""]
+    ft = fused_table(table)
+    if ft:
+        out += ["## Fused-stage sweep: B0 with its first k stages as Fused-MBConv", "",
+                "Fused-MBConv replaces the expand 1×1 + depthwise 3×3 by one regular 3×3 convolution "
+                "(EfficientNetV2, Tan & Le 2021): more MACs, fewer and denser ops.", "", ft, ""]
+    if results.get("recipe"):
+        out += ["## Training", "", "Every member, the baseline included, was trained by the project's trainer "
+                "with one recipe and the trainer's one model contract: " + recipe_text(results["recipe"]) + ".",
+                "", f"Plateau criterion: the best validation top-1 of the last {c['plateau_epochs']} epochs beats "
+                f"the best before them by less than {c['plateau_delta']:g}.", "",
+                training_table(table, c["target_accuracy"]), ""]
     ft = formula_table(table)
     if ft:
         out += ["## Compound-scaling formula vs official presets", "",
                 "The presets B1..B7 were hand-rounded by the authors; the formula is depth α^φ, width β^φ, "
-                "resolution 224·γ^φ (REFERENCE section 1).", "", ft, ""]
+                "resolution 224·γ^φ (Tan & Le 2019, eq. 3).", "", ft, ""]
     gt, best = grid_table(table)
     if gt:
         out += ["## Grid search at φ = 1 (paper step 1)", ""]
@@ -176,8 +311,7 @@ def render(results: dict) -> str:
             out += [f"Best: α={best['alpha']:.2f}, β={best['beta']:.2f}, γ={best['gamma']:.2f} "
                     f"(val top-1 {best['val_top1']:.3f}).", ""]
         out += [gt, ""]
+    out += ["## Published GPU figures (not measured here)", "", published.table(), ""]
     if results.get("plots"):
         out += ["## Plots", ""] + [f"![{name}]({name})" for name in results["plots"]] + [""]
-    out += ["Each timing is the median of the stated repetitions after one warm-up call; per-row repetition "
-            "counts and batch sizes are in results.csv.", ""]
     return "\n".join(out)

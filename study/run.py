@@ -1,20 +1,11 @@
-"""`python -m training.study`: how efficient is EfficientNet on *your* hardware and data? (issue 5)
+"""Running a study: train (unless measure-only), cost, convert, time in interleaved rounds, write the report.
 
-EfficientNet wins on MACs per accuracy (Tan & Le 2019), but MACs are not
-wall-clock time: B0 has 10x fewer MACs than ResNet-50 yet trains only
-1.0-1.4x faster on GPUs, because its depthwise and squeeze-excitation layers are
-memory-bound (REFERENCE section 4; Radosavovic et al. 2020 found activations
-predict GPU time better). The study measures, for each member and a ResNet-50
-reference: params, MACs, activations, training images/s and time to reach its
-final accuracy, Keras latency at batch 1 and throughput at a larger batch, LiteRT
-float32 and int8 latency on the host CPU, and validation top-1; plus the
-compound-scaling formula beside the official presets and, with --grid_search,
-the paper's step-1 grid of (alpha, beta, gamma).
-
-The study is a flat list of steps (one member x one measurement). Each finished
-step is kept on disk, so an interrupted study rerun with the same settings
-continues where it stopped; `S/results.csv`, `S/results.json`, `S/report.md` and
-the PNG plots are rebuilt from all finished steps at the end.
+The study is a list of steps: per member `train`, `cost` and one `convert_<precision>` per LiteRT backend,
+then the timing rounds `round_001`, `round_002`, ... over every (member, backend) cell. Each finished step is
+one JSON file under `OUT/steps/`, written atomically, so a study interrupted (Ctrl-C) and run again with the
+same command continues where it stopped. `OUT/study.json` pins the settings and hardware the numbers depend
+on; a rerun with different ones is refused with the differences named. `results.csv`, `results.json`,
+`report.md` and the plots are rebuilt from every finished step at the end.
 """
 
 from __future__ import annotations
@@ -22,409 +13,394 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import shutil
 import sys
+import tempfile
 import time
 
-from training.study_lib import hardware, members as members_lib, measure, plots, report, store
+from keras_effnet import cli
 
-DATASETS = ("synthetic", "folder")
-TRAIN_STEPS = ("train",)
-FULL_MEASURES = ("cost", "keras_b1", "keras_batch", "tflite_float32", "tflite_int8")
-FORMULA_MEASURES = ("cost", "keras_b1")
+from study import costmodel, hardware, measure, members as members_lib, plots, report, store, training_link
+from study.config import StudyConfig
+
 CSV_COLUMNS = [
-    "model", "key", "role", "family", "phi", "scaling", "alpha", "beta", "gamma", "resolution",
-    "measurement", "value", "unit", "backend", "batch_size", "reps", "cpu_model", "cpu_cores", "gpu",
+    "model", "key", "role", "family", "phi", "fused_stages", "scaling", "alpha", "beta", "gamma", "resolution",
+    "measurement", "value", "unit", "backend", "batch_size", "q1", "q3", "spread", "noisy", "rounds", "calls",
+    "threads", "cpu_model", "cpu_cores", "gpu",
 ]
+LITERT = {"litert_float32": "float32", "litert_int8": "int8"}
 
 
-@dataclasses.dataclass(frozen=True)
-class StudyConfig:
-    """Everything a study depends on. Fields after `grid_points` decide the numbers (see `fingerprint`)."""
-
-    out: str
-    phis: tuple = ()  # () = the default members: B0..B7 (Lite0..4) measure-only, else 0..3
-    baselines: tuple = ("resnet50",)
-    formula_phis: tuple = (1.0, 2.0, 3.0)
-    grid_points: int = 0  # 0 = the whole grid
-    family: str = "efficientnet"
-    measure_only: bool = False
-    grid_search: bool = False
-    dataset: str = "synthetic"
-    data_dir: str = ""
-    epochs: int = 5
-    batch_size: int = 32
-    image_size: int = 0  # 0 = each member's native resolution; else B0's size, others scaled alike
-    measure_classes: int = 1000
-    throughput_batch: int = 32
-    max_batch_gmacs: float = 40.0
-    min_reps: int = 3
-    max_reps: int = 20
-    budget_s: float = 5.0
-    tflite: bool = True
-    tflite_threads: int = 0
-    keep_tflite: bool = False
-    calibration_samples: int = 8
-    learning_rate: float = 0.0  # 0 = the trainer's default
-    seed: int = 0
-
-    def timing(self) -> measure.Timing:
-        return measure.Timing(self.min_reps, self.max_reps, self.budget_s)
-
-
-TRAINING_ONLY = ("epochs", "batch_size", "learning_rate")
-MEMBER_SELECTION = ("out", "phis", "baselines", "formula_phis", "grid_points", "keep_tflite")
-
-
-def validate(config: StudyConfig) -> StudyConfig:
-    """Check every field; errors name the flag, the value and what is allowed."""
-    from keras_effnet import architecture
-
-    if not config.out:
-        raise ValueError("out: the study folder is required (e.g. --out=study_out).")
-    architecture.check_family(config.family)
-    for phi in config.phis:
-        architecture.coefficients(phi, family=config.family)
-    for phi in config.formula_phis:
-        if config.family == "efficientnet":
-            architecture.coefficients(phi, family="efficientnet", scaling="formula")
-    for name in config.baselines:
-        members_lib.baseline_member(name, 0)
-    if config.dataset not in DATASETS:
-        raise ValueError(f"dataset must be one of {DATASETS}, got {config.dataset!r}.")
-    if config.dataset == "folder" and not config.data_dir:
-        raise ValueError("data_dir: --dataset=folder needs --data_dir=<root with train/<class>/ and val/<class>/>.")
-    if config.grid_search and config.measure_only:
-        raise ValueError("grid_search: the grid search trains each point to compare accuracy; it cannot run with --measure_only.")
-    if config.grid_search and config.family != "efficientnet":
-        raise ValueError(f"grid_search: needs family='efficientnet' (Lite has no compound-scaling formula), got {config.family!r}.")
-    positive = {"epochs": config.epochs, "batch_size": config.batch_size, "measure_classes": config.measure_classes,
-                "throughput_batch": config.throughput_batch, "min_reps": config.min_reps,
-                "max_reps": config.max_reps, "calibration_samples": config.calibration_samples}
-    for name, value in positive.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
-    if config.max_reps < config.min_reps:
-        raise ValueError(f"max_reps must be >= min_reps ({config.min_reps}), got {config.max_reps}.")
-    if config.image_size != 0 and config.image_size < architecture.MIN_INPUT_SIZE:
-        raise ValueError(f"image_size must be 0 (native) or >= {architecture.MIN_INPUT_SIZE}, got {config.image_size}.")
-    if config.grid_points < 0 or config.tflite_threads < 0:
-        raise ValueError(f"grid_points and tflite_threads must be >= 0, got {config.grid_points} and {config.tflite_threads}.")
-    if not (config.budget_s >= 0 and config.max_batch_gmacs > 0 and config.learning_rate >= 0):
-        raise ValueError(
-            f"budget_s >= 0, max_batch_gmacs > 0 and learning_rate >= 0 are required, got "
-            f"{config.budget_s}, {config.max_batch_gmacs}, {config.learning_rate}."
-        )
-    return config
-
-
-def fingerprint(config: StudyConfig, hw: dict) -> dict:
-    """What must match for results to be combined: settings that change numbers, and the hardware.
-
-    The member lists are left out on purpose: adding a phi to a finished study
-    with the same settings just adds its steps.
-    """
-    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in MEMBER_SELECTION}
-    if config.measure_only:
-        for k in TRAINING_ONLY:
-            settings.pop(k)
-    if settings["data_dir"]:
-        settings["data_dir"] = os.path.abspath(settings["data_dir"])
-    return {"settings": settings, "hardware": hw}
-
-
-def plan(config: StudyConfig) -> list[tuple[members_lib.Member, str]]:
-    """The study's steps in order: (member, measurement)."""
+def plan_members(config: StudyConfig) -> list[members_lib.Member]:
     size = config.image_size
-    steps = []
     if config.grid_search:
         points = members_lib.grid_points()
         if config.grid_points:
             points = points[: config.grid_points]
-        for a, b, g in points:
-            m = members_lib.family_member(1, "efficientnet", size, scaling="formula", alpha=a, beta=b, gamma=g, role="grid")
-            steps += [(m, "train"), (m, "cost")]
-        return steps
-    phis = config.phis or tuple(sorted(architecture_presets(config.family)) if config.measure_only else (0, 1, 2, 3))
-    family = [members_lib.family_member(p, config.family, size) for p in phis]
-    family += [members_lib.baseline_member(b, size) for b in config.baselines]
-    for m in family:
-        if not config.measure_only:
-            steps.append((m, "train"))
-        steps += [(m, s) for s in FULL_MEASURES if config.tflite or not s.startswith("tflite")]
-    if config.family == "efficientnet":
-        for p in config.formula_phis:
-            m = members_lib.family_member(p, "efficientnet", size, scaling="formula", role="formula")
-            steps += [(m, s) for s in FORMULA_MEASURES]
-    return steps
+        return [members_lib.family_member(1, "efficientnet", size, scaling="formula", alpha=a, beta=b, gamma=g,
+                                          role="grid") for a, b, g in points]
+    chosen = [members_lib.member(name, size) for name in config.member_names()]
+    chosen += [members_lib.family_member(p, "efficientnet", size, scaling="formula", role="formula")
+               for p in config.formula_phis]
+    return chosen
 
 
-def architecture_presets(family: str) -> list[int]:
-    from keras_effnet import architecture
-
-    presets = architecture.PRESETS[architecture.check_family(family)]
-    return [p for p in presets if family == "lite" or p <= 7]
+def member_backends(config: StudyConfig, member) -> tuple[str, ...]:
+    """The timed backends of a member: all that were asked for; formula twins Keras batch 1 only; grid none."""
+    if member.role == "grid":
+        return ()
+    if member.role == "formula":
+        return tuple(b for b in config.backends if b == "keras_b1")
+    return config.backends
 
 
 def step_id(member, what: str) -> str:
     return f"{member.key}__r{member.resolution}__{what}"
 
 
-class Runner:
-    """Runs steps, keeping the last model built so a member's measurements share it."""
-
-    def __init__(self, config: StudyConfig, splits=None):
-        self.config = config
-        self.splits = splits
-        self._model_key = None
-        self._model = None
-        self._saved_model = None  # (member key, temporary directory): one export serves both TFLite conversions
-
-    def close(self):
-        if self._saved_model is not None:
-            import shutil
-
-            shutil.rmtree(self._saved_model[1], ignore_errors=True)
-            self._saved_model = None
-
-    def saved_model(self, member) -> str:
-        import tempfile
-
-        if self._saved_model is None or self._saved_model[0] != member.key:
-            self.close()
-            directory = tempfile.mkdtemp(prefix="study-savedmodel-")
-            self._saved_model = (member.key, directory)
-            from edge import export
-
-            export.export_saved_model(self.model(member), os.path.join(directory, "model"))
-        return os.path.join(self._saved_model[1], "model")
-
-    def model(self, member):
-        from keras_effnet import flavours
-
-        keras = flavours.keras3()
-        if self._model_key != member.key:
-            self._model = None
-            keras.backend.clear_session()
-            trained = os.path.join(run_dir(self.config, member), "model.keras")
-            if os.path.exists(trained):
-                self._model = keras.models.load_model(trained, compile=False)
-            else:
-                self._model = members_lib.build_model(member, classes=self.config.measure_classes)
-            self._model_key = member.key
-        return self._model
-
-    def run(self, member, what: str) -> list[dict]:
-        c = self.config
-        if what == "train":
-            return train_rows(c, member, self.splits)
-        model = self.model(member)
-        size = member.resolution
-        if what == "cost":
-            cst = measure.cost(model)
-            return [row("params", cst["params"], "count", "graph"),
-                    row("trainable_params", cst["trainable_params"], "count", "graph"),
-                    row("macs", cst["macs"], "count", "graph"),
-                    row("activations", cst["activations"], "count", "graph")]
-        backend = "keras-" + measure.device_name()
-        if what == "keras_b1":
-            r = measure.keras_latency(model, size, 1, c.timing())
-            return [row("latency_ms", r["latency_ms"], "ms", backend, 1, r["reps"])]
-        if what == "keras_batch":
-            batch = throughput_batch(c, model)
-            r = measure.keras_latency(model, size, batch, c.timing())
-            return [row("throughput", r["images_per_sec"], "images/s", backend, batch, r["reps"])]
-        if what in ("tflite_float32", "tflite_int8"):
-            precision = what.split("_")[1]
-            rep = self.representative(member) if precision == "int8" else None
-            path = os.path.join(c.out, "tflite", f"{member.key}_r{size}_{precision}.tflite")
-            store.atomic_write(path, measure.convert(self.saved_model(member), precision, rep))
-            threads = c.tflite_threads or os.cpu_count() or 1
-            try:
-                r = measure.litert_latency(path, threads, c.timing())
-                nbytes = os.path.getsize(path)
-            finally:
-                if not c.keep_tflite:
-                    os.remove(path)
-            backend = f"litert-{precision}-cpu"
-            extra = {"calibration_samples": len(rep)} if rep is not None else {}
-            return [row("latency_ms", r["latency_ms"], "ms", backend, 1, r["reps"], threads=threads, **extra),
-                    row("tflite_bytes", nbytes, "bytes", backend)]
-        raise ValueError(f"unknown measurement {what!r}")
-
-    def representative(self, member):
-        """Calibration images for int8, as many as `calibration_samples` but capped like the throughput batch.
-
-        Calibration runs the float model in TFLite's reference kernels; B7 at
-        600 px takes tens of seconds per image on a 2-core CPU, and the latency
-        being measured does not depend on how well it is calibrated.
-        """
-        gmacs = measure.cost(self.model(member))["macs"] / 1e9
-        n = max(2, min(self.config.calibration_samples, int(self.config.max_batch_gmacs // max(gmacs, 1e-9))))
-        if self.splits is not None:
-            from training import data
-
-            return data.representative_images(self.splits.data_dir, n, member.resolution, seed=self.config.seed)
-        return measure.random_images(n, member.resolution, self.config.seed)
+def cell_id(member, backend: str) -> str:
+    return f"{member.key}@{member.resolution}:{backend}"
 
 
-def throughput_batch(config: StudyConfig, model) -> int:
-    """The throughput batch, capped at `max_batch_gmacs` GMACs per batch so big models stay affordable (at least 2)."""
-    gmacs = measure.cost(model)["macs"] / 1e9
-    return max(2, min(config.throughput_batch, int(config.max_batch_gmacs // max(gmacs, 1e-9))))
-
-
-def row(measurement, value, unit, backend, batch_size=None, reps=None, **extra) -> dict:
-    return {"measurement": measurement, "value": value, "unit": unit, "backend": backend,
-            "batch_size": batch_size, "reps": reps, **extra}
+def round_id(index: int) -> str:
+    return f"round_{index:03d}"
 
 
 def run_dir(config: StudyConfig, member) -> str:
     return os.path.join(config.out, "runs", f"{member.key}_r{member.resolution}")
 
 
-def train_rows(config: StudyConfig, member, splits) -> list[dict]:
-    from training.study_lib import training_link
-
-    metrics = training_link.train_member(config, member, splits, run_dir(config, member))
-    return training_link.metrics_rows(metrics)
+def tflite_path(config: StudyConfig, member, precision: str) -> str:
+    return os.path.join(config.out, "tflite", f"{member.key}_r{member.resolution}_{precision}.tflite")
 
 
-def prepare_data(config: StudyConfig):
-    """The dataset's splits, or None when nothing needs it (measure-only without --data_dir)."""
-    if config.measure_only and not config.data_dir:
-        return None
+def fingerprint(config: StudyConfig, hw: dict) -> dict:
+    """What must match for results to be combined: every setting that changes a number, and the hardware."""
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("out", "keep_tflite", "compare_with")}
+    settings["members"] = list(config.member_names())
+    if config.measure_only:
+        for k in ("epochs", "batch_size", "learning_rate"):
+            settings.pop(k)
+    if settings["data_dir"]:
+        settings["data_dir"] = os.path.abspath(settings["data_dir"])
+    return {"settings": settings, "hardware": hw}
+
+
+def check_inputs(config: StudyConfig) -> str | None:
+    """Check the output folder and the dataset before anything is written; return the data folder to use."""
+    cli.require_writable_dir("out", config.out)
+    if config.compare_with and not os.path.isfile(os.path.join(config.compare_with, "results.json")):
+        raise cli.UsageError("compare_with", config.compare_with, "a finished study folder (with results.json)")
+    data_dir = None
+    if not config.measure_only or config.data_dir:
+        kind = config.dataset_kind
+        if kind == "synthetic":
+            data_dir = config.data_dir or os.path.join(config.out, "synthetic_data")
+        elif kind == "imagenette":
+            data_dir = config.data_dir
+        else:
+            cli.require_dir("data_dir", config.data_dir, what="a dataset folder with train/<class>/ and val/<class>/")
+            check_dataset(config.data_dir)
+            data_dir = config.data_dir
+    check_writable(config.out)
+    return data_dir
+
+
+def check_writable(out: str):
+    """Create `out` and a file in it (then remove the file): the one way to know, whoever runs the study."""
+    try:
+        os.makedirs(out, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise cli.UsageError("out", out, f"a folder this user can write ({e.strerror})") from None
+
+
+def check_dataset(data_dir: str):
     from training import data
 
-    data_dir = config.data_dir
-    if config.dataset == "synthetic":
+    try:
+        splits = data.load_splits(data_dir)
+    except ValueError as e:
+        raise cli.UsageError("data_dir", data_dir, "a dataset with images: " + str(e)) from None
+    if not splits.train_files or not splits.val_files:
+        raise cli.UsageError("data_dir", data_dir, f"images in train/ and val/ (found {len(splits.train_files)} "
+                             f"and {len(splits.val_files)})")
+    return splits
+
+
+def prepare_data(config: StudyConfig, data_dir: str | None):
+    """The dataset's splits (generating or fetching it first), or None when nothing needs it."""
+    if data_dir is None and config.dataset_kind != "imagenette":
+        return None
+    if config.dataset_kind == "synthetic":
         from training import synthetic
 
-        data_dir = synthetic.generate(data_dir or os.path.join(config.out, "synthetic_data"), seed=config.seed)
-    splits = data.load_splits(data_dir)
-    if not splits.train_files or not splits.val_files:
-        raise ValueError(
-            f"data_dir: {data_dir!r} has {len(splits.train_files)} train and {len(splits.val_files)} val images; "
-            "the study needs at least one of each (train/<class>/*.jpg, val/<class>/*.jpg)."
-        )
-    return splits
+        data_dir = synthetic.generate(data_dir, seed=config.seed)
+    elif config.dataset_kind == "imagenette":
+        from training import datasets
+
+        data_dir = datasets.download_fastai("imagenette", root=data_dir)
+    return check_dataset(data_dir)
+
+
+class Models:
+    """The Keras model of each member, built (or loaded when trained) once and kept while it is timed."""
+
+    def __init__(self, config: StudyConfig):
+        self.config = config
+        self._models: dict[str, object] = {}
+
+    def get(self, member):
+        key = cell_id(member, "")
+        if key not in self._models:
+            from keras_effnet import flavours
+
+            trained = os.path.join(run_dir(self.config, member), "model.keras")
+            if os.path.exists(trained):
+                self._models[key] = flavours.keras3().models.load_model(trained, compile=False)
+            else:
+                self._models[key] = members_lib.build_model(member, classes=self.config.measure_classes)
+        return self._models[key]
+
+    def drop(self, member):
+        self._models.pop(cell_id(member, ""), None)
+
+
+def throughput_batch(config: StudyConfig, macs: int) -> int:
+    """The throughput batch, capped at `max_batch_gmacs` GMACs per batch so big models stay affordable (>= 2)."""
+    return max(2, min(config.throughput_batch, int(config.max_batch_gmacs // max(macs / 1e9, 1e-9))))
+
+
+def representative(config: StudyConfig, member, macs: int, splits):
+    """Calibration images for int8: `calibration_samples`, capped like the throughput batch (at least 2).
+
+    Calibration runs the float model in TFLite's reference kernels; B7 at 600 px takes tens of seconds per
+    image on a 2-core CPU, and the latency being measured does not depend on how well it is calibrated.
+    """
+    n = max(2, min(config.calibration_samples, int(config.max_batch_gmacs // max(macs / 1e9, 1e-9))))
+    if splits is not None:
+        from training import data
+
+        return data.representative_images(splits.data_dir, n, member.resolution, seed=config.seed)
+    return measure.random_images(n, member.resolution, config.seed)
+
+
+class Study:
+    """One study folder: its steps, run in order, each kept on disk when finished."""
+
+    def __init__(self, config: StudyConfig, splits, progress: bool):
+        self.config = config
+        self.splits = splits
+        self.models = Models(config)
+        self.members = plan_members(config)
+        self.progress = progress
+
+    def done(self, sid: str):
+        return store.load_step(self.config.out, sid)
+
+    def save(self, sid: str, record: dict, start: float):
+        record = {"step": sid, **record, "seconds": time.perf_counter() - start,
+                  "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        store.save_step(self.config.out, sid, record)
+        return record
+
+    def say(self, text: str):
+        if self.progress:
+            print(text, file=sys.stderr, flush=True)
+
+    def run(self):
+        c = self.config
+        if not c.measure_only:
+            for m in self.members:
+                sid = step_id(m, "train")
+                if not self.done(sid):
+                    self.say(f"train {m.key}")
+                    start = time.perf_counter()
+                    metrics = training_link.train_member(c, m, self.splits, run_dir(c, m))
+                    self.save(sid, {"member": m.as_dict(), "rows": training_link.metrics_rows(metrics, c)}, start)
+        for m in self.members:
+            sid = step_id(m, "cost")
+            if not self.done(sid):
+                start = time.perf_counter()
+                model = self.models.get(m)
+                cst = measure.cost(model)
+                self.save(sid, {"member": m.as_dict(), "cost": cst,
+                                "regularisation": training_link.regularisation(model)}, start)
+            if not member_backends(c, m):
+                self.models.drop(m)
+        if any(not self.done(round_id(r)) for r in range(1, c.rounds + 1)):
+            for m in self.members:
+                self.convert(m, [LITERT[b] for b in member_backends(c, m) if b in LITERT])
+            self.time_rounds()
+        if not c.keep_tflite:
+            shutil.rmtree(os.path.join(c.out, "tflite"), ignore_errors=True)
+
+    def convert(self, member, precisions: list[str]):
+        """Convert `member` to every precision not yet on disk, from one SavedModel export."""
+        c = self.config
+        todo = [p for p in precisions if not (self.done(step_id(member, f"convert_{p}"))
+                                             and os.path.exists(tflite_path(c, member, p)))]
+        if not todo:
+            return
+        model = self.models.get(member)
+        directory = tempfile.mkdtemp(prefix="study-savedmodel-")
+        try:
+            from edge import export
+
+            start = time.perf_counter()
+            saved = export.export_saved_model(model, os.path.join(directory, "model"))
+            for precision in todo:
+                self.say(f"convert {member.key} {precision}")
+                rep = None
+                if precision == "int8":
+                    rep = representative(c, member, self.done(step_id(member, "cost"))["cost"]["macs"], self.splits)
+                path = tflite_path(c, member, precision)
+                store.atomic_write(path, measure.convert(saved, precision, rep))
+                self.save(step_id(member, f"convert_{precision}"), {
+                    "member": member.as_dict(), "bytes": os.path.getsize(path),
+                    "calibration_samples": None if rep is None else len(rep)}, start)
+                start = time.perf_counter()
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def cells(self):
+        """Every (member, backend) cell as a no-argument function, in the study's order."""
+        c = self.config
+        threads = c.thread_count
+        cells, meta = {}, {}
+        for m in self.members:
+            for backend in member_backends(c, m):
+                cid = cell_id(m, backend)
+                macs = self.done(step_id(m, "cost"))["cost"]["macs"]
+                if backend == "keras_b1":
+                    fn, batch = measure.keras_call(self.models.get(m), m.resolution, 1, c.seed), 1
+                elif backend == "keras_batch":
+                    batch = throughput_batch(c, macs)
+                    fn = measure.keras_call(self.models.get(m), m.resolution, batch, c.seed)
+                else:
+                    fn, batch = measure.litert_call(tflite_path(c, m, LITERT[backend]), threads, c.seed), 1
+                cells[cid] = fn
+                meta[cid] = {"batch_size": batch}
+            if not any(b.startswith("keras") for b in member_backends(c, m)):
+                self.models.drop(m)
+        return cells, meta
+
+    def time_rounds(self):
+        c = self.config
+        policy = c.rounds_policy()
+        cells, meta = self.cells()
+        self.say(f"warm up {len(cells)} cells")
+        calls = {cid: measure.warm_up(fn, policy) for cid, fn in cells.items()}
+        for r in range(1, c.rounds + 1):
+            if self.done(round_id(r)):
+                continue
+            self.say(f"round {r}/{c.rounds}")
+            start = time.perf_counter()
+            before = measure.load_average()
+            samples = measure.one_round(cells, calls)
+            self.save(round_id(r), {"samples": samples, "calls": calls, "meta": meta, "load_before": before,
+                                    "load_after": measure.load_average()}, start)
 
 
 def run_study(config: StudyConfig, *, progress: bool = True) -> dict:
     """Run (or resume) the study in `config.out`; return the merged results (also written to disk)."""
-    validate(config)
-    hw = hardware.describe()
-    os.makedirs(config.out, exist_ok=True)
+    wall = time.perf_counter()
+    data_dir = check_inputs(config)
+    threads = measure.fix_threads(config.thread_count)
+    hw = {**hardware.describe(), "threads": threads}
     store.open_study(config.out, fingerprint(config, hw))
-    steps = plan(config)
-    needs_data = any(what == "train" for _, what in steps) or bool(config.data_dir)
-    splits = prepare_data(config) if needs_data else None
-    runner = Runner(config, splits)
-    todo = [(m, w) for m, w in steps if store.load_step(config.out, step_id(m, w)) is None]
-    bar = _progress(len(steps), len(steps) - len(todo), progress)
-    try:
-        for member, what in todo:
-            sid = step_id(member, what)
-            bar.set_postfix_str(sid)
-            start = time.perf_counter()
-            rows = runner.run(member, what)
-            store.save_step(config.out, sid, {
-                "step": sid, "member": member.as_dict(), "measurement": what, "rows": rows,
-                "seconds": time.perf_counter() - start,
-                "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            })
-            bar.update(1)
-    finally:
-        runner.close()
-        bar.close()
-    return write_outputs(config, hw, steps)
+    splits = prepare_data(config, data_dir)
+    study = Study(config, splits, progress)
+    study.run()
+    return write_outputs(config, hw, study.members, time.perf_counter() - wall)
 
 
-def _progress(total, done, enabled):
-    from tqdm import tqdm
+def member_columns(m) -> dict:
+    base = m.role == "baseline"
+    return {"model": m.label, "key": m.key, "role": m.role, "family": m.kind, "phi": None if base else m.phi,
+            "fused_stages": m.fused_stages if m.role == "fused" else None, "scaling": None if base else m.scaling,
+            "alpha": None if base else m.alpha, "beta": None if base else m.beta, "gamma": None if base else m.gamma,
+            "resolution": m.resolution}
 
-    return tqdm(total=total, initial=done, desc="study", unit="step", disable=not enabled, file=sys.stderr)
 
+def collect(config: StudyConfig, hw: dict, chosen) -> tuple[list[dict], dict]:
+    """The long rows of results.csv, and the timing summary (load, rounds) of the whole study."""
+    from study import stats
 
-def collect(config: StudyConfig, hw: dict, steps) -> list[dict]:
+    out = config.out
+    machine = {"cpu_model": hw["cpu_model"], "cpu_cores": hw["cpu_cores"], "gpu": hw["gpu"]}
     rows = []
-    for member, what in steps:
-        record = store.load_step(config.out, step_id(member, what))
-        m = member
-        for r in record["rows"]:
-            rows.append({
-                "model": m.label, "key": m.key, "role": m.role, "family": m.kind, "phi": m.phi if m.role != "baseline" else None,
-                "scaling": m.scaling if m.role != "baseline" else None,
-                "alpha": m.alpha if m.role != "baseline" else None, "beta": m.beta if m.role != "baseline" else None,
-                "gamma": m.gamma if m.role != "baseline" else None, "resolution": m.resolution,
-                "cpu_model": hw["cpu_model"], "cpu_cores": hw["cpu_cores"], "gpu": hw["gpu"], **r,
-            })
-    return rows
+    for m in chosen:
+        cols = {**member_columns(m), **machine}
+        train = store.load_step(out, step_id(m, "train"))
+        for r in (train or {}).get("rows", []):
+            rows.append({**cols, **r})
+        cost = store.load_step(out, step_id(m, "cost"))
+        for name, value in cost["cost"].items():
+            rows.append({**cols, "measurement": name, "value": value, "unit": "count", "backend": "graph"})
+        for name, value in cost["regularisation"].items():
+            rows.append({**cols, "measurement": name, "value": value, "unit": "rate", "backend": "graph"})
+        for backend in member_backends(config, m):
+            if backend in LITERT:
+                conv = store.load_step(out, step_id(m, f"convert_{LITERT[backend]}"))
+                rows.append({**cols, "measurement": "tflite_bytes", "value": conv["bytes"], "unit": "bytes",
+                             "backend": backend})
+    rounds = [store.load_step(out, round_id(r)) for r in range(1, config.rounds + 1)]
+    rounds = [r for r in rounds if r]
+    for m in chosen:
+        cols = {**member_columns(m), **machine}
+        for backend in member_backends(config, m):
+            cid = cell_id(m, backend)
+            values = [r["samples"][cid] * 1e3 for r in rounds if cid in r["samples"]]
+            if not values:
+                continue
+            s = stats.summary(values, config.max_spread)
+            batch = rounds[-1]["meta"][cid]["batch_size"]
+            common = {**cols, "backend": backend, "batch_size": batch, "rounds": s["n"],
+                      "calls": rounds[-1]["calls"][cid], "threads": config.thread_count if backend in LITERT else
+                      hw["threads"]["tf_intra_op"]}
+            rows.append({**common, "measurement": "latency_ms", "value": s["median"], "unit": "ms", "q1": s["q1"],
+                         "q3": s["q3"], "spread": s["spread"], "noisy": s["noisy"]})
+            if backend == "keras_batch":
+                rows.append({**common, "measurement": "throughput", "value": batch * 1e3 / s["median"],
+                             "unit": "images/s", "spread": s["spread"], "noisy": s["noisy"]})
+    timing = {}
+    if rounds:
+        timing = {"rounds": len(rounds), "load_before": rounds[0]["load_before"],
+                  "load_after": rounds[-1]["load_after"], "max_load": max(max(r["load_before"] + r["load_after"],
+                                                                               default=0) for r in rounds),
+                  "round_seconds": [r["seconds"] for r in rounds], "started": rounds[0]["finished"]}
+    return rows, timing
 
 
-def write_outputs(config: StudyConfig, hw: dict, steps) -> dict:
-    rows = collect(config, hw, steps)
+def write_outputs(config: StudyConfig, hw: dict, chosen, wall_s: float) -> dict:
+    rows, timing = collect(config, hw, chosen)
     table = report.wide_table(rows)
+    steps = store.all_steps(config.out)
+    fits = {column: costmodel.evaluate([m for m in table if m["role"] in report.COST_MODEL_ROLES], column)
+            for column, _ in report.LATENCY_BACKENDS}
     results = {
-        "hardware": hw, "config": dataclasses.asdict(config),
+        "hardware": hw, "config": dataclasses.asdict(config), "command": report.command_line(config),
         "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "step_seconds": {step_id(m, w): store.load_step(config.out, step_id(m, w))["seconds"] for m, w in steps},
-        "rows": rows, "models": table,
+        "timing": timing, "wall_seconds_this_run": wall_s, "peak_rss_gb": measure.peak_rss_gb(),
+        "step_seconds": {s["step"]: s["seconds"] for s in steps}, "study_seconds": sum(s["seconds"] for s in steps),
+        "recipe": training_link.recipe(config) if not config.measure_only else None,
+        "rows": rows, "models": table, "cost_model": fits,
     }
+    if config.compare_with:
+        import json
+
+        from study import stats
+
+        with open(os.path.join(config.compare_with, "results.json")) as f:
+            other = json.load(f)
+        results["agreement"] = {"with": config.compare_with, "written": other["written"],
+                                "backends": stats.agreement(other["models"], table,
+                                                            [c for c, _ in report.LATENCY_BACKENDS])}
     store.write_csv(os.path.join(config.out, "results.csv"), rows, CSV_COLUMNS)
+    results["plots"] = plots.write_all(table, fits, config.out)
     store.atomic_write_json(os.path.join(config.out, "results.json"), results)
-    results["plots"] = plots.write_all(table, config.out)
     store.atomic_write(os.path.join(config.out, "report.md"), report.render(results))
     return results
-
-
-def config_from_flags(flags_module) -> StudyConfig:
-    """Parse absl FLAGS into a StudyConfig (the only place that reads flags)."""
-    f = flags_module.FLAGS
-    return StudyConfig(
-        out=f.out, phis=_numbers("phis", f.phis), baselines=tuple(b.strip() for b in f.baselines.split(",") if b.strip()),
-        formula_phis=_numbers("formula_phis", f.formula_phis), grid_points=f.grid_points, family=f.family,
-        measure_only=f.measure_only, grid_search=f.grid_search, dataset=f.dataset, data_dir=f.data_dir,
-        epochs=f.epochs, batch_size=f.batch_size, image_size=f.image_size, measure_classes=f.measure_classes,
-        throughput_batch=f.throughput_batch, max_batch_gmacs=f.max_batch_gmacs, min_reps=f.min_reps,
-        max_reps=f.max_reps, budget_s=f.budget_s, tflite=f.tflite, tflite_threads=f.tflite_threads, keep_tflite=f.keep_tflite,
-        calibration_samples=f.calibration_samples, learning_rate=f.learning_rate, seed=f.seed,
-    )
-
-
-def _numbers(name: str, text: str) -> tuple:
-    values = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            value = float(part)
-        except ValueError:
-            raise ValueError(f"{name} must be comma-separated numbers, got {text!r} (bad item {part!r}).") from None
-        values.append(int(value) if value.is_integer() else value)
-    return tuple(values)
-
-
-def main(argv):
-    from training import study_flags
-
-    from absl import logging
-
-    del argv
-    logging.set_verbosity(logging.WARNING)
-    try:
-        config = config_from_flags(study_flags)
-        results = run_study(config)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {config.out}/results.csv, results.json, report.md and {len(results['plots'])} plots")
-    return 0
-
-
-if __name__ == "__main__":
-    from absl import app
-
-    from training import study_flags
-
-    app.run(main, flags_parser=study_flags.parse)

@@ -1,6 +1,6 @@
 """The study folder on disk: its configuration, one file per finished step, the merged results.
 
-Resume (issue 5): every finished step is one JSON file under `S/steps/`, written
+Resume: every finished step is one JSON file under `S/steps/`, written
 atomically, so a study interrupted and rerun skips what is done. The folder's
 `study.json` pins the settings and hardware the results depend on; a rerun with
 different ones is refused with the differences listed, never mixed in or
@@ -14,7 +14,8 @@ import io
 import json
 import os
 
-from training.files import atomic_write  # noqa: F401  (re-exported: store.atomic_write)
+from keras_effnet import cli
+from training.files import atomic_write
 
 STUDY_FILE = "study.json"
 STEPS_DIR = "steps"
@@ -33,7 +34,7 @@ def _jsonable(value):
 def open_study(out: str, fingerprint: dict) -> None:
     """Create `out/study.json`, or check that the one there has the same fingerprint.
 
-    Raises ValueError naming every differing key when `out` holds a study made
+    Raises cli.UsageError naming every differing key when `out` holds a study made
     with other settings or on other hardware, or holds unrelated files.
     """
     path = os.path.join(out, STUDY_FILE)
@@ -45,16 +46,14 @@ def open_study(out: str, fingerprint: dict) -> None:
         diffs = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
         if diffs:
             lines = "; ".join(f"{k}: folder has {old.get(k)!r}, this run has {new.get(k)!r}" for k in diffs)
-            raise ValueError(
-                f"out: {out!r} holds a study with a different configuration ({lines}). "
-                "Its results are kept; pass a new --out, or rerun with the same settings to resume."
+            raise cli.UsageError(
+                f"--out={out}: holds a study made with another configuration ({lines}); its results are kept: "
+                "pass a new --out, or rerun with the same settings to resume"
             )
         return
     if os.path.isdir(out) and [n for n in os.listdir(out) if not n.startswith(".")]:
-        raise ValueError(
-            f"out: {out!r} exists and is not empty but has no {STUDY_FILE}: it is not a study folder. "
-            "Pass a new or empty directory."
-        )
+        raise cli.UsageError("out", out, f"a new or empty folder, or a study folder (this one is not empty "
+                             f"and has no {STUDY_FILE})")
     atomic_write_json(path, fingerprint)
 
 
@@ -84,6 +83,17 @@ def load_step(out: str, step_id: str):
 
 def save_step(out: str, step_id: str, record: dict) -> None:
     atomic_write_json(step_path(out, step_id), record)
+
+
+def all_steps(out: str) -> list[dict]:
+    """Every finished step's record, in file-name order."""
+    folder = os.path.join(out, STEPS_DIR)
+    names = sorted(n for n in os.listdir(folder) if n.endswith(".json")) if os.path.isdir(folder) else []
+    records = []
+    for name in names:
+        with open(os.path.join(folder, name)) as f:
+            records.append(json.load(f))
+    return records
 
 
 def write_csv(path: str, rows: list[dict], columns: list[str]) -> None:

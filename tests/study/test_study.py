@@ -1,4 +1,5 @@
-"""The efficiency study (issue 5) end to end at 32 px: training, measure-only via the CLI, grid search, resume, bad input."""
+"""The study end to end at 32 px: measure-only through the command, repeatability of two runs, Ctrl-C and
+resume, refused folders, bad input, training, the fused-stage sweep and the grid search."""
 
 import csv
 import json
@@ -8,9 +9,11 @@ import sys
 
 import pytest
 
-from study_support import REPO_ROOT, check_png, fast_settings
-from training import study
-from training.study_lib import members, store, training_link
+from keras_effnet import cli
+from study import __main__ as study_main
+from study import measure, members, run, stats
+from study.config import StudyConfig
+from study_support import check_png, fast_settings
 
 
 def _rows(out):
@@ -18,273 +21,204 @@ def _rows(out):
         return list(csv.DictReader(f))
 
 
-def _value(rows, key, measurement, backend_prefix=""):
-    found = [r for r in rows if r["key"] == key and r["measurement"] == measurement and r["backend"].startswith(backend_prefix)]
-    assert len(found) == 1, (key, measurement, backend_prefix, found)
+def _value(rows, key, measurement, backend=""):
+    found = [r for r in rows if r["key"] == key and r["measurement"] == measurement and r["backend"].startswith(backend)]
+    assert len(found) == 1, (key, measurement, backend, found)
     return float(found[0]["value"])
 
 
+def _argv(out, *extra, **changes):
+    settings = {"out": out, **fast_settings(**changes)}
+    argv = []
+    for k, v in settings.items():
+        argv.append(f"--{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}")
+    return argv + list(extra)
+
+
 def _env():
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO_ROOT}
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_data):
-    """Two phi values, one epoch each, through training.train.run."""
-    config = study.StudyConfig(out=str(tmp_path_factory.mktemp("trained") / "S"), phis=(0, 1), dataset="folder",
-                               data_dir=tiny_data, tflite=False, **fast_settings())
-    return config, study.run_study(config, progress=False)
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):
-    """`python -m training.study --measure_only` as a user runs it: B0 with both TFLite backends, one formula twin."""
+    """`python -m study --measure_only` as a user runs it, from another directory: B0 on every backend and one
+    formula twin."""
     out = str(tmp_path_factory.mktemp("measured") / "S")
-    cmd = [sys.executable, "-m", "training.study", "--measure_only", f"--out={out}", "--phis=0", "--baselines=",
-           "--formula_phis=1", "--image_size=32", "--min_reps=1", "--max_reps=2", "--budget_s=0.1",
-           "--throughput_batch=4", "--measure_classes=2", "--calibration_samples=2"]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    cmd = [sys.executable, "-m", "study", "--measure_only", "--members=b0", "--formula_phis=1",
+           *_argv(out, backends=measure.BACKENDS)]
+    proc = subprocess.run(cmd, cwd=str(tmp_path_factory.mktemp("elsewhere")), env=_env(), capture_output=True,
+                          text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
 
 
-def test_training_study_reports_accuracy_speed_and_time_for_each_member(trained):
-    config, results = trained
-    rows = _rows(config.out)
-    for key, size in (("b0", 32), ("b1", 34)):
-        assert 0.0 <= _value(rows, key, "val_top1") <= 1.0
-        assert _value(rows, key, "train_images_per_sec") > 0
-        total = _value(rows, key, "train_seconds")
-        assert 0 < _value(rows, key, "time_to_final_accuracy_s") <= total
-        assert _value(rows, key, "epochs") == 1
-        assert _value(rows, key, "latency_ms", "keras-") > 0
-        assert _value(rows, key, "throughput", "keras-") > 0
-        assert {r["resolution"] for r in rows if r["key"] == key} == {str(size)}
-        metrics = json.load(open(os.path.join(config.out, "runs", f"{key}_r{size}", "metrics.json")))
-        assert metrics["config"]["epochs"] == 1 and metrics["class_names"] == ["circle", "square"]
-    assert _value(rows, "b1", "macs") > _value(rows, "b0", "macs")
-    assert _value(rows, "b1", "params") > _value(rows, "b0", "params")
-    with open(os.path.join(config.out, "results.json")) as f:
-        saved = json.load(f)
-    assert saved["hardware"]["cpu_cores"] == os.cpu_count()
-    assert saved["hardware"]["libraries"]["tensorflow"] and saved["hardware"]["cpu_model"]
-    assert {m["key"] for m in saved["models"]} == {"b0", "b1"}
+def test_measure_only_times_every_backend_with_median_and_spread(measured):
+    out, proc = measured
+    assert "wrote" in proc.stdout
+    rows = _rows(out)
+    for backend in measure.BACKENDS:
+        row = next(r for r in rows if r["key"] == "b0" and r["measurement"] == "latency_ms" and r["backend"] == backend)
+        assert float(row["q1"]) <= float(row["value"]) <= float(row["q3"]) and float(row["value"]) > 0
+        assert row["rounds"] == "2" and int(row["calls"]) >= 1 and row["noisy"] in ("True", "False")
+    assert _value(rows, "b0", "tflite_bytes", "litert_int8") < _value(rows, "b0", "tflite_bytes", "litert_float32")
+    assert _value(rows, "b0", "macs") > 0 and _value(rows, "b0", "layers") > 200
+    assert not [r for r in rows if r["measurement"] == "val_top1"]
+    assert not os.path.exists(os.path.join(out, "tflite"))  # converted files are removed after timing
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert results["hardware"]["threads"]["litert"] == os.cpu_count()
+    assert len(results["timing"]["load_before"]) == 3 and results["peak_rss_gb"] > 0
+    report = open(os.path.join(out, "report.md")).read()
+    assert "keras-effnet-study --out=" in report and "--members=b0" in report
+    assert "load average" in report and "Published GPU figures (not measured here)" in report
+    assert "| 1 | formula | 37 |" in report
+    for name in ("macs_vs_latency.png", "activations_vs_latency.png"):
+        check_png(os.path.join(out, name))
 
 
-def test_training_study_writes_every_plot_as_a_real_image(trained):
-    config, results = trained
-    assert set(results["plots"]) == {"accuracy_vs_macs.png", "accuracy_vs_training_time.png",
-                                     "macs_vs_latency.png", "activations_vs_latency.png"}
-    for name in results["plots"]:
-        check_png(os.path.join(config.out, name))
-    report = open(os.path.join(config.out, "report.md")).read()
-    assert "| B0 | 32 |" in report and "| B1 | 34 |" in report
-    for name in results["plots"]:
-        assert f"]({name})" in report
+def test_two_measure_only_runs_rank_the_members_the_same(tmp_path):
+    """Repeatability: Lite0, B0 and B2 at 32 px, timed in two separate studies of interleaved rounds."""
+    tables = []
+    for name in ("first", "second"):
+        config = StudyConfig(**{"out": str(tmp_path / name), "measure_only": True, "members": ("lite0", "b0", "b2"),
+                                **fast_settings(rounds=5, sample_s=0.05)})
+        tables.append(run.run_study(config, progress=False)["models"])
+    agree = stats.agreement(*tables, ["keras_b1_ms"])["keras_b1_ms"]
+    assert agree["members"] == 3 and agree["spearman"] >= 0.95, (agree, tables)
 
 
-def test_finished_training_run_is_reused_not_retrained(trained, monkeypatch):
-    config, _ = trained
-    before = _value(_rows(config.out), "b0", "val_top1")
-    os.remove(store.step_path(config.out, study.step_id(members.family_member(0, "efficientnet", 32), "train")))
+def test_ctrl_c_leaves_a_study_that_the_same_command_resumes(tmp_path, monkeypatch, capsys):
+    out = str(tmp_path / "S")
+    argv = _argv(out, "--measure_only", "--members=b0")
+    real = measure.one_round
+    calls = []
 
-    def no_training(*args, **kwargs):
-        raise AssertionError("train.run called for a finished run")
+    def interrupted(cells, counts):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(cells, counts)
 
+    monkeypatch.setattr(measure, "one_round", interrupted)
+    assert study_main.main(argv) == cli.EXIT_INTERRUPTED
+    assert capsys.readouterr().err.strip().splitlines()[-1] == cli.RESUME_HINT
+    assert os.path.exists(os.path.join(out, "steps", "round_001.json"))
+    assert not os.path.exists(os.path.join(out, "steps", "round_002.json"))
+    assert not os.path.exists(os.path.join(out, "results.csv"))
+
+    calls.clear()
+    monkeypatch.setattr(measure, "one_round", lambda cells, counts: (calls.append(1), real(cells, counts))[1])
+    assert study_main.main(argv) == 0
+    assert len(calls) == 1  # only the missing round
+    assert _value(_rows(out), "b0", "latency_ms", "keras_b1") > 0
+
+    before = {n: open(os.path.join(out, n)).read() for n in ("study.json", "results.csv")}
+    capsys.readouterr()
+    assert study_main.main(_argv(out, "--measure_only", "--members=b0", rounds=3)) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "another configuration (rounds: folder has 2, this run has 3)" in err, err
+    assert {n: open(os.path.join(out, n)).read() for n in before} == before
+
+
+def _empty_dataset(root):
+    os.makedirs(root / "train" / "a")
+    os.makedirs(root / "val" / "a")
+    return root
+
+
+@pytest.mark.parametrize("case", ["unknown member", "empty dataset", "out under a file", "out not a study"])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, case):
+    out = tmp_path / "S"
+    argv = _argv(str(out), "--measure_only", "--members=b0")
+    fragment = {"unknown member": "--members=b0,b9: unknown member 'b9'", "empty dataset": "--data_dir=",
+                "out under a file": "--out=", "out not a study": "a new or empty folder"}[case]
+    if case == "unknown member":
+        argv = _argv(str(out), "--measure_only", "--members=b0,b9")
+    elif case == "empty dataset":
+        argv = _argv(str(out), "--members=b0", f"--data_dir={_empty_dataset(tmp_path / 'data')}")
+    elif case == "out under a file":
+        (tmp_path / "file").write_text("x")
+        out = tmp_path / "file" / "S"
+        argv = _argv(str(out), "--measure_only", "--members=b0")
+    else:
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+    listing = sorted(os.listdir(tmp_path))
+    assert study_main.main(argv) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and fragment in err, err
+    assert "Traceback" not in err
+    assert sorted(os.listdir(tmp_path)) == listing
+    if case == "out not a study":
+        assert os.listdir(out) == ["notes.txt"]
+
+
+def test_unknown_member_from_the_command_line_is_one_line():
+    proc = subprocess.run([sys.executable, "-m", "study", "--members=b9"], env=_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --members=b9: unknown member")
+    assert proc.stderr.count("\n") == 1
+
+
+def test_training_study_reports_accuracy_against_time_with_one_recipe(tmp_path, tiny_data, monkeypatch):
+    config = StudyConfig(out=str(tmp_path / "S"), members=("b0",), data_dir=tiny_data,
+                         **fast_settings(epochs=2, rounds=1, plateau_epochs=1, target_accuracy=0.01))
     from training import train
 
-    monkeypatch.setattr(train, "run", no_training)
-    study.run_study(config, progress=False)
-    assert _value(_rows(config.out), "b0", "val_top1") == before
+    model_fns = []
+    real_run = train.run
+    monkeypatch.setattr(train, "run", lambda tc, **kw: (model_fns.append(kw.get("model_fn")), real_run(tc, **kw))[1])
+    results = run.run_study(config, progress=False)
+    assert model_fns and all(fn is not None for fn in model_fns)  # every member goes through the same model_fn path
+    rows = _rows(config.out)
+    assert 0.0 <= _value(rows, "b0", "val_top1") <= 1.0
+    total = _value(rows, "b0", "train_seconds")
+    assert 0 < _value(rows, "b0", "time_to_target_s") <= total
+    assert _value(rows, "b0", "epochs") == 2 and _value(rows, "b0", "contract_zero_head") == 1
+    # the timed model carries the head dropout the trainer chose for this image size and data
+    assert _value(rows, "b0", "head_dropout") == pytest.approx(_value(rows, "b0", "train_dropout"))
+    b0 = results["models"][0]
+    assert len(json.loads(b0["accuracy_curve"])) == 2
+    assert results["recipe"]["epochs"] == 2 and results["recipe"]["bn_momentum"] is not None
+    report = open(os.path.join(config.out, "report.md")).read()
+    assert "one recipe and the trainer's one model contract" in report and "Plateau criterion" in report
+    check_png(os.path.join(config.out, "accuracy_vs_training_time.png"))
+
+    # A finished training run is reused, not trained again.
+    os.remove(os.path.join(config.out, "steps", run.step_id(members.member("b0", 32), "train") + ".json"))
+    monkeypatch.setattr(train, "run", lambda *a, **k: pytest.fail("train.run called for a finished run"))
+    run.run_study(config, progress=False)
 
 
-def test_run_folder_with_other_training_settings_is_an_error(trained, tiny_data):
-    config, _ = trained
-    member = members.family_member(0, "efficientnet", 32)
-    run_dir = study.run_dir(config, member)
-    metrics_before = open(os.path.join(run_dir, "metrics.json")).read()
-    other = study.StudyConfig(**{**config.__dict__, "epochs": 3})
-    with pytest.raises(ValueError, match=r"run folder .* other settings .*epochs"):
-        training_link.train_member(other, member, study.prepare_data(other), run_dir)
-    assert open(os.path.join(run_dir, "metrics.json")).read() == metrics_before
+@pytest.mark.skipif(not members.v2_available(), reason="keras_effnet has no EfficientNetV2 / fused-stage knob")
+def test_fused_stage_sweep_trades_macs_for_fewer_layers(tmp_path):
+    config = StudyConfig(out=str(tmp_path / "S"), measure_only=True, members=("b0", "b0-fused1", "b0-fused3"),
+                         **fast_settings(rounds=1))
+    results = run.run_study(config, progress=False)
+    by_key = {m["key"]: m for m in results["models"]}
+    assert by_key["b0"]["macs"] < by_key["b0-fused1"]["macs"] < by_key["b0-fused3"]["macs"]
+    assert by_key["b0-fused3"]["layers"] < by_key["b0"]["layers"]
+    assert all(by_key[k]["keras_b1_ms"] > 0 for k in by_key)
+    report = open(os.path.join(config.out, "report.md")).read()
+    assert "Fused-stage sweep" in report and "| 3 |" in report
 
 
 @pytest.mark.slow
 def test_resnet50_baseline_is_trained_by_the_same_trainer(tmp_path, tiny_data):
-    config = study.StudyConfig(out=str(tmp_path / "S"), phis=(0,), dataset="folder", data_dir=tiny_data, tflite=False,
-                               **fast_settings(baselines=("resnet50",)))
-    results = study.run_study(config, progress=False)
-    rows = _rows(config.out)
+    config = StudyConfig(out=str(tmp_path / "S"), members=("b0", "resnet50"), data_dir=tiny_data, **fast_settings())
+    run.run_study(config, progress=False)
     metrics = json.load(open(os.path.join(config.out, "runs", "resnet50_r32", "metrics.json")))
     assert metrics["config"]["epochs"] == 1 and len(metrics["epochs"]) == 1
-    assert 0 <= _value(rows, "resnet50", "val_top1") <= 1
-    assert _value(rows, "resnet50", "params") == 23_591_810  # ResNet50 with a 2-class head
-    report = open(os.path.join(config.out, "report.md")).read()
-    assert "fewer MACs than ResNet50" in report
-    from keras_effnet import flavours
-
-    trained = flavours.keras3().saving.load_model(os.path.join(config.out, "runs", "resnet50_r32", "model.keras"))
-    assert trained.count_params() == 23_591_810  # the trainer saved the study's ResNet-50, built by its model_fn
+    assert _value(_rows(config.out), "resnet50", "params") == 23_591_810  # ResNet50 with a 2-class head
+    assert "fewer MACs than ResNet50" in open(os.path.join(config.out, "report.md")).read()
 
 
-def test_resnet50_baseline_is_keras_applications_with_input_scaling():
-    member = members.baseline_member("resnet50", 32)
-    model = members.build_model(member, classes=1000)
-    from keras_effnet import flavours, profile
-
-    reference = flavours.keras3().applications.ResNet50(weights=None, input_shape=(32, 32, 3))
-    assert profile(model).params == profile(reference).params == 25_636_712
-    assert profile(model).macs == profile(reference).macs
-    assert model.layers[1].name == "rescaling"
-
-
-def test_measure_only_cli_measures_cost_keras_and_both_litert_backends(measured):
-    out, proc = measured
-    rows = _rows(out)
-    assert "wrote" in proc.stdout
-    for backend in ("keras-", "litert-float32-cpu", "litert-int8-cpu"):
-        assert _value(rows, "b0", "latency_ms", backend) > 0
-    assert _value(rows, "b0", "tflite_bytes", "litert-int8") < _value(rows, "b0", "tflite_bytes", "litert-float32")
-    assert _value(rows, "b0", "macs") > 0 and _value(rows, "b0", "activations") > 0
-    assert not [r for r in rows if r["measurement"] == "val_top1"]
-    assert not os.path.exists(os.path.join(out, "tflite")) or not os.listdir(os.path.join(out, "tflite"))
-    formula = _value(rows, "phi1_formula", "params")
-    assert formula > 0 and formula != _value(rows, "b0", "params")
-    report = open(os.path.join(out, "report.md")).read()
-    assert "Compound-scaling formula vs official presets" in report and "| 1 | formula | 37 |" in report
-    for name in ("macs_vs_latency.png", "activations_vs_latency.png"):
-        check_png(os.path.join(out, name))
-    assert not os.path.exists(os.path.join(out, "accuracy_vs_macs.png"))
-
-
-def test_measure_only_rerun_skips_finished_steps(measured, monkeypatch):
-    out, _ = measured
-    config = study.StudyConfig(out=out, phis=(0,), measure_only=True, **fast_settings(formula_phis=(1,)))
-    monkeypatch.setattr(study.Runner, "run", lambda *a: (_ for _ in ()).throw(AssertionError("step rerun")))
-    results = study.run_study(config, progress=False)
-    assert {m["key"] for m in results["models"]} == {"b0", "phi1_formula"}
-
-
-def test_interrupted_study_resumes_where_it_stopped(tmp_path, monkeypatch):
-    config = study.StudyConfig(out=str(tmp_path / "S"), phis=(0,), measure_only=True, tflite=False, **fast_settings())
-    calls = []
-    real = study.Runner.run
-
-    def interrupted(self, member, what):
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        calls.append(what)
-        return real(self, member, what)
-
-    monkeypatch.setattr(study.Runner, "run", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        study.run_study(config, progress=False)
-    assert calls == ["cost", "keras_b1"]
-    assert not os.path.exists(os.path.join(config.out, "results.csv"))
-
-    resumed = []
-
-    def counting(self, member, what):
-        resumed.append(what)
-        return real(self, member, what)
-
-    monkeypatch.setattr(study.Runner, "run", counting)
-    results = study.run_study(config, progress=False)
-    assert resumed == ["keras_batch"]
-    assert {r["measurement"] for r in results["rows"]} >= {"macs", "latency_ms", "throughput"}
-
-
+@pytest.mark.slow
 def test_grid_search_trains_two_points_and_names_the_best(tmp_path, tiny_data):
-    config = study.StudyConfig(out=str(tmp_path / "S"), grid_search=True, grid_points=2, dataset="folder",
-                               data_dir=tiny_data, **fast_settings())
-    results = study.run_study(config, progress=False)
+    config = StudyConfig(out=str(tmp_path / "S"), grid_search=True, grid_points=2, data_dir=tiny_data,
+                         **fast_settings())
+    results = run.run_study(config, progress=False)
     grid = [m for m in results["models"] if m["role"] == "grid"]
-    assert len(grid) == 2
-    assert (grid[0]["alpha"], grid[0]["beta"], grid[0]["gamma"]) == (1.2, 1.1, 1.15)
-    for m in grid:
-        assert abs(m["alpha"] * m["beta"] ** 2 * m["gamma"] ** 2 - 2) <= 0.1
-        assert 0 <= m["val_top1"] <= 1 and m["macs"] > 0
-    assert grid[0]["macs"] != grid[1]["macs"]
+    assert len(grid) == 2 and (grid[0]["alpha"], grid[0]["beta"], grid[0]["gamma"]) == (1.2, 1.1, 1.15)
+    assert grid[0]["macs"] != grid[1]["macs"] and all(0 <= m["val_top1"] <= 1 for m in grid)
     report = open(os.path.join(config.out, "report.md")).read()
     assert "Grid search at φ = 1" in report and report.count("**best**") == 1
-    check_png(os.path.join(config.out, "accuracy_vs_macs.png"))
-
-
-def test_grid_points_satisfy_the_paper_constraint():
-    points = members.grid_points()
-    assert points[0] == (1.2, 1.1, 1.15)
-    assert len(points) == len(set(points)) > 2
-    for a, b, g in points:
-        assert abs(a * b**2 * g**2 - 2.0) <= 0.1 and min(a, b, g) >= 1.0
-
-
-def test_scaled_resolution_keeps_compound_ratios():
-    assert members.scaled_resolution(224, 0) == 224
-    assert members.scaled_resolution(600, 0) == 600
-    assert members.scaled_resolution(240, 32) == 34
-    assert members.scaled_resolution(600, 64) == 171
-    assert members.scaled_resolution(224, 40) == 40
-
-
-@pytest.mark.parametrize("changes, message", [
-    ({"phis": (13,)}, r"phi must be <= 12, got 13"),
-    ({"phis": (-1,)}, r"phi must be >= 0, got -1"),
-    ({"family": "lite", "phis": (5,)}, r"phi=5 is not an EfficientNet-Lite variant"),
-    ({"family": "mobilenet"}, r"family must be one of .*'mobilenet'"),
-    ({"baselines": ("vgg16",)}, r"baselines: unknown baseline 'vgg16'; allowed: resnet50"),
-    ({"dataset": "imagenet"}, r"dataset must be one of .*'imagenet'"),
-    ({"grid_search": True, "measure_only": True}, r"grid_search: .*--measure_only"),
-    ({"image_size": 16}, r"image_size must be 0 \(native\) or >= 32, got 16"),
-    ({"epochs": 0}, r"epochs must be an integer >= 1, got 0"),
-    ({"out": ""}, r"out: the study folder is required"),
-])
-def test_bad_settings_are_named(tmp_path, changes, message):
-    settings = {"out": str(tmp_path / "S"), "measure_only": True, **fast_settings(), **changes}
-    with pytest.raises(ValueError, match=message):
-        study.run_study(study.StudyConfig(**settings), progress=False)
-    assert not os.path.exists(tmp_path / "S")
-
-
-@pytest.mark.parametrize("layout, message", [
-    ({"train/a": 0, "val/a": 0}, r"class folder .* is empty"),
-    ({"train": None, "val": None}, r"train' has no class folders"),
-    ({"train/a": "notes.txt", "val/a": "notes.txt"}, r"no decodable image"),
-])
-def test_empty_dataset_is_an_error(tmp_path, layout, message):
-    root = tmp_path / "data"
-    for folder, file in layout.items():
-        os.makedirs(root / folder)
-        if file:
-            (root / folder / file).write_text("not an image")
-    config = study.StudyConfig(out=str(tmp_path / "S"), phis=(0,), dataset="folder", data_dir=str(root), **fast_settings())
-    with pytest.raises(ValueError, match=message):
-        study.run_study(config, progress=False)
-
-
-def test_results_folder_from_other_settings_is_refused_and_kept(tmp_path):
-    config = study.StudyConfig(out=str(tmp_path / "S"), phis=(0,), measure_only=True, tflite=False, **fast_settings())
-    study.run_study(config, progress=False)
-    before = {name: open(os.path.join(config.out, name)).read() for name in ("study.json", "results.csv")}
-    other = study.StudyConfig(**{**config.__dict__, "max_reps": 5})
-    with pytest.raises(ValueError, match=r"different configuration .*max_reps: folder has 2, this run has 5"):
-        study.run_study(other, progress=False)
-    after = {name: open(os.path.join(config.out, name)).read() for name in before}
-    assert after == before
-
-
-def test_folder_that_is_not_a_study_is_refused(tmp_path):
-    out = tmp_path / "S"
-    out.mkdir()
-    (out / "notes.txt").write_text("mine")
-    config = study.StudyConfig(out=str(out), phis=(0,), measure_only=True, **fast_settings())
-    with pytest.raises(ValueError, match=r"exists and is not empty but has no study.json"):
-        study.run_study(config, progress=False)
-    assert (out / "notes.txt").read_text() == "mine"
-
-
-def test_cli_bad_flag_values_exit_with_a_message():
-    for flag, message in (("--phis=abc", "phis must be comma-separated numbers"), ("--family=resnet", "family")):
-        proc = subprocess.run([sys.executable, "-m", "training.study", flag, "--measure_only", "--out=unused"],
-                              cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=300)
-        assert proc.returncode != 0
-        assert message in proc.stderr, proc.stderr[-2000:]
