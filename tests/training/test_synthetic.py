@@ -82,3 +82,21 @@ def test_refuses_foreign_non_empty_directory(tmp_path):
     (tmp_path / "mine" / "notes.txt").write_text("x")
     with pytest.raises(ValueError, match="not a synthetic dataset"):
         synthetic.generate(str(tmp_path / "mine"))
+
+
+def test_linear_probe_separates_colour_but_not_the_synthetic_shapes(tmp_path):
+    """The difficulty figure: a linear classifier on raw pixels solves a colour-coded set and fails on the shapes."""
+    easy = tmp_path / "easy"
+    for split, n in (("train", 12), ("val", 4)):
+        for label, colour in enumerate(((200, 30, 30), (30, 200, 30), (30, 30, 200))):
+            folder = easy / split / f"c{label}"
+            folder.mkdir(parents=True)
+            rng = np.random.default_rng([label, n])
+            for i in range(n):
+                noise = rng.normal(0, 20, size=(16, 16, 3))
+                Image.fromarray(np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)).save(folder / f"{i}.png")
+    assert synthetic.linear_probe(str(easy), image_size=8, steps=100)["val_top1"] == 1.0
+    root = synthetic.generate(str(tmp_path / "syn"), train_per_class=40, val_per_class=10, image_size=32)
+    probe = synthetic.linear_probe(root, image_size=16, steps=100)
+    assert probe["chance"] == 0.1 and probe["num_val"] == 100
+    assert probe["val_top1"] < 0.45 and probe["train_top1"] > probe["val_top1"]
