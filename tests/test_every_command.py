@@ -42,6 +42,10 @@ CASES = [
     ("training.predict", ["--model={notmodel}"], "--images"),
     ("training.demo", ["--epochs=0", "--out={out}"], "--epochs"),
     ("training.demo", ["--out={file}/demo"], "--out"),
+    ("study.__main__", ["--members=b0,b99", "--measure_only", "--out={out}"], "--members"),
+    ("study.__main__", ["--dataset=folder", "--data_dir={empty}", "--out={out}"], "data_dir"),
+    ("study.__main__", ["--measure_only", "--out={file}/study"], "--out"),
+    ("study.__main__", ["--rounds=0", "--measure_only", "--out={out}"], "--rounds"),
 ]
 
 
@@ -98,3 +102,34 @@ def test_help_explains_every_flag(module, capsys):
     assert len(flags) >= 2, out
     assert out.count("(default:") + out.count("(required)") == len(flags), out  # each flag shows its default
     assert "\n\n" in out.split("options:")[-1], "flags are grouped"
+
+
+def _console_scripts():
+    from importlib.metadata import entry_points
+
+    return sorted((ep for ep in entry_points(group="console_scripts") if ep.name.startswith("keras-effnet")),
+                  key=lambda ep: ep.name)
+
+
+def test_every_console_script_names_a_main_that_takes_argv():
+    import inspect
+
+    scripts = _console_scripts()
+    assert len(scripts) == 10, [ep.name for ep in scripts]
+    for ep in scripts:
+        main = ep.load()
+        assert list(inspect.signature(main).parameters) == ["argv"], ep.value
+
+
+def test_a_console_script_runs_from_any_directory(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    script = shutil.which("keras-effnet-evaluate", path=os.path.dirname(sys.executable))
+    assert script, "keras-effnet-evaluate is not installed beside this Python"
+    done = subprocess.run([script, "--model=missing.keras", f"--data_dir={tmp_path}"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: --model=missing.keras"), done.stderr
+    assert "Traceback" not in done.stderr
