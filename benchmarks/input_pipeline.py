@@ -1,0 +1,133 @@
+"""`python -m benchmarks.input_pipeline`: the input pipeline alone, and the up-front decode check cold and warm.
+
+1. Throughput of `training.data.make_dataset` with the in-memory cache: images
+   decoded once at the output size, then every step crops (random-resized-crop),
+   resizes back, flips, batches and casts. Measured after the cache is filled,
+   with tf.data limited to 1 thread and then to all cores, so the figure per core
+   is read directly. No model runs.
+2. `training.data.scan_folder` over a folder of small JPEG files: cold (no
+   cache file: every image opened and fully decoded) and warm (the cache file
+   vouches for every file by size and mtime).
+
+Prints one JSON object; `--markdown` prints table rows for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+
+from keras_effnet import cli
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineBenchConfig:
+    image_size: int = cli.flag(224, "Output size of the pipeline.", group="pipeline")
+    source_size: int = cli.flag(320, "Side of the generated source JPEGs.", group="pipeline")
+    num_images: int = cli.flag(512, "Source images for the pipeline measurement.", group="pipeline")
+    batch_size: int = cli.flag(64, "Batch size.", group="pipeline")
+    batches: int = cli.flag(40, "Batches timed (after one warm-up pass).", group="pipeline")
+    scan_images: int = cli.flag(10_000, "Small JPEGs for the scan measurement.", group="scan")
+    scan_size: int = cli.flag(64, "Side of the small JPEGs.", group="scan")
+    workdir: str | None = cli.flag(None, "Where to write the generated images (none: a temporary folder, removed).",
+                                   group="output")
+    markdown: bool = cli.flag(False, "Print table rows for docs/benchmarks.md instead of JSON.", group="output")
+
+
+def _write_jpegs(root: str, n: int, size: int, classes: int = 10) -> None:
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+    from PIL import Image
+
+    for i in range(n):
+        folder = os.path.join(root, f"c{i % classes}")
+        os.makedirs(folder, exist_ok=True)
+        # A smooth picture plus a little noise: JPEG sizes like a photo's, not like white noise.
+        shifted = np.roll(base, (i * 7) % size, axis=0)
+        Image.fromarray(shifted).resize((size, size), Image.BILINEAR).save(os.path.join(folder, f"{i:06d}.jpg"), quality=90)
+
+
+def measure_pipeline(files, labels, *, image_size, batch_size, batches, threads):
+    import tensorflow as tf
+
+    from training import data
+
+    ds = data.make_dataset(files, labels, image_size=image_size, batch_size=batch_size, training=True, augment="basic",
+                           cache=True, repeat=True, crop_area=(0.08, 1.0))
+    options = tf.data.Options()
+    if threads:
+        options.threading.private_threadpool_size = threads
+        options.threading.max_intra_op_parallelism = 1
+    it = iter(ds.with_options(options))
+    for _ in range(max(2, len(files) // batch_size)):
+        next(it)  # warm-up: fills the prefetch buffer, traces the maps
+    start = time.perf_counter()
+    for _ in range(batches):
+        x, _ = next(it)
+    x.numpy()
+    seconds = time.perf_counter() - start
+    return batches * batch_size / seconds
+
+
+def bench(config: PipelineBenchConfig) -> int:
+    import tensorflow as tf
+
+    from training import data
+
+    for name in ("image_size", "source_size", "num_images", "batch_size", "batches", "scan_images", "scan_size"):
+        cli.positive(name, getattr(config, name))
+    work = config.workdir or tempfile.mkdtemp(prefix="pipeline-bench-")
+    try:
+        src = os.path.join(work, "pipeline")
+        _write_jpegs(src, config.num_images, config.source_size)
+        files, labels, _, _ = data.scan_folder(src)
+        decode_start = time.perf_counter()
+        data.decoded_images(files, config.image_size)
+        decode_seconds = time.perf_counter() - decode_start
+        cores = os.cpu_count() or 1
+        one = measure_pipeline(files, labels, image_size=config.image_size, batch_size=config.batch_size,
+                               batches=config.batches, threads=1)
+        every = measure_pipeline(files, labels, image_size=config.image_size, batch_size=config.batch_size,
+                                 batches=config.batches, threads=0)
+
+        scan_dir = os.path.join(work, "scan")
+        _write_jpegs(scan_dir, config.scan_images, config.scan_size)
+        start = time.perf_counter()
+        data.scan_folder(scan_dir)
+        cold = time.perf_counter() - start
+        start = time.perf_counter()
+        data.scan_folder(scan_dir)
+        warm = time.perf_counter() - start
+    finally:
+        if not config.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    result = {
+        "tensorflow": tf.__version__, "cpu_count": cores, "load_average": os.getloadavg(),
+        "pipeline": {"image_size": config.image_size, "source_size": config.source_size, "images": config.num_images,
+                     "batch_size": config.batch_size, "fill_cache_seconds": decode_seconds,
+                     "images_per_sec_1_thread": one, f"images_per_sec_{cores}_threads": every},
+        "scan": {"images": config.scan_images, "size": config.scan_size, "cold_seconds": cold, "warm_seconds": warm},
+    }
+    if config.markdown:
+        p, s = result["pipeline"], result["scan"]
+        print(f"| pipeline from the in-memory cache, {p['image_size']} px out (random-resized-crop + flip + batch) "
+              f"| {one:,.0f} img/s on 1 thread | {every:,.0f} img/s on {cores} |")
+        print(f"| decode check of {s['images']:,} JPEGs ({s['size']} px) | cold {cold:.1f} s | warm {warm:.2f} s |")
+    else:
+        print(json.dumps(result, indent=1))
+    return 0
+
+
+def main(argv=None) -> int:
+    return cli.main(PipelineBenchConfig, bench, argv, prog="keras-effnet-bench-pipeline",
+                    description="Input pipeline throughput from the in-memory cache, and the decode check cold and warm.")
+
+
+if __name__ == "__main__":
+    cli.run_main(main)
