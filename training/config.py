@@ -24,6 +24,7 @@ import numbers
 import os
 
 from keras_effnet import cli
+from keras_effnet.architecture import FAMILIES
 
 DATASETS = ("synthetic", "imagenette", "imagewoof", "folder")
 OPTIMIZERS = ("adamw", "rmsprop", "sgd")
@@ -32,7 +33,6 @@ PRECISIONS = ("auto", "off", "bf16", "fp16")
 JIT = ("auto", "on", "off")
 STRATEGIES = ("auto", "mirrored", "one_device", "multi_worker")
 SCHEDULES = ("cosine", "exponential", "constant")
-FAMILIES = ("efficientnet", "lite")
 FASTAI_SIZES = ("160", "320", "full")
 LABEL_NOISE = (0, 1, 5, 25, 50)
 
@@ -56,7 +56,7 @@ class ConfigError(cli.UsageError, ValueError):
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     # model
-    phi: float = cli.flag(0, "Compound coefficient: 0..8 the official B0..B8 (Lite0..4 with --family=lite).", group="model")
+    phi: float = cli.flag(0, "Compound coefficient: 0..8 the official B0..B8 (Lite0..4 with --family=lite, V2-B0..B3 with --family=v2).", group="model")
     family: str = cli.flag("efficientnet", "Model family.", group="model", choices=FAMILIES)
     image_size: int | None = cli.flag(None, "Training resolution (none: the variant's native resolution).", group="model")
     dropout_rate: float | None = cli.flag(None, "Head dropout (none: adaptive, up to the variant's; see "

@@ -309,6 +309,10 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
     if chief:
         os.makedirs(config.model_dir, exist_ok=True)
         ckpt_lib.write_run(config.model_dir, config, run_id)
+    if multi_worker:
+        strategy.gather(strategy.run(lambda: tf.zeros([1])), axis=0)  # a barrier: the chief has written run.json
+        ckpt_lib.check_workers_agree(strategy, config.model_dir, ckpt_lib.read_run_id(config.model_dir),
+                                     ckpt_lib.latest_number(config.model_dir))
     steps_per_epoch = min(full_steps, config.steps_per_epoch or full_steps)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
@@ -333,9 +337,6 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
         trainer = Trainer(config, strategy, model, optimizer, global_batch_size=global_batch, jit_compile=jit)
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, ema=trainer.ema, ema_step=trainer.ema_step)
     saver = ckpt_lib.RunCheckpoint(checkpoint, read_dir=config.model_dir, write_dir=write_dir)
-    if multi_worker:
-        strategy.gather(strategy.run(lambda: tf.zeros([1])), axis=0)  # barrier: the chief has written run.json
-        ckpt_lib.check_workers_agree(strategy, config.model_dir, ckpt_lib.read_run_id(config.model_dir), saver.latest_number())
     progress = saver.restore() or ckpt_lib.Progress()
     if progress.global_step:
         where = f"after epoch {progress.epoch}" + (f", step {progress.step} of epoch {progress.epoch + 1}" if progress.step else "")
@@ -373,9 +374,12 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
             val_cache[size] = strategy.experimental_distribute_dataset(ds)
         return val_cache[size]
 
-    def save(progress):
-        trainer.sync_moving_statistics()
-        saver.save(progress)
+    def save(progress, metrics=None):
+        with ckpt_lib.deferred_interrupt():
+            trainer.sync_moving_statistics()
+            saver.save(progress)
+            if metrics is not None and chief:
+                ckpt_lib.write_json(os.path.join(write_dir, ckpt_lib.METRICS), metrics)
 
     loop_length = LoopLength(config.steps_per_loop)
     global_step = progress.global_step
@@ -457,10 +461,8 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
             f"val_loss {record['val_loss']:.4f} val_acc {record['val_accuracy']:.4f} val_top5 {record['val_top5']:.4f} "
             f"| {record['images_per_sec']:.1f} images/s ({seconds:.1f} s, {size}px)")
         # The checkpoint first: whatever metrics.json says is done is in a checkpoint.
-        save(ckpt_lib.Progress(epoch=epoch, step=0, global_step=global_step, history=history))
+        save(ckpt_lib.Progress(epoch=epoch, step=0, global_step=global_step, history=history), {**info, "epochs": history})
         last_checkpoint = global_step
-        if chief:
-            ckpt_lib.write_json(os.path.join(write_dir, ckpt_lib.METRICS), {**info, "epochs": history})
         if writers:
             for writer, values in zip(writers, ({"loss": record["loss"], "accuracy": record["accuracy"],
                                                   "images_per_sec": record["images_per_sec"], "learning_rate": lr},
@@ -476,10 +478,11 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
     if trainer.ema:
         trainer.swap_ema()  # the saved model holds the EMA weights
     final = contract.export_model(model, model_config, num_classes, config.image_size, model_fn=model_fn)
-    ckpt_lib.save_model(final, os.path.join(write_dir, ckpt_lib.MODEL))
     result = {**info, "epochs": history, "final": history[-1] if history else {}}
-    if chief:
-        ckpt_lib.write_json(os.path.join(write_dir, ckpt_lib.METRICS), result)
+    with ckpt_lib.deferred_interrupt():
+        ckpt_lib.save_model(final, os.path.join(write_dir, ckpt_lib.MODEL))
+        if chief:
+            ckpt_lib.write_json(os.path.join(write_dir, ckpt_lib.METRICS), result)
     if wandb_run is not None:
         wandb_run.finish()
     return result
