@@ -1,20 +1,21 @@
-"""Training throughput: this trainer vs what a user writes first, on the same JPEG folder (issue 3).
+"""Training throughput: this trainer vs keras.applications B0 + plain `model.fit`, on the same JPEG folder.
 
-    python benchmarks/train_throughput.py --image_size=64 --batch_size=32 --steps=20 --json=OUT.json
+    python benchmarks/train_throughput.py --image_size=128 --batch_size=32 --steps=12 --rounds=3 --json=OUT.json
 
-Measures, in one process on one machine and one folder (the synthetic set
-unless --data_dir is given), in images per second of steady-state training
-(the first `--warmup` steps, which include tracing, are not counted):
+Both train EfficientNet-B0 from scratch on the same folder of JPEGs (the
+synthetic set unless --data_dir is given), at the same size and global batch,
+neither augmenting, on one device:
 
-  pipeline   training.data.make_dataset alone (decode, random-resized-crop, flip, batch), no model;
-  baseline   keras.applications.EfficientNetB0(weights=None) + plain `model.fit` on
-             `keras.utils.image_dataset_from_directory` (no augmentation, Adam);
-  trainer    training.train.run (keras_effnet B0, the default basic augmentation, AdamW),
-             once with the default strategy (one device) and once with MirroredStrategy
-             over --cpu_replicas logical CPUs (skipped when there are GPUs: it then uses them all).
+  baseline   keras.applications.EfficientNetB0(weights=None) + `model.fit` on
+             `keras.utils.image_dataset_from_directory` (Adam), what a user writes first;
+  trainer    `training.loop.run` (keras_effnet B0, AdamW, --augment=none, steps_per_loop auto).
 
-The issue's target is trainer >= 1.2x baseline on CPU. Figures are only
-meaningful with the hardware and date beside them (docs/benchmarks.md).
+The two are measured in interleaved rounds (baseline, trainer, trainer,
+baseline, ...) in one process, so a change in the machine's load hits both;
+each figure is images per second over the timed steps, after `--warmup`
+untimed steps (tracing, pipeline start). The result is the ratio of the
+medians and the spread of the per-round ratios. Also measured: the input
+pipeline alone (`training.data.make_dataset`, decode + resize + batch, no model).
 """
 
 from __future__ import annotations
@@ -24,19 +25,17 @@ import json
 import os
 import platform
 import shutil
-import sys
+import statistics
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-
-def pipeline_images_per_sec(data_dir, image_size, batch_size, steps, warmup):
+def pipeline_images_per_sec(data_dir, image_size, batch_size, steps, warmup, augment="none"):
     from training import data
 
     splits = data.load_splits(data_dir)
     ds = data.make_dataset(splits.train_files, splits.train_labels, image_size=image_size, batch_size=batch_size,
-                           training=True, augment="basic", repeat=True)
+                           training=True, augment=augment, repeat=True)
     it = iter(ds)
     for _ in range(warmup):
         next(it)
@@ -55,7 +54,7 @@ def baseline_images_per_sec(data_dir, image_size, batch_size, steps, warmup):
     ds = keras.utils.image_dataset_from_directory(
         os.path.join(data_dir, "train"), image_size=(image_size, image_size), batch_size=batch_size, seed=0, verbose=False)
     classes = len(ds.class_names)
-    ds = ds.repeat()
+    ds = ds.repeat().prefetch(2)
     model = keras.applications.EfficientNetB0(weights=None, classes=classes, input_shape=(image_size, image_size, 3))
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     times = []
@@ -68,80 +67,84 @@ def baseline_images_per_sec(data_dir, image_size, batch_size, steps, warmup):
     return steps * batch_size / (times[-1] - times[warmup - 1])
 
 
-def trainer_images_per_sec(data_dir, image_size, batch_size, steps, warmup, model_dir, strategy, cpu_replicas):
-    from training import train
+def trainer_images_per_sec(data_dir, image_size, batch_size, steps, warmup, model_dir):
+    from training import loop
     from training.config import TrainConfig
 
-    config = TrainConfig(dataset="folder", data_dir=data_dir, model_dir=model_dir, image_size=image_size,
-                         batch_size=batch_size, epochs=1, steps_per_epoch=warmup + steps, strategy=strategy,
-                         cpu_replicas=cpu_replicas, tensorboard=False, verbose=0)
-    times = []
-    original = train.Trainer.train_step_from
+    config = TrainConfig(data_dir=data_dir, model_dir=model_dir, image_size=image_size, batch_size=batch_size, epochs=1,
+                         steps_per_epoch=warmup + steps, augment="none", strategy="one_device", tensorboard=False,
+                         verbose=0, overwrite=True)
+    marks = []  # (steps done, time) after each graph call, synchronised
+    original = loop.Trainer.train_loop
 
-    def timed(self, batch, lr):
-        out = original(self, batch, lr)
+    def timed(self, iterator, rates):
+        out = original(self, iterator, rates)
         float(out[0])
-        times.append(time.perf_counter())
+        marks.append(((marks[-1][0] if marks else 0) + len(rates), time.perf_counter()))
         return out
 
-    train.Trainer.train_step_from = timed
+    loop.Trainer.train_loop = timed
     try:
-        train.run(config, log=lambda *a, **k: None)
+        loop.run(config, log=lambda *a, **k: None)
     finally:
-        train.Trainer.train_step_from = original
-    return steps * batch_size / (times[warmup + steps - 1] - times[warmup - 1])
+        loop.Trainer.train_loop = original
+    start = next((n, t) for n, t in marks if n >= warmup)
+    end = marks[-1]
+    return (end[0] - start[0]) * batch_size / (end[1] - start[1])
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data_dir", help="train/<class>/* and val/<class>/* (default: generate the synthetic set)")
-    parser.add_argument("--image_size", type=int, default=64)
+    parser.add_argument("--image_size", type=int, default=128)
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=20, help="timed steps")
+    parser.add_argument("--steps", type=int, default=12, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (tracing, pipeline start)")
-    parser.add_argument("--per_class", type=int, default=100, help="synthetic images per class")
-    parser.add_argument("--cpu_replicas", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of baseline and trainer")
+    parser.add_argument("--per_class", type=int, default=60, help="synthetic images per class")
     parser.add_argument("--json", help="write the results here too")
     args = parser.parse_args(argv)
-    if args.steps < 2 or args.warmup < 1:
-        parser.error(f"--steps must be >= 2 and --warmup >= 1, got {args.steps} and {args.warmup}")
+    if args.steps < 2 or args.warmup < 1 or args.rounds < 1:
+        parser.error(f"--steps must be >= 2, --warmup >= 1 and --rounds >= 1, got {args.steps}, {args.warmup}, {args.rounds}")
 
-    from training import strategy as strategy_lib, synthetic
+    import tensorflow as tf
+
+    from training import synthetic
 
     work = tempfile.mkdtemp(prefix="train_throughput-")
     data_dir = args.data_dir or synthetic.generate(os.path.join(work, "data"), train_per_class=args.per_class,
-                                                   val_per_class=10, image_size=max(64, args.image_size))
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus and args.cpu_replicas > 1:
-        strategy_lib.configure_cpu_replicas(args.cpu_replicas)
+                                                   val_per_class=2, image_size=args.image_size)
     common = (data_dir, args.image_size, args.batch_size, args.steps, args.warmup)
     results = {
-        "date": time.strftime("%Y-%m-%d"), "machine": platform.machine(), "cpus": os.cpu_count(),
-        "gpus": [g.name for g in gpus], "tensorflow": tf.__version__, "image_size": args.image_size,
-        "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup, "data_dir": data_dir,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.machine(), "cpus": os.cpu_count(),
+        "gpus": [g.name for g in tf.config.list_physical_devices("GPU")], "tensorflow": tf.__version__,
+        "image_size": args.image_size, "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
+        "load_before": os.getloadavg(), "baseline": [], "trainer": [],
     }
     results["pipeline"] = pipeline_images_per_sec(*common)
-    print(f"pipeline alone:                       {results['pipeline']:8.1f} images/s", flush=True)
-    results["baseline"] = baseline_images_per_sec(*common)
-    print(f"baseline (applications B0 + fit):     {results['baseline']:8.1f} images/s", flush=True)
-    results["trainer"] = trainer_images_per_sec(*common, os.path.join(work, "t1"), "auto", 1)
-    print(f"trainer (default strategy):           {results['trainer']:8.1f} images/s "
-          f"({results['trainer'] / results['baseline']:.2f}x baseline)", flush=True)
-    if not gpus and args.cpu_replicas > 1:
-        results["trainer_mirrored"] = trainer_images_per_sec(*common, os.path.join(work, "t2"), "mirrored", args.cpu_replicas)
-        print(f"trainer (mirrored, {args.cpu_replicas} logical CPUs):    {results['trainer_mirrored']:8.1f} images/s "
-              f"({results['trainer_mirrored'] / results['baseline']:.2f}x baseline)", flush=True)
+    print(f"pipeline alone (decode + resize + batch): {results['pipeline']:8.1f} images/s", flush=True)
+    for r in range(args.rounds):
+        order = ("baseline", "trainer") if r % 2 == 0 else ("trainer", "baseline")
+        for which in order:
+            if which == "baseline":
+                value = baseline_images_per_sec(*common)
+            else:
+                value = trainer_images_per_sec(*common, os.path.join(work, "trainer"))
+            results[which].append(value)
+            print(f"round {r + 1} {which:8s}: {value:8.1f} images/s (load {os.getloadavg()[0]:.2f})", flush=True)
+    ratios = [t / b for t, b in zip(results["trainer"], results["baseline"])]
+    results["ratio_of_medians"] = statistics.median(results["trainer"]) / statistics.median(results["baseline"])
+    results["round_ratios"] = ratios
+    results["load_after"] = os.getloadavg()
+    print(f"trainer / baseline: {results['ratio_of_medians']:.2f}x (ratio of medians); per round "
+          f"{', '.join(f'{x:.2f}' for x in ratios)}", flush=True)
     shutil.rmtree(work, ignore_errors=True)
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=1)
-        os.replace(tmp, args.json)
-    return results
+        from training.files import atomic_write
+
+        atomic_write(args.json, json.dumps(results, indent=1) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    main()
+    raise SystemExit(main())
