@@ -74,3 +74,16 @@ def test_apply_rates_sets_head_dropout_and_scales_stochastic_depth():
     reg.apply_rates(model, dropout_rate=0.2, drop_connect_rate=0.2, built_drop_connect_rate=0.2)
     for name, rate in drops.items():
         assert model.get_layer(name).rate == pytest.approx(rate)
+
+
+def test_for_config_uses_the_variant_dropout_and_explicit_fields():
+    from training.config import ConfigError, TrainConfig
+
+    b7 = reg.for_config(TrainConfig(phi=7), 600, 10**6)
+    assert b7.dropout_rate == pytest.approx(0.5) and b7.drop_connect_rate == pytest.approx(0.2)
+    mine = reg.for_config(TrainConfig(crop_scale_min=0.5, drop_connect_rate=0.05), 32, 1_000)
+    assert mine.crop_scale_min == 0.5 and mine.drop_connect_rate == 0.05 and mine.dropout_rate == pytest.approx(0.1)
+    for field, value in (("crop_scale_min", 0.0), ("crop_scale_min", 1.5), ("randaugment_magnitude", 31),
+                         ("drop_connect_rate", 1.0)):
+        with pytest.raises(ConfigError, match=field):
+            TrainConfig(**{field: value}).validated()
