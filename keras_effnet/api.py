@@ -131,6 +131,8 @@ def _build(
     spec = architecture.model_spec(coeffs, drop_connect_rate, fused_stages=fused_stages, bn_momentum=bn_momentum)
     kind = _check_weights(weights, spec, include_top, classes)
     shape = _check_input_shape(input_shape, input_tensor, coeffs, has_weights=kind is not None)
+    # fetched before building: a download or hash failure should not cost a model build
+    path = weights_lib.fetch_imagenet(coeffs.name, include_top) if kind == "imagenet" else weights
 
     keras = flavours.keras3()
     policy = keras.config.dtype_policy()
@@ -142,7 +144,6 @@ def _build(
     )
     if kind is not None:
         what = f"{spec.coefficients.name} (include_top={include_top}, classes={classes})"
-        path = weights_lib.fetch_imagenet(coeffs.name, include_top) if kind == "imagenet" else weights
         weights_lib.load(model, path, what)
     return model
 

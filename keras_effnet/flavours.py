@@ -7,6 +7,7 @@ aware training builds a `tf_keras` twin from the same `ModelSpec`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 FLAVOURS = ("keras3", "tf_keras")
@@ -33,3 +34,23 @@ def get(flavour: str):
     if flavour == "tf_keras":
         return tf_keras()
     raise ValueError(f"flavour must be one of {FLAVOURS}, got {flavour!r}.")
+
+
+def deferred_variables(K):
+    """A context in which Keras 3 creates layer variables without values, initialising them all on exit.
+
+    Building a functional model spends most of its time creating one TensorFlow
+    variable per weight while every layer is traced symbolically; inside
+    `keras.StatelessScope` Keras defers that and initialises the variables in
+    one pass when the scope exits, with the same initialisers (about 2x faster
+    for V2-L: measured in keras_effnet's tests). A no-op for tf_keras, and
+    inside a stateless scope the caller opened (their scope decides).
+    """
+    scope = getattr(K, "StatelessScope", None)
+    try:
+        from keras.src.backend.common.stateless_scope import in_stateless_scope
+    except ImportError:  # another Keras 3 layout: build the ordinary way
+        return contextlib.nullcontext()
+    if scope is None or K is not keras3() or in_stateless_scope():
+        return contextlib.nullcontext()
+    return scope()

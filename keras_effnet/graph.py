@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from keras_effnet import flavours
 from keras_effnet.architecture import BN_EPSILON, BlockSpec, ModelSpec
 
 BN_AXIS = -1  # channels_last only: what every TFLite and TPU path expects.
@@ -182,44 +183,45 @@ def build_graph(
     last layer compute in float32, so mixed-precision logits and softmax are
     float32 (the usual practice).
     """
-    if input_tensor is None:
-        img_input = K.layers.Input(shape=input_shape, name="input_layer")
-    elif _is_keras_tensor(K, input_tensor):
-        img_input = input_tensor
-    else:
-        img_input = K.layers.Input(tensor=input_tensor, shape=input_shape, name="input_layer")
+    with flavours.deferred_variables(K):
+        if input_tensor is None:
+            img_input = K.layers.Input(shape=input_shape, name="input_layer")
+        elif _is_keras_tensor(K, input_tensor):
+            img_input = input_tensor
+        else:
+            img_input = K.layers.Input(tensor=input_tensor, shape=input_shape, name="input_layer")
 
-    x = _preprocessing(K, img_input, spec.preprocessing)
+        x = _preprocessing(K, img_input, spec.preprocessing)
 
-    x = _conv(K, x, spec.stem_filters, 3, 2, "stem_conv", spec.padding)
-    x = _batch_norm(K, "stem_bn", spec.bn_momentum)(x)
-    x = K.layers.Activation(spec.activation, name="stem_activation")(x)
+        x = _conv(K, x, spec.stem_filters, 3, 2, "stem_conv", spec.padding)
+        x = _batch_norm(K, "stem_bn", spec.bn_momentum)(x)
+        x = K.layers.Activation(spec.activation, name="stem_activation")(x)
 
-    for block in spec.blocks:
-        x = block_builder(block.block)(K, x, block, spec)
+        for block in spec.blocks:
+            x = block_builder(block.block)(K, x, block, spec)
 
-    x = _conv(K, x, spec.head_filters, 1, 1, "top_conv", spec.padding)
-    x = _batch_norm(K, "top_bn", spec.bn_momentum)(x)
-    last = {"dtype": "float32"} if float32_output and not include_top and pooling is None else {}
-    x = K.layers.Activation(spec.activation, name="top_activation", **last)(x)
+        x = _conv(K, x, spec.head_filters, 1, 1, "top_conv", spec.padding)
+        x = _batch_norm(K, "top_bn", spec.bn_momentum)(x)
+        last = {"dtype": "float32"} if float32_output and not include_top and pooling is None else {}
+        x = K.layers.Activation(spec.activation, name="top_activation", **last)(x)
 
-    out32 = {"dtype": "float32"} if float32_output else {}
-    if include_top:
-        x = K.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        rate = spec.coefficients.dropout if dropout_rate is None else dropout_rate
-        if rate > 0:
-            x = K.layers.Dropout(rate, name="top_dropout")(x)
-        x = K.layers.Dense(
-            classes, activation=classifier_activation,
-            kernel_initializer=dense_initializer(K), name="predictions", **out32,
-        )(x)
-    elif pooling == "avg":
-        x = K.layers.GlobalAveragePooling2D(name="avg_pool", **out32)(x)
-    elif pooling == "max":
-        x = K.layers.GlobalMaxPooling2D(name="max_pool", **out32)(x)
+        out32 = {"dtype": "float32"} if float32_output else {}
+        if include_top:
+            x = K.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+            rate = spec.coefficients.dropout if dropout_rate is None else dropout_rate
+            if rate > 0:
+                x = K.layers.Dropout(rate, name="top_dropout")(x)
+            x = K.layers.Dense(
+                classes, activation=classifier_activation,
+                kernel_initializer=dense_initializer(K), name="predictions", **out32,
+            )(x)
+        elif pooling == "avg":
+            x = K.layers.GlobalAveragePooling2D(name="avg_pool", **out32)(x)
+        elif pooling == "max":
+            x = K.layers.GlobalMaxPooling2D(name="max_pool", **out32)(x)
 
-    inputs = _source_inputs(K, input_tensor, img_input)
-    model = K.Model(inputs, x, name=name or spec.coefficients.name)
+        inputs = _source_inputs(K, input_tensor, img_input)
+        model = K.Model(inputs, x, name=name or spec.coefficients.name)
     if spec.preprocessing.mean_rgb is not None and spec.preprocessing.stats_as_weights:
         set_normalization(model, spec.preprocessing.mean_rgb, spec.preprocessing.stddev_rgb)
     return model
