@@ -1,51 +1,90 @@
 """`python -m keras_effnet` (or `keras-effnet`): the family table, measured by building every member.
 
-For each variant: phi, width, depth, resolution, parameters, GMACs and
-activations computed by `keras_effnet.profile` on the model actually built, with
-the paper's figures beside them (Tan & Le 2019 Table 2; Lite from the
-tensorflow/tpu Lite README).
+For each variant: phi, width, depth, evaluation and training resolution, parameters, GMACs and
+activations computed by `keras_effnet.profile` on the model actually built, with the published figures
+beside them (Tan & Le 2019 Table 2; Lite from the tensorflow/tpu Lite README; EfficientNetV2 from the
+google/automl efficientnetv2 README, whose FLOPs are multiply-adds at the evaluation size).
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
-import sys
 import time
 
-# (params in millions, GFLOPs as the paper reports them: multiply-adds)
+from keras_effnet import cli
+
+FAMILY_CHOICES = ("efficientnet", "lite", "v2", "all")
+
+# (params in millions, GFLOPs as the papers report them: multiply-adds)
 PAPER = {
-    ("efficientnet", 0): (5.3, 0.39), ("efficientnet", 1): (7.8, 0.70), ("efficientnet", 2): (9.2, 1.0),
-    ("efficientnet", 3): (12, 1.8), ("efficientnet", 4): (19, 4.2), ("efficientnet", 5): (30, 9.9),
-    ("efficientnet", 6): (43, 19), ("efficientnet", 7): (66, 37),
-    ("lite", 0): (4.7, 0.407), ("lite", 1): (5.4, 0.631), ("lite", 2): (6.1, 0.899),
-    ("lite", 3): (8.2, 1.44), ("lite", 4): (13.0, 2.64),
+    "efficientnetb0": (5.3, 0.39), "efficientnetb1": (7.8, 0.70), "efficientnetb2": (9.2, 1.0),
+    "efficientnetb3": (12, 1.8), "efficientnetb4": (19, 4.2), "efficientnetb5": (30, 9.9),
+    "efficientnetb6": (43, 19), "efficientnetb7": (66, 37),
+    "efficientnetlite0": (4.7, 0.407), "efficientnetlite1": (5.4, 0.631), "efficientnetlite2": (6.1, 0.899),
+    "efficientnetlite3": (8.2, 1.44), "efficientnetlite4": (13.0, 2.64),
+    "efficientnetv2-b0": (7.1, 0.72), "efficientnetv2-b1": (8.1, 1.2), "efficientnetv2-b2": (10.1, 1.7),
+    "efficientnetv2-b3": (14.4, 3.0), "efficientnetv2-s": (21.5, 8.4), "efficientnetv2-m": (54.1, 24.7),
+    "efficientnetv2-l": (119.5, 56.3),
 }
 
 
-def family_rows(family: str = "both", resolution: str | int = "native", formula_phis=()) -> list[dict]:
+@dataclasses.dataclass(frozen=True)
+class TableConfig:
+    family: str = cli.flag("all", "Which family's official members to build.", group="members",
+                           choices=FAMILY_CHOICES)
+    formula_phis: tuple[float, ...] = cli.flag(
+        (3.0,), "Comma-separated phi values also shown through the literal compound-scaling formula "
+        "(B0's table); '' for none.", group="members")
+    resolution: str = cli.flag("native", "'native' (each variant's own evaluation size) or one pixel size "
+                               ">= 32 for every row.", group="measure")
+    json: bool = cli.flag(False, "Print the rows as one JSON list instead of a Markdown table.", group="output")
+
+    def __post_init__(self):
+        from keras_effnet import architecture
+
+        if self.resolution != "native" and (not self.resolution.isdigit()
+                                            or int(self.resolution) < architecture.MIN_INPUT_SIZE):
+            raise cli.UsageError("resolution", self.resolution,
+                                 f"'native' or an integer >= {architecture.MIN_INPUT_SIZE}")
+        for phi in self.formula_phis:
+            if not 0 <= phi <= architecture.MAX_PHI:
+                raise cli.UsageError("formula_phis", phi, f"numbers in 0..{architecture.MAX_PHI:g}")
+
+
+def members(family: str = "all", formula_phis=()) -> list[tuple[str, object]]:
+    """(variant name or formula phi, coefficients) for each row, in table order."""
+    from keras_effnet import architecture
+
+    families = ("efficientnet", "lite", "v2") if family == "all" else (family,)
+    rows = []
+    for name in architecture.variants():
+        c = architecture.variant_coefficients(name)
+        if c.family in families and not (c.family == "efficientnet" and c.phi == 8):  # B8: no published table row
+            rows.append((name, c))
+    rows += [(None, architecture.coefficients(phi, scaling="formula")) for phi in formula_phis]
+    return rows
+
+
+def family_rows(family: str = "all", resolution: str | int = "native", formula_phis=()) -> list[dict]:
     """Build each member and profile it; one dict per row."""
     import keras_effnet
-    from keras_effnet import architecture, flavours
+    from keras_effnet import flavours
 
     keras = flavours.keras3()
-    members = []
-    if family in ("efficientnet", "both"):
-        members += [("efficientnet", phi, "auto") for phi in range(8)]
-    if family in ("lite", "both"):
-        members += [("lite", phi, "auto") for phi in range(5)]
-    members += [("efficientnet", phi, "formula") for phi in formula_phis]
     rows = []
-    for fam, phi, scaling in members:
-        c = architecture.coefficients(phi, family=fam, scaling=scaling)
+    for name, c in members(family, formula_phis):
         size = c.resolution if resolution == "native" else int(resolution)
         start = time.perf_counter()
-        model = keras_effnet.build(phi, family=fam, scaling=scaling, input_shape=(size, size, 3))
+        if name is None:
+            model = keras_effnet.build(c.phi, scaling="formula", input_shape=(size, size, 3))
+        else:
+            model = keras_effnet.build_variant(name, input_shape=(size, size, 3))
         p = keras_effnet.profile(model)
-        paper = PAPER.get((fam, phi)) if scaling == "auto" else None
+        paper = PAPER.get(name)
         rows.append({
-            "variant": c.name, "family": fam, "phi": phi, "source": c.source,
-            "width": c.width, "depth": c.depth, "resolution": size,
+            "variant": c.name, "family": c.family, "phi": c.phi, "source": c.source,
+            "width": c.width, "depth": c.depth, "resolution": size, "train_resolution": c.train_resolution,
             "params": p.params, "trainable_params": p.trainable_params,
             "gmacs": p.macs / 1e9, "activations_m": p.activations / 1e6,
             "paper_params_m": paper[0] if paper else None, "paper_gflops": paper[1] if paper else None,
@@ -57,43 +96,30 @@ def family_rows(family: str = "both", resolution: str | int = "native", formula_
 
 
 def format_table(rows: list[dict]) -> str:
-    head = ("| variant | φ | width | depth | res | params | GMACs | activations (M) | paper params | paper GFLOPs |\n"
-            "|---|---|---|---|---|---|---|---|---|---|")
+    head = ("| variant | φ | width | depth | res | train res | params | GMACs | activations (M) | paper params "
+            "| paper GFLOPs |\n|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         paper_p = "—" if r["paper_params_m"] is None else f"{r['paper_params_m']:g}M"
         paper_f = "—" if r["paper_gflops"] is None else f"{r['paper_gflops']:g}B"
-        phi = f"{r['phi']:g}" + (" (formula)" if r["source"] == "formula" else "")
+        phi = "—" if r["phi"] is None else f"{r['phi']:g}" + (" (formula)" if r["source"] == "formula" else "")
         lines.append(
             f"| {r['variant']} | {phi} | {r['width']:.3f} | {r['depth']:.3f} | {r['resolution']} | "
-            f"{r['params']:,} | {r['gmacs']:.3f} | {r['activations_m']:.1f} | {paper_p} | {paper_f} |"
+            f"{r['train_resolution']} | {r['params']:,} | {r['gmacs']:.3f} | {r['activations_m']:.1f} | "
+            f"{paper_p} | {paper_f} |"
         )
     return "\n".join(lines)
 
 
+def table(config: TableConfig) -> None:
+    rows = family_rows(config.family, config.resolution, config.formula_phis)
+    print(json.dumps(rows) if config.json else format_table(rows))
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="keras-effnet", description=__doc__.splitlines()[0])
-    parser.add_argument("--family", choices=("efficientnet", "lite", "both"), default="both")
-    parser.add_argument("--resolution", default="native",
-                        help="'native' (each variant's own) or a pixel size >= 32 for every row")
-    parser.add_argument("--formula_phis", default="3",
-                        help="comma-separated phi values to also show through the literal formula ('' for none)")
-    parser.add_argument("--json", action="store_true", help="print the rows as one JSON list instead of a table")
-    args = parser.parse_args(argv)
-    if args.resolution != "native":
-        if not args.resolution.isdigit() or int(args.resolution) < 32:
-            parser.error(f"--resolution must be 'native' or an integer >= 32, got {args.resolution!r}")
-    try:
-        formula = [float(v) for v in args.formula_phis.split(",") if v.strip()]
-    except ValueError:
-        parser.error(f"--formula_phis must be comma-separated numbers, got {args.formula_phis!r}")
-    rows = family_rows(args.family, args.resolution, formula)
-    if args.json:
-        print(json.dumps(rows))
-    else:
-        print(format_table(rows))
-    return 0
+    return cli.main(TableConfig, table, argv, prog="keras-effnet",
+                    description="The EfficientNet family table (V1, Lite, V2), measured by building every member.")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run_main(main)
