@@ -3,6 +3,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# MediaPipe Tasks, for the test that runs exported models as Android apps do, lives in its own environment:
+# its absl-py pin conflicts with tensorflow-model-optimization's (tests/edge/mediapipe-requirements.txt).
+MP_VENV := .venv-mediapipe
+MP_STAMP := $(MP_VENV)/.installed
 DEMO_DIR ?= demo_out
 
 .PHONY: demo test test-all install clean
@@ -14,18 +18,23 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(MP_STAMP): tests/edge/mediapipe-requirements.txt
+	test -x $(MP_VENV)/bin/python || $(PYTHON) -m venv $(MP_VENV)
+	$(MP_VENV)/bin/python -m pip install --quiet -r tests/edge/mediapipe-requirements.txt
+	touch $(MP_STAMP)
+
 install: $(STAMP)
 
 demo: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m training.demo --out=$(DEMO_DIR)/training
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m edge.export --model=$(DEMO_DIR)/training/train/model.keras \
-		--data_dir=$(DEMO_DIR)/training/data --out=$(DEMO_DIR)/edge --qat_epochs=1
+		--data_dir=$(DEMO_DIR)/training/data --out=$(DEMO_DIR)/edge --qat_epochs=1 --steps_per_epoch=31 --max_val_images=300
 
-test: $(STAMP)
+test: $(STAMP) $(MP_STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -m "not slow" -q -p no:cacheprovider
 
-test-all: $(STAMP)
+test-all: $(STAMP) $(MP_STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR)
+	rm -rf $(VENV) $(MP_VENV) $(DEMO_DIR)

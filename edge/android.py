@@ -1,18 +1,23 @@
-"""On-device latency with LiteRT's `benchmark_model` binary over adb (issue 4; REFERENCE.md section 3).
+"""On-device latency with LiteRT's benchmark binaries over adb.
 
-    python -m edge.android FILE.tflite... --out=run_android.sh [--benchmark_binary=PATH] [--android_threads=1,4]
+    keras-effnet-android --model=E/model_int8.tflite,E/model_float32.tflite --out=run_android.sh \
+        [--benchmark_binary=PATH] [--litert_benchmark_binary=PATH] [--threads=1,4]
     sh run_android.sh > android.log        # a phone attached with adb
-    python -m edge.android --parse=android.log [--json]
+    keras-effnet-android --parse=android.log [--json]
 
-The script pushes the binary and the files to /data/local/tmp and runs every file on the CPU (XNNPACK, each
-thread count), the GPU delegate and NNAPI, printing a marker line before each run so that `parse_log` can tell
-the runs apart. `parse_benchmark_output` reads what benchmark_model prints, e.g.
+The script pushes the binaries and the files to /data/local/tmp and runs every file with both of LiteRT's
+benchmarks: `benchmark_model` (the Interpreter API: XNNPACK at each thread count, the GPU delegate, NNAPI) and
+`benchmark_litert_model` (the CompiledModel API that Android's LiteRT and MediaPipe run: CPU at each thread
+count, GPU). A marker line before each run lets `parse_log` tell the runs apart. `parse_benchmark_output`
+reads what the tools print: benchmark_model's and the C++ benchmark_litert_model's summary
 
     count=50 first=5395 curr=5270 min=5197 max=5467 avg=5276.09 std=52 [p5=... median=... p95=...]
     Inference timings in us: Init: 4785, First inference: 7331, Warmup (avg): 5321.3, Inference (avg): 5276.09
 
-(lines may carry an `INFO: ` prefix, numbers may be in exponent form such as `2.95034e+06`); the last `count=`
-line before the summary is the timed run, earlier ones are warm-up.
+(lines may carry an `INFO: ` prefix, numbers may be in exponent form such as `2.95034e+06`; the last `count=`
+line before the summary is the timed run, earlier ones are warm-up), and the BENCHMARK RESULTS block of
+`litert-benchmark`, the Python build of benchmark_litert_model in ai-edge-litert (figures in ms, and
+`Fully accelerated: True|False`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ import os
 import re
 import shlex
 
+import dataclasses
+
+from keras_effnet import cli
 from training.files import atomic_write
 
 DEVICE_DIR = "/data/local/tmp/keras_effnet"
@@ -36,19 +44,36 @@ _KEYVAL = re.compile(rf"(\w+)={_NUMBER}")
 _DELEGATE = re.compile(r"Replacing (\d+) out of (\d+) node\(s\) with delegate \((\w+)\)")
 _MEMORY = re.compile(rf"(?:Memory footprint delta from the start of the tool|Peak memory footprint) \(MB\): init={_NUMBER} overall={_NUMBER}")
 _MARK = re.compile(rf"^{re.escape(MARKER)} file=(\S+) config=(\S+)")
+# litert-benchmark (Python): "Inference (median):    1.25 ms", "Model initialization:  23.82 ms", ...
+_LITERT_LINE = re.compile(rf"^(Model initialization|Warmup \(first\)|Warmup \(avg\)|Inference \((?:avg|min|max|median|std|p5|p95)\)):\s+{_NUMBER} ms(?: \((\d+) runs\))?")
+_LITERT_KEYS = {"Model initialization": "init_us", "Warmup (first)": "first_inference_us",
+                "Warmup (avg)": "warmup_avg_us", "Inference (avg)": "inference_avg_us", "Inference (min)": "min_us",
+                "Inference (max)": "max_us", "Inference (median)": "median_us", "Inference (std)": "std_us",
+                "Inference (p5)": "p5_us", "Inference (p95)": "p95_us"}
+_FULLY = re.compile(r"^Fully accelerated:\s+(True|False)", re.M)
 
 
-def configs(threads=(1, 4)) -> list[tuple[str, list[str]]]:
-    """(name, benchmark_model flags) for every run of one file."""
-    runs = [(f"cpu_{n}t_xnnpack", [f"--num_threads={n}", "--use_xnnpack=true"]) for n in threads]
-    runs.append(("gpu", ["--use_gpu=true"]))
-    runs.append(("nnapi", ["--use_nnapi=true"]))
+BENCHMARK_MODEL = "benchmark_model"
+BENCHMARK_LITERT_MODEL = "benchmark_litert_model"
+
+
+def configs(threads=(1, 4)) -> list[tuple[str, str, list[str]]]:
+    """(name, binary, flags) for every run of one file: benchmark_model (Interpreter API) first, then
+    benchmark_litert_model (CompiledModel API)."""
+    runs = [(f"cpu_{n}t_xnnpack", BENCHMARK_MODEL, [f"--num_threads={n}", "--use_xnnpack=true"]) for n in threads]
+    runs.append(("gpu", BENCHMARK_MODEL, ["--use_gpu=true"]))
+    runs.append(("nnapi", BENCHMARK_MODEL, ["--use_nnapi=true"]))
+    runs += [(f"litert_cpu_{n}t", BENCHMARK_LITERT_MODEL, [f"--num_threads={n}", "--use_cpu=true", "--use_gpu=false"])
+             for n in threads]
+    runs.append(("litert_gpu", BENCHMARK_LITERT_MODEL, ["--use_gpu=true", "--use_cpu=false"]))
     return runs
 
 
-def write_script(files, out: str, *, benchmark_binary: str = "benchmark_model", threads=(1, 4),
+def write_script(files, out: str, *, benchmark_binary: str = BENCHMARK_MODEL,
+                 litert_benchmark_binary: str = BENCHMARK_LITERT_MODEL, threads=(1, 4),
                  warmup_runs: int = 10, num_runs: int = 50) -> str:
-    """An sh script that pushes `benchmark_binary` and `files` with adb and benchmarks each; written atomically."""
+    """An sh script that pushes both benchmark binaries and `files` with adb and benchmarks each; written
+    atomically, mode 0755."""
     files = [os.fspath(f) for f in files]
     if not files:
         raise ValueError("files: give at least one .tflite file.")
@@ -64,23 +89,23 @@ def write_script(files, out: str, *, benchmark_binary: str = "benchmark_model", 
     q = shlex.quote
     lines = [
         "#!/bin/sh",
-        "# Generated by `python -m edge.android`: LiteRT benchmark_model on an adb-attached Android device.",
-        "# Save the output and read it back with: python -m edge.android --parse=LOG",
+        "# Generated by keras-effnet-android: LiteRT's benchmark_model and benchmark_litert_model on an",
+        "# adb-attached Android device. Save the output and read it back with: keras-effnet-android --parse=LOG",
         "set -e",
         f"adb shell mkdir -p {DEVICE_DIR}",
-        f"adb push {q(benchmark_binary)} {DEVICE_DIR}/benchmark_model",
-        f"adb shell chmod +x {DEVICE_DIR}/benchmark_model",
     ]
+    for local, name in ((benchmark_binary, BENCHMARK_MODEL), (litert_benchmark_binary, BENCHMARK_LITERT_MODEL)):
+        lines += [f"adb push {q(local)} {DEVICE_DIR}/{name}", f"adb shell chmod +x {DEVICE_DIR}/{name}"]
     lines += [f"adb push {q(f)} {DEVICE_DIR}/{q(n)}" for f, n in zip(files, names)]
     lines.append("adb shell getprop ro.product.model | sed 's/^/### device: /'")
     for name in names:
-        for config, flags in configs(threads):
-            cmd = (f"{DEVICE_DIR}/benchmark_model --graph={DEVICE_DIR}/{name} --warmup_runs={warmup_runs} "
+        for config, binary, flags in configs(threads):
+            cmd = (f"{DEVICE_DIR}/{binary} --graph={DEVICE_DIR}/{name} --warmup_runs={warmup_runs} "
                    f"--num_runs={num_runs} {' '.join(flags)}")
             lines.append(f"echo {q(f'{MARKER} file={name} config={config}')}")
             lines.append(f"adb shell {q(cmd)} 2>&1 || echo {q(f'{MARKER} failed file={name} config={config}')}")
     atomic_write(out, "\n".join(lines) + "\n")
-    os.chmod(out, 0o755)
+    os.chmod(out, 0o755)  # a script to run
     return out
 
 
@@ -88,15 +113,40 @@ def _float(text: str) -> float:
     return float(text)
 
 
+def parse_litert_benchmark_output(text: str) -> dict | None:
+    """The figures of one litert-benchmark run (its BENCHMARK RESULTS block), in microseconds, with
+    `fully_accelerated`; None when the text holds no such block."""
+    out = {}
+    for line in text.splitlines():
+        m = _LITERT_LINE.match(line.strip())
+        if m:
+            out[_LITERT_KEYS[m.group(1)]] = float(m.group(2)) * 1e3
+            if m.group(1) == "Inference (avg)" and m.group(3):
+                out["runs"] = int(m.group(3))
+            if m.group(1) == "Warmup (avg)" and m.group(3):
+                out["warmup_runs"] = int(m.group(3))
+    if "inference_avg_us" not in out:
+        return None
+    fully = _FULLY.search(text)
+    if fully:
+        out["fully_accelerated"] = fully.group(1) == "True"
+    out["tool"] = "litert-benchmark"
+    return out
+
+
 def parse_benchmark_output(text: str) -> dict:
-    """The figures of one benchmark_model run, in microseconds (memory in MB). Raises ValueError when the
-    summary line is missing (the run failed or the text is not benchmark_model output)."""
+    """The figures of one run of benchmark_model, benchmark_litert_model or litert-benchmark, in microseconds
+    (memory in MB). Raises ValueError when there is no summary (the run failed or the text is not the output
+    of one of these tools)."""
+    litert_out = parse_litert_benchmark_output(text)
+    if litert_out is not None:
+        return litert_out
     match = None
     for match in _SUMMARY.finditer(text):
         pass
     if match is None:
-        raise ValueError("no 'Inference timings in us: Init: ..., Inference (avg): ...' line: not a completed "
-                         "benchmark_model run.")
+        raise ValueError("no 'Inference timings in us: Init: ..., Inference (avg): ...' line nor a BENCHMARK RESULTS "
+                         "block: not a completed benchmark_model / benchmark_litert_model run.")
     out = {
         "init_us": _float(match.group(1)), "first_inference_us": _float(match.group(2)),
         "warmup_avg_us": _float(match.group(3)), "inference_avg_us": _float(match.group(4)),
@@ -159,7 +209,7 @@ def parse_log(text: str) -> list[dict]:
 
 def format_rows(rows: list[dict]) -> str:
     """The same kind of table as edge.benchmark, from device runs (ms)."""
-    lines = ["| file | config | median/avg ms | min-max ms | std ms | runs | init ms | delegated nodes |",
+    lines = ["| file | config | median/avg ms | min-max ms | std ms | runs | init ms | delegated nodes / fully accelerated |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.get("error"):
@@ -169,29 +219,63 @@ def format_rows(rows: list[dict]) -> str:
         spread = f"{r['min_us'] / 1e3:.2f}-{r['max_us'] / 1e3:.2f}" if "min_us" in r else "-"
         std = f"{r['std_us'] / 1e3:.2f}" if "std_us" in r else "-"
         nodes = f"{r['delegated_nodes']}/{r['total_nodes']}" if "delegated_nodes" in r else "-"
+        if "fully_accelerated" in r:
+            nodes = "yes" if r["fully_accelerated"] else "no"
         lines.append(f"| {r['file']} | {r['config']} | {centre:.2f} | {spread} | {std} | {r.get('runs', '-')} "
                      f"| {r['init_us'] / 1e3:.1f} | {nodes} |")
     return "\n".join(lines)
 
 
-def main(argv):
-    from edge import flags as edge_flags
+@dataclasses.dataclass(frozen=True)
+class AndroidConfig:
+    """The flags of `keras-effnet-android`."""
 
-    cfg = edge_flags.android_config(argv)
-    if cfg.parse:
-        with open(cfg.parse) as f:
-            rows = parse_log(f.read())
-        print(json.dumps(rows, indent=1) if cfg.json else format_rows(rows))
+    model: tuple[str, ...] = cli.flag((), ".tflite files to benchmark on the device, comma-separated.", group="script")
+    out: str = cli.flag("run_android.sh", "The adb script to write.", group="script")
+    benchmark_binary: str = cli.flag(BENCHMARK_MODEL, "Local path of LiteRT's benchmark_model for Android (arm64).",
+                                     group="script")
+    litert_benchmark_binary: str = cli.flag(BENCHMARK_LITERT_MODEL, "Local path of LiteRT's benchmark_litert_model "
+                                            "for Android (arm64).", group="script")
+    threads: tuple[int, ...] = cli.flag((1, 4), "CPU thread counts, comma-separated.", group="script")
+    parse: str | None = cli.flag(None, "Read this saved output of the script instead of writing one.", group="parse")
+    json: bool = cli.flag(False, "Print JSON instead of a table.", group="parse")
+
+    def __post_init__(self):
+        if not self.model and not self.parse:
+            raise cli.UsageError("--model (to write a script) or --parse=LOG (to read its output) is required")
+        for t in self.threads or (0,):
+            cli.positive("threads", t)
+
+
+def run(config: AndroidConfig) -> None:
+    if config.parse:
+        cli.require_file("parse", config.parse, what="a saved output of the generated script")
+        with open(config.parse, errors="replace") as f:
+            try:
+                rows = parse_log(f.read())
+            except ValueError as exc:
+                raise cli.UsageError("parse", config.parse, f"the output of a keras-effnet-android script ({exc})") from None
+        print(json.dumps(rows, indent=1) if config.json else format_rows(rows))
         return
-    out = cfg.out or "run_android.sh"
-    write_script(cfg.files, out, benchmark_binary=cfg.benchmark_binary, threads=cfg.threads)
-    print(f"wrote {out}: run it with a device attached (adb) and save its output, then "
-          f"`python -m edge.android --parse=LOG`.")
+    for f in config.model:
+        cli.require_file("model", f, what="an existing .tflite file")
+        if not f.endswith(".tflite"):
+            raise cli.UsageError("model", f, "a .tflite file")
+    cli.require_writable_dir("out", os.path.dirname(os.path.abspath(config.out)))
+    try:
+        write_script(config.model, config.out, benchmark_binary=config.benchmark_binary,
+                     litert_benchmark_binary=config.litert_benchmark_binary, threads=config.threads)
+    except ValueError as exc:
+        raise cli.UsageError(str(exc)) from None
+    print(f"wrote {config.out}: run it with a device attached (adb) and save its output, then "
+          f"`keras-effnet-android --parse=LOG`.")
+
+
+def main(argv=None) -> int:
+    return cli.main(AndroidConfig, run, argv, prog="keras-effnet-android",
+                    description="Write an adb script that runs LiteRT's benchmark_model and benchmark_litert_model "
+                                "on a phone, or parse its saved output.")
 
 
 if __name__ == "__main__":
-    from absl import app
-
-    from edge import flags as _flags  # noqa: F401  (defines the flags)
-
-    app.run(main)
+    cli.run_main(main)

@@ -79,6 +79,32 @@ def calibration_images(data_dir: str, n: int, image_size: int, *, seed: int = 0)
     return training_data.representative_images(data_dir, n, image_size, seed=seed)
 
 
+def folder_images(folder: str, n: int, image_size: int, *, seed: int = 0) -> np.ndarray:
+    """`n` images (float32, N x S x S x 3, 0..255, resized like eval) from anywhere under `folder`, labelled or
+    not: every decodable image file in it and its sub-folders, a seeded sample of `n` when there are more.
+
+    Raises ValueError when the folder holds no decodable image (naming the first files it skipped).
+    """
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise ValueError(f"calibration_dir: {folder!r} is not a folder.")
+    files = sorted(
+        os.path.join(root, name) for root, dirs, names in os.walk(folder)
+        for name in names if not name.startswith(".")
+    )
+    good, bad = [], []
+    for f in files:
+        (bad if training_data.check_image(f) else good).append(f)
+    if not good:
+        detail = f" (skipped {len(bad)} file(s), first: {bad[0]!r})" if bad else " (it is empty)"
+        raise ValueError(f"calibration_dir: {folder!r} holds no decodable image{detail}.")
+    rng = np.random.default_rng(seed)
+    if len(good) > n:
+        good = sorted(rng.choice(good, size=n, replace=False).tolist())
+    ds = make_dataset(good, [0] * len(good), image_size=image_size, batch_size=len(good), training=False, augment="none")
+    return next(iter(ds))[0].numpy()
+
+
 def _round_robin(labels) -> list[int]:
     by_class: dict[int, list[int]] = {}
     for i, y in enumerate(labels):

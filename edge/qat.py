@@ -7,7 +7,7 @@ default 8-bit registry does not know with the configs of `edge.quantize_configs`
 `quantize_scope`. Before applying, `rejected_layers` lists *every* layer tfmot would refuse, by name and type,
 instead of tfmot's one-at-a-time RuntimeError.
 
-    python -m edge.qat --model=M/model.keras --data_dir=DIR --epochs=N --out=Q
+    keras-effnet-qat --model=M/model.keras --data_dir=DIR --epochs=N --out=Q
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import tempfile
 import numpy as np
 
 from edge import quantize_configs
+from keras_effnet import cli, flavours
 from training.files import atomic_write
-from keras_effnet import flavours
+from training.strategy import STRATEGIES
 from keras_effnet import twin as twin_lib
 
 QAT_WEIGHTS = "qat.weights.h5"
@@ -239,12 +240,14 @@ def save(qat_model, out_dir: str, info: dict) -> dict:
     os.close(fd)
     try:
         qat_model.save_weights(tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, weights)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     note = os.path.join(out_dir, QAT_INFO)
     atomic_write(note, json.dumps(info, indent=1, sort_keys=True) + "\n")
+    os.chmod(note, 0o644)
     return {"weights": weights, "info": note}
 
 
@@ -258,24 +261,66 @@ def load(model, qat_dir: str):
     return qat_model
 
 
-def main(argv):
-    from edge import data as data_lib
-    from edge import flags as edge_flags
+@dataclasses.dataclass(frozen=True)
+class QatConfig:
+    """The flags of `keras-effnet-qat`."""
 
-    cfg = edge_flags.qat_config()
-    strategy = data_lib.get_strategy(cfg.strategy, cpu_replicas=cfg.cpu_replicas)  # before TF runs any op
-    model = data_lib.load_model(cfg.model)
-    qat_model, history = fine_tune(model, cfg.data_dir, cfg.fine_tune, strategy=strategy)
-    paths = save(qat_model, cfg.out, {
-        "model": os.path.abspath(cfg.model), "data_dir": os.path.abspath(cfg.data_dir),
-        "fine_tune": dataclasses.asdict(cfg.fine_tune), "history": history,
+    model: str | None = cli.flag(None, "A .keras model built by keras_effnet.", group="input", required=True)
+    data_dir: str | None = cli.flag(None, "Folder with train/<class>/ and val/<class>/ images.", group="input",
+                                    required=True)
+    out: str | None = cli.flag(None, "Output folder: qat.weights.h5 and qat.json.", group="output", required=True)
+    epochs: int = cli.flag(1, "QAT fine-tune epochs.", group="fine-tune")
+    batch_size: int = cli.flag(32, "Global batch size (split over the strategy's replicas).", group="fine-tune")
+    learning_rate: float = cli.flag(1e-4, "Adam learning rate (QAT starts from trained weights: keep it small).",
+                                    group="fine-tune")
+    steps_per_epoch: int | None = cli.flag(None, "Limit the steps per epoch.", group="fine-tune")
+    seed: int = cli.flag(0, "Shuffle seed.", group="fine-tune")
+    strategy: str = cli.flag("auto", "tf.distribute strategy.", group="devices", choices=STRATEGIES)
+    cpu_replicas: int = cli.flag(1, "Logical CPU replicas for MirroredStrategy when there is no GPU.", group="devices")
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise cli.UsageError("epochs", self.epochs, "an integer >= 1")
+        for name in ("batch_size", "cpu_replicas"):
+            cli.positive(name, getattr(self, name))
+        cli.positive("steps_per_epoch", self.steps_per_epoch, allow_none=True)
+        cli.positive("learning_rate", self.learning_rate, kind="number")
+
+    def fine_tune(self) -> FineTuneConfig:
+        return FineTuneConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
+                              steps_per_epoch=self.steps_per_epoch, seed=self.seed)
+
+
+def run(config: QatConfig) -> None:
+    """Check the inputs, fine-tune, save; print the paths written."""
+    from edge import data as data_lib
+
+    cli.require_file("model", config.model, what="a .keras model file")
+    cli.require_dir("data_dir", config.data_dir, what="a folder with train/<class>/ and val/<class>/ images")
+    cli.require_writable_dir("out", config.out)
+    try:
+        data_lib.load_splits(config.data_dir)
+    except ValueError as exc:
+        raise cli.UsageError(str(exc)) from None
+    strategy = data_lib.get_strategy(config.strategy, cpu_replicas=config.cpu_replicas)  # before TF runs any op
+    try:
+        model = data_lib.load_model(config.model)
+    except (ValueError, FileNotFoundError) as exc:
+        raise cli.UsageError(str(exc)) from None
+    tune = config.fine_tune()
+    qat_model, history = fine_tune(model, config.data_dir, tune, strategy=strategy)
+    paths = save(qat_model, config.out, {
+        "model": os.path.abspath(config.model), "data_dir": os.path.abspath(config.data_dir),
+        "fine_tune": dataclasses.asdict(tune), "history": history,
     })
     print(json.dumps(paths))
 
 
+def main(argv=None) -> int:
+    return cli.main(QatConfig, run, argv, prog="keras-effnet-qat",
+                    description="Quantization-aware fine-tune of a keras_effnet model (tfmot); "
+                                "keras-effnet-export --qat_dir converts the result.")
+
+
 if __name__ == "__main__":
-    from absl import app
-
-    from edge import flags as _flags  # noqa: F401  (defines the flags)
-
-    app.run(main)
+    cli.run_main(main)

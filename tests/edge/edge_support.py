@@ -5,24 +5,23 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)  # `edge` and `training` are top-level packages of the repository, not installed
-
 SIZE = 32
 CLASSES = 3
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def run_module(module, *args, timeout=600):
-    """`python -m module args...` from the repository root; returns the CompletedProcess (check it yourself)."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO_ROOT)
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+def run_module(module, *args, timeout=600, cwd=None):
+    """`python -m module args...` in a fresh process (from `cwd`, default a neutral folder: the packages are
+    installed); returns the CompletedProcess (check it yourself)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or os.path.expanduser("~"), env=env,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
@@ -53,13 +52,49 @@ def lite0_path(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def b0_export(tmp_path_factory, b0_path, dataset):
-    """Every format of B0 at 32 px, the QAT model fine-tuned for 2 steps first; (report, out_dir)."""
+def probe_path(tmp_path_factory, dataset):
+    """A B0 whose classifier is set from its own pooled features of the training images (class means of the
+    standardised features, scaled): outputs with wide margins, so that a top-1 comparison between two runtimes
+    does not flip on rounding noise, made in seconds (no backpropagation). The random backbone's features say
+    little about the shapes, so its accuracy is near chance: it is a fixture for runtime agreement, not a
+    trained model."""
+    import keras_effnet
+    from edge import data
+    from keras_effnet import flavours
+
+    keras = flavours.keras3()
+    model = keras_effnet.build(0, input_shape=(SIZE, SIZE, 3), classes=CLASSES)
+    features = keras.Model(model.input, model.get_layer("avg_pool").output)
+    splits = data.load_splits(dataset)
+    train = data.make_dataset(list(splits.train_files), list(splits.train_labels), image_size=SIZE,
+                              batch_size=64, training=False, augment="none")
+    x, y = [], []
+    for images, labels in train:
+        x.append(features.predict(images, verbose=0))
+        y.append(labels.numpy())
+    x, y = np.concatenate(x), np.concatenate(y)
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    z = (x - mean) / std
+    centres = np.stack([z[y == c].mean(0) for c in range(CLASSES)], axis=1)  # (features, classes)
+    w = centres / np.linalg.norm(centres, axis=0, keepdims=True) * 0.5
+    kernel = w / std[:, None]
+    bias = -(mean / std) @ w
+    model.get_layer("predictions").set_weights([kernel.astype("float32"), bias.astype("float32")])
+    folder = tmp_path_factory.mktemp("edge_probe")
+    path = folder / "model.keras"
+    model.save(str(path))
+    (folder / "labels.txt").write_text("".join(f"{c}\n" for c in splits.class_names))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def b0_export(tmp_path_factory, probe_path, dataset):
+    """Every format of the probe B0 at 32 px, the QAT model fine-tuned for 2 steps first; (report, out_dir)."""
     from edge import export
 
     out = str(tmp_path_factory.mktemp("edge_export") / "E")
     report = export.export_all(
-        b0_path, dataset, out, formats=export.FORMATS, qat_epochs=1, qat_steps_per_epoch=2, qat_batch_size=8,
+        probe_path, dataset, out, formats=export.FORMATS, qat_epochs=1, steps_per_epoch=2, batch_size=8,
         num_calibration=6, latency_runs=3, diagnostics=True,
     )
     return report, out

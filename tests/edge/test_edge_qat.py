@@ -144,3 +144,28 @@ def test_qat_command_fine_tunes_lite0_and_the_result_converts_to_full_integer(li
 def test_load_without_weights_names_the_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="qat_dir"):
         qat.load(_b0(), str(tmp_path))
+
+
+@pytest.mark.parametrize("case", ["no_model", "missing_data", "empty_data", "zero_epochs", "bad_strategy"])
+def test_bad_command_line_is_one_line_exit_2_and_nothing_written(case, lite0_path, dataset, tmp_path, capsys):
+    out = tmp_path / "Q"
+    args = {"model": lite0_path, "data_dir": dataset, "out": str(out)}
+    extra, message = [], None
+    if case == "no_model":
+        args.pop("model")
+        message = "--model is required"
+    elif case == "missing_data":
+        args["data_dir"] = str(tmp_path / "nodata")
+        message = "--data_dir=" + str(tmp_path / "nodata") + ": expected a folder"
+    elif case == "empty_data":
+        (tmp_path / "empty").mkdir()
+        args["data_dir"] = str(tmp_path / "empty")
+        message = "has no 'train' folder"
+    elif case == "zero_epochs":
+        extra, message = ["--epochs=0"], "--epochs=0: expected an integer >= 1"
+    else:
+        extra, message = ["--strategy=tpu"], "--strategy=tpu: expected one of auto"
+    code = qat.main([f"--{k}={v}" for k, v in args.items()] + extra)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not out.exists()
