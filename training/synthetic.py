@@ -26,7 +26,7 @@ CLASSES = (
     "hstripes", "vstripes", "checker", "dots", "diagonal",
 )
 MANIFEST = "synthetic.json"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 def generate(
@@ -122,9 +122,9 @@ def draw(label: int, size: int, rng: np.random.Generator) -> Image.Image:
     image = Image.new("RGB", (big, big), bg)
     d = ImageDraw.Draw(image)
     name = CLASSES[label]
-    radius = big * rng.uniform(0.26, 0.4)
-    cx = big * rng.uniform(0.5 - 0.1, 0.5 + 0.1)
-    cy = big * rng.uniform(0.5 - 0.1, 0.5 + 0.1)
+    radius = big * rng.uniform(0.3, 0.42)
+    cx = big * rng.uniform(0.5 - 0.08, 0.5 + 0.08)
+    cy = big * rng.uniform(0.5 - 0.08, 0.5 + 0.08)
     angle = rng.uniform(0, 2 * math.pi)
     width = max(2, int(radius * rng.uniform(0.25, 0.4)))
     period = big * rng.uniform(0.18, 0.26)
@@ -148,7 +148,7 @@ def draw(label: int, size: int, rng: np.random.Generator) -> Image.Image:
         a = base + rng.uniform(-0.15, 0.15)
         _stripes(d, big, a, period, fg, rng)
     elif name == "checker":
-        cell = period
+        cell = period * 1.25
         off_x, off_y = rng.uniform(0, cell, size=2)
         n = int(big / cell) + 2
         for i in range(-1, n):
