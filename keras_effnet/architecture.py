@@ -222,7 +222,7 @@ class Preset:
     train_resolution: int | None = None  # None: the evaluation resolution
 
 
-# The official variants (REFERENCE section 1, 2 and 7), keyed by family then phi.
+# The official variants (tensorflow/tpu, keras.applications, google/automl), keyed by family then phi.
 PRESETS: dict[str, dict[int, Preset]] = {
     "efficientnet": {
         0: Preset(1.0, 1.0, 224, 0.2),

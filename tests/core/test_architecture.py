@@ -1,5 +1,6 @@
-"""The pure scaling rules and tables against REFERENCE.md section 1-2 (no Keras)."""
+"""The pure scaling rules and tables against the published ones (Tan & Le 2019 and 2021, tensorflow/tpu, keras.applications)."""
 
+import dataclasses
 import math
 
 import pytest
@@ -7,7 +8,9 @@ from hypothesis import given, settings, strategies as st
 
 from keras_effnet import architecture as arch
 
-# REFERENCE.md section 1: MBConv blocks and head channels per preset.
+KERAS_FREE = True  # pure functions and tables: no Keras session to reset
+
+# Published (tensorflow/tpu, keras.applications): MBConv blocks and head channels per preset.
 BLOCKS = {0: 16, 1: 23, 2: 23, 3: 26, 4: 32, 5: 39, 6: 45, 7: 55}
 HEAD = {0: 1280, 1: 1280, 2: 1408, 3: 1536, 4: 1792, 5: 2048, 6: 2304, 7: 2560}
 PRESETS = {  # width, depth, res, dropout
@@ -141,7 +144,7 @@ def test_bad_multipliers(name, bad):
         arch.coefficients(1.5, **{name: bad})
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(
     phi=st.floats(0, arch.MAX_PHI),
     alpha=st.floats(1.0, 2.0),
@@ -158,3 +161,94 @@ def test_coefficients_properties(phi, alpha, beta, gamma):
     names = [b.name for b in spec.blocks]
     assert len(set(names)) == len(names)
     assert all(0 <= b.drop_rate < 0.2 + 1e-9 for b in spec.blocks)
+
+
+# ----------------------------------------------------------------------------- EfficientNetV2
+
+V2_PRESETS = {  # width, depth, eval res, train res, dropout (google/automl effnetv2_configs.py)
+    0: (1.0, 1.0, 224, 192, 0.2), 1: (1.0, 1.1, 240, 192, 0.2), 2: (1.1, 1.2, 260, 208, 0.3),
+    3: (1.2, 1.4, 300, 240, 0.3),
+}
+V2_TABLES = {"efficientnetv2-b0": "v2-b0", "efficientnetv2-s": "v2-s", "efficientnetv2-m": "v2-m",
+             "efficientnetv2-l": "v2-l"}
+
+
+def _keras_applications_v2():
+    from keras.src.applications import efficientnet_v2
+
+    return efficientnet_v2
+
+
+@pytest.mark.parametrize("name,table", sorted(V2_TABLES.items()))
+def test_v2_stage_tables_are_keras_applications(name, table):
+    rows = [(1 if s.block == "fused" else 0, s.kernel_size, s.repeats, s.filters_in, s.filters_out, s.expand_ratio,
+             s.strides, s.se_ratio) for s in arch.STAGE_TABLES[table]]
+    theirs = [(a["conv_type"], a["kernel_size"], a["num_repeat"], a["input_filters"], a["output_filters"],
+               a["expand_ratio"], a["strides"], a["se_ratio"])
+              for a in _keras_applications_v2().DEFAULT_BLOCKS_ARGS[name]]
+    assert rows == theirs
+
+
+@given(st.floats(1, 2000), st.floats(0.05, 8))
+def test_v2_rounding_is_keras_applications(filters, width):
+    """No 10% guard and a minimum depth of 8 in V2's rule."""
+    ka = _keras_applications_v2()
+    assert arch.round_filters(filters, width, min_depth=8, guard=False) == ka.round_filters(filters, width, 8, 8)
+
+
+def test_v2_rounding_differs_from_v1_where_the_guard_acts():
+    assert arch.round_filters(16, 1.2) == 24  # V1: 16 would lose 17% of 19.2
+    spec = arch.model_spec(arch.coefficients(3, family="v2"))
+    assert spec.blocks[0].filters_out == 16 and spec.stem_filters == 40 and spec.head_filters == 1536
+
+
+@pytest.mark.parametrize("phi", sorted(V2_PRESETS))
+def test_v2_presets_report_train_and_eval_resolution(phi):
+    c = arch.coefficients(phi, family="v2")
+    assert (c.width, c.depth, c.resolution, c.train_resolution, c.dropout) == V2_PRESETS[phi]
+    assert c.source == "preset" and c.name == f"efficientnetv2-b{phi}" and c.stages == "v2-b0"
+    spec = arch.model_spec(c)
+    assert spec.bn_momentum == 0.9 and spec.padding == "same" and spec.depthwise_name == "dwconv2"
+    assert [b.block for b in spec.blocks][:5] == ["fused"] * 5
+    assert all(b.se_filters == 0 for b in spec.blocks if b.block == "fused")
+    assert all(b.se_filters > 0 for b in spec.blocks if b.block == "mbconv")
+
+
+def test_v2_named_members_and_formula():
+    s = arch.variant_coefficients("efficientnetv2-s")
+    assert (s.phi, s.resolution, s.train_resolution, s.dropout, s.stages) == (None, 384, 300, 0.2, "v2-s")
+    assert [(arch.variant_coefficients(n).resolution, arch.variant_coefficients(n).train_resolution)
+            for n in ("efficientnetv2-m", "efficientnetv2-l")] == [(480, 384), (480, 384)]
+    spec = arch.model_spec(s)
+    assert spec.stem_filters == 24 and spec.head_filters == 1280 and len(spec.blocks) == 40
+    assert spec.preprocessing == arch.MINUS_ONE_TO_ONE
+    f = arch.coefficients(2.5, family="v2")
+    assert f.source == "formula" and f.name == "efficientnetv2_phi2p5" and f.stages == "v2-b0"
+    assert f.train_resolution == round(0.8 * f.resolution)
+    assert arch.coefficients(4, family="v2").source == "formula"
+
+
+def test_variants_cover_every_family():
+    names = arch.variants()
+    assert names[:9] == tuple(f"efficientnetb{i}" for i in range(9))
+    assert set(names) >= {f"efficientnetlite{i}" for i in range(5)} | {f"efficientnetv2-b{i}" for i in range(4)}
+    assert names[-3:] == ("efficientnetv2-s", "efficientnetv2-m", "efficientnetv2-l")
+    for name in names:
+        assert arch.variant_coefficients(name).name == name
+    with pytest.raises(ValueError, match="name must be one of the variants .*got 'efficientnet-b0'"):
+        arch.variant_coefficients("efficientnet-b0")
+
+
+@pytest.mark.parametrize("table,k", [("b0", 0), ("b0", 4), ("v2-b0", 0), ("v2-l", 7)])
+def test_with_fused_stages_changes_only_the_block_type(table, k):
+    base = arch.STAGE_TABLES[table]
+    out = arch.with_fused_stages(base, k)
+    assert [s.block for s in out] == ["fused"] * k + ["mbconv"] * (len(base) - k)
+    assert [dataclasses.replace(s, block="x") for s in out] == [dataclasses.replace(s, block="x") for s in base]
+    assert arch.with_fused_stages(base, None) is base
+
+
+@pytest.mark.parametrize("bad", [-1, 8, 2.0, True, "1"])
+def test_fused_stages_out_of_range(bad):
+    with pytest.raises(ValueError, match=r"fused_stages must be None or an integer 0\.\.7 .*'efficientnet'.*got"):
+        arch.model_spec(arch.coefficients(0), fused_stages=bad)

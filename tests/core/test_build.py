@@ -8,7 +8,7 @@ import keras
 import keras_effnet
 from keras_effnet import profile
 
-# REFERENCE.md section 1: keras.applications totals, timm/KerasHub trainable, GMACs at native resolution.
+# keras.applications totals, timm/KerasHub trainable counts, GMACs at native resolution.
 PARAMS = {
     0: (5_330_571, 5_288_548, 0.386), 1: (7_856_239, 7_794_184, 0.687), 2: (9_177_569, 9_109_994, 0.994),
     3: (12_320_535, 12_233_232, 1.827), 4: (19_466_823, 19_341_616, 4.394), 5: (30_562_527, 30_389_784, 10.27),

@@ -39,7 +39,7 @@ def _randomise_bn(model, rng):
 
 
 # keras.applications with include_top and 1000 classes: (total, trainable) parameters (Keras 3.15.1).
-REFERENCE_PARAMS = {
+APPLICATIONS_PARAMS = {
     "efficientnetv2-b0": (7_200_312, 7_139_704), "efficientnetv2-b1": (8_212_124, 8_141_052),
     "efficientnetv2-b2": (10_178_374, 10_096_086), "efficientnetv2-b3": (14_467_622, 14_358_406),
     "efficientnetv2-s": (21_612_360, 21_458_488), "efficientnetv2-m": (54_431_388, 54_139_356),
@@ -64,7 +64,7 @@ def _assert_same_structure(ours, theirs, name):
     head = ours.get_layer("top_conv").filters
     total = ours.count_params() + (1000 - CLASSES) * (head + 1)
     trainable = sum(int(np.prod(w.shape)) for w in ours.trainable_weights) + (1000 - CLASSES) * (head + 1)
-    assert (total, trainable) == REFERENCE_PARAMS[name]
+    assert (total, trainable) == APPLICATIONS_PARAMS[name]
 
 
 @pytest.mark.parametrize("name", [n if n not in BIG else pytest.param(n, marks=pytest.mark.slow) for n in sorted(APPS)])
