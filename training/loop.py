@@ -89,19 +89,19 @@ class Trainer:
         with strategy.scope():
             self.ema = [tf.Variable(v.value, trainable=False, name="ema") for v in model.trainable_variables] if config.ema_decay else []
             self.ema_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="ema_step")
-        # XLA compiles the per-replica step only: the iterator and the while loop around it stay outside,
-        # as in Keras `fit` (IteratorGetNext has no XLA kernel).
-        self._replica_step = tf.function(self._replica_train, jit_compile=jit_compile)
+        # XLA compiles each replica's forward and backward pass; the iterator, the while loop and the
+        # optimizer update stay outside (IteratorGetNext has no XLA kernel, and an XLA cluster may not read
+        # the mirrored optimizer variables of another replica's device).
+        self._replica_grads = tf.function(self._replica_gradients, jit_compile=True) if jit_compile else self._replica_gradients
         self._train = tf.function(self._train_step)
         self._loop = tf.function(self._train_loop)
         self._loop_concrete = None
-        self._eval = tf.function(self._eval_step, jit_compile=jit_compile)
+        self._eval = tf.function(self._eval_step)  # evaluation is not compiled: a small share of the time
 
-    def _replica_train(self, images, labels, learning_rate):
+    def _replica_gradients(self, images, labels):
         import tensorflow as tf
 
         keras = self.keras
-        self.optimizer.learning_rate.assign(learning_rate)
         num_classes = self.model.output_shape[-1]
         with tf.GradientTape() as tape:
             probs = tf.cast(self.model(images, training=True), tf.float32)
@@ -114,17 +114,20 @@ class Trainer:
                 loss += self.config.weight_decay * tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in self.l2]) / self.num_replicas
             # mixed_float16: the LossScaleOptimizer scales the loss up and the gradients back down.
             scaled = self.optimizer.scale_loss(loss)
-        variables = self.model.trainable_variables
-        grads = tape.gradient(scaled, variables)
-        self.optimizer.apply_gradients(zip(grads, variables))
+        grads = tape.gradient(scaled, self.model.trainable_variables)
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probs, -1, output_type=tf.int32), labels), tf.float32))
+        return loss, correct, grads
+
+    def _replica_train(self, images, labels):
+        loss, correct, grads = self._replica_grads(images, labels)
+        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
         return loss, correct
 
     def _train_step(self, dist_batch, learning_rate):
         import tensorflow as tf
 
-        images, labels = dist_batch
-        loss, correct = self.strategy.run(self._replica_step, args=(images, labels, learning_rate))
+        self.optimizer.learning_rate.assign(learning_rate)  # cross-replica context: every replica's copy
+        loss, correct = self.strategy.run(self._replica_train, args=dist_batch)
         loss = self.strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
         correct = self.strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None)
         if self.ema:
@@ -222,12 +225,17 @@ class Trainer:
             e.assign(current)
 
 
-def resolve_jit(config: TrainConfig) -> bool:
+def resolve_jit(config: TrainConfig, replicas: int = 1) -> bool:
+    """XLA or not. "auto": on GPUs only (on 2-core CPUs XLA trained B0 ~10x slower), and not with sync BN on
+    several replicas: its cross-replica all-reduce (a merge_call) cannot run inside a compiled function."""
     import tensorflow as tf
 
+    sync_across = config.sync_bn and replicas > 1
     if config.jit_compile == "auto":
-        # On 2-core CPUs XLA trained B0 ~10x slower: a GPU-only choice.
-        return bool(tf.config.list_physical_devices("GPU"))
+        return bool(tf.config.list_physical_devices("GPU")) and not sync_across
+    if config.jit_compile == "on" and sync_across:
+        raise ConfigError("jit_compile", "on", f"off or auto with --sync_bn on {replicas} replicas (the cross-replica "
+                                               "BatchNorm all-reduce cannot run inside an XLA-compiled step)")
     return config.jit_compile == "on"
 
 
@@ -277,9 +285,13 @@ def run(config: TrainConfig, *, log=print, model_fn=None) -> dict:
     say = log if chief else (lambda *a, **k: None)
     # Every worker saves (variables may need collective reads); only the chief writes model_dir.
     write_dir = config.model_dir if chief else tempfile.mkdtemp(prefix="worker-")
+    from keras_effnet import flavours
+
+    policy = flavours.keras3().config.dtype_policy()
     try:
         return _run(config, strategy, chief, write_dir, say, model_fn or contract.build_model)
     finally:
+        flavours.keras3().config.set_dtype_policy(policy)  # the run's mixed precision ends with it
         if not chief:
             shutil.rmtree(write_dir, ignore_errors=True)
 
@@ -320,7 +332,7 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
     sizes = (schedule.progressive_sizes(config.image_size, config.epochs) if config.progressive_resize
              else [config.image_size] * config.epochs)
     policy = contract.set_precision(config)
-    jit = resolve_jit(config)
+    jit = resolve_jit(config, replicas)
     # Adaptive regularisation (training/regularization.py): one setting per image size; the model is built with
     # the last stage's (largest) dropout rates and earlier stages lower them.
     stage_reg = {s: regularization.for_config(config, s, len(splits.train_files)) for s in sorted(set(sizes))}
@@ -348,7 +360,8 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
         "skipped": [str(s) for s in splits.skipped], "num_replicas": replicas, "strategy": strategy_lib.strategy_name(strategy),
         "devices": list(getattr(strategy.extended, "worker_devices", ())), "dtype_policy": policy, "jit_compile": jit,
         "global_batch_size": global_batch, "per_replica_batch_size": global_batch // replicas,
-        "steps_per_epoch": steps_per_epoch, "base_learning_rate": base_lr, "contract": applied,
+        "steps_per_epoch": steps_per_epoch, "base_learning_rate": base_lr, "optimizer": type(optimizer).__name__,
+        "contract": applied,
         "regularization": {str(s): r.as_dict() for s, r in stage_reg.items()},
     }
     if chief:
