@@ -136,7 +136,10 @@ def build_parser(config_cls, *, prog: str, description: str) -> argparse.Argumen
         text = meta["help"].replace("%", "%%")  # argparse formats help with %
         if meta["choices"]:
             text += f" One of: {', '.join(map(str, meta['choices']))}."
-        text += " (required)" if meta["required"] else f" (default: {_show(default)})"
+        if meta["required"]:
+            text += " (required)"
+        elif "(default:" not in text:  # a help text may explain its default itself
+            text += f" (default: {_show(default)})"
         if base is bool:
             group.add_argument(f"--{field.name}", dest=field.name, nargs="?", const=True, default=argparse.SUPPRESS,
                                type=_parse_bool, metavar="BOOL", help=text)
@@ -172,6 +175,13 @@ def parse(config_cls, argv: Sequence[str] | None = None, *, prog: str, descripti
         raise UsageError(str(e)) from None
 
 
+def _name_the_flag(message: str, config_cls) -> str:
+    """Library errors name their argument ("data_dir: ..."); on the command line that argument is --data_dir."""
+    head = message.split(":", 1)[0]
+    flags = {f.name for f in dataclasses.fields(config_cls) if "help" in f.metadata}
+    return "--" + message if head in flags else message
+
+
 def error_line(message: str) -> str:
     return "error: " + " ".join(str(message).split())
 
@@ -187,7 +197,7 @@ def main(config_cls, run: Callable, argv: Sequence[str] | None = None, *, prog: 
         config = parse(config_cls, argv, prog=prog, description=description)
         result = run(config)
     except UsageError as e:
-        print(error_line(str(e)), file=sys.stderr)
+        print(error_line(_name_the_flag(str(e), config_cls)), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(RESUME_HINT if resumable else INTERRUPTED, file=sys.stderr)

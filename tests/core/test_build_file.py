@@ -8,7 +8,7 @@ module has no py_library, a test file no py_test, or a command no py_binary.
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("keras_effnet", "training", "edge", "benchmarks")
 RULES = ("py_library", "py_binary", "py_test")
 

@@ -42,6 +42,17 @@ CASES = [
     ("training.predict", ["--model={notmodel}"], "--images"),
     ("training.demo", ["--epochs=0", "--out={out}"], "--epochs"),
     ("training.demo", ["--out={file}/demo"], "--out"),
+    ("edge.export", ["--model={notmodel}", "--out={out}"], "--model"),
+    ("edge.export", ["--model={missing}", "--out={out}"], "--model"),
+    ("edge.export", ["--model={notmodel}", "--formats=float32,bogus", "--out={out}"], "--formats"),
+    ("edge.export", ["--model={notmodel}", "--out={file}/edge"], "--out"),
+    ("edge.qat", ["--model={notmodel}", "--data_dir={empty}", "--out={out}"], "--"),
+    ("edge.qat", ["--model={notmodel}", "--data_dir={missing}", "--out={out}"], "--data_dir"),
+    ("edge.benchmark", ["--model={missing}"], "--model"),
+    ("edge.benchmark", ["--model={text}"], "--model"),
+    ("edge.benchmark", ["--model={text}", "--threads=0"], "--threads"),
+    ("edge.android", ["--parse={missing}"], "--parse"),
+    ("edge.android", ["--model={text}", "--threads=0", "--out={out}/run.sh"], "--threads"),
     ("study.__main__", ["--members=b0,b99", "--measure_only", "--out={out}"], "--members"),
     ("study.__main__", ["--dataset=folder", "--data_dir={empty}", "--out={out}"], "data_dir"),
     ("study.__main__", ["--measure_only", "--out={file}/study"], "--out"),
@@ -133,3 +144,14 @@ def test_a_console_script_runs_from_any_directory(tmp_path):
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: --model=missing.keras"), done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_commands_are_the_installed_packages():
+    """No test folder shadows a package: pytest puts each test folder on sys.path, and a folder named like a
+    package (tests/edge, tests/training) would be imported as an empty namespace package in its place."""
+    from pathlib import Path
+
+    for name in ("keras_effnet", "training", "edge", "study"):
+        package = importlib.import_module(name)
+        assert package.__file__ and (Path(package.__file__).parent / "__init__.py").is_file(), name
+        assert "tests" not in Path(package.__file__).parts, package.__file__
