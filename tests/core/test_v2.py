@@ -27,15 +27,23 @@ def _strip_counter(name):
     return re.sub(r"_\d+$", "", name) if re.match(r"^(input_layer|rescaling|normalization)", name) else name
 
 
-def _randomise_bn(model, rng):
-    """Non-trivial BN statistics (the initial mean 0 / variance 1 would hide a mix-up); positive variances."""
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape).astype("float32"),
-                               rng.normal(0, 0.1, beta.shape).astype("float32"),
-                               rng.normal(0, 0.1, mean.shape).astype("float32"),
-                               rng.uniform(0.5, 1.5, var.shape).astype("float32")])
+def _randomise(model, rng):
+    """Random weights that keep activations O(1) through 100+ blocks at inference: kernels N(0, 1/fan_in),
+    biases, BN betas and means N(0, 0.1), BN gammas and variances U(0.5, 1.5). (The layers' own initialisers are scaled for batch
+    statistics; with moving statistics at inference the activations of deep members overflow.)"""
+    values = []
+    for w in model.weights:
+        shape, name = tuple(w.shape), w.path.split("/")[-1]
+        if name in ("kernel", "depthwise_kernel"):
+            fan_in = int(np.prod(shape[:-1])) if name == "kernel" else int(np.prod(shape[:2]))
+            values.append(rng.normal(0, fan_in ** -0.5, shape).astype("float32"))
+        elif name in ("gamma", "moving_variance"):
+            values.append(rng.uniform(0.5, 1.5, shape).astype("float32"))
+        elif name in ("bias", "beta", "moving_mean"):
+            values.append(rng.normal(0, 0.1, shape).astype("float32"))
+        else:  # preprocessing statistics (V1 only) and the like: keep
+            values.append(np.asarray(w))
+    model.set_weights(values)
 
 
 # keras.applications with include_top and 1000 classes: (total, trainable) parameters (Keras 3.15.1).
@@ -71,18 +79,17 @@ def _assert_same_structure(ours, theirs, name):
 def test_same_layers_weights_and_outputs_as_keras_applications(name):
     """Count, names, layer types, weight order and shapes, then outputs with the reference's weights transplanted.
 
-    The reference's own random initialisation provides the conv weights (drawing 119 M fresh numbers for V2-L
-    would double the test's time); BN statistics are randomised. Logits, so softmax cannot hide differences.
+    Logits, so softmax cannot hide differences.
     """
     theirs = _reference(name)
     ours = keras_effnet.build_variant(name, input_shape=(SIZE, SIZE, 3), classes=CLASSES, classifier_activation=None)
     _assert_same_structure(ours, theirs, name)
     rng = np.random.default_rng(len(name))
-    _randomise_bn(theirs, rng)
+    _randomise(theirs, rng)
     ours.set_weights(theirs.get_weights())
     x = rng.uniform(0, 255, (2, SIZE, SIZE, 3)).astype("float32")
     expected = theirs(x, training=False).numpy()
-    assert np.std(expected) > 1e-3  # the outputs carry information
+    assert np.isfinite(expected).all() and np.std(expected) > 1e-2  # the outputs carry information
     np.testing.assert_allclose(ours(x, training=False).numpy(), expected, rtol=1e-4, atol=1e-4)
 
 
@@ -117,7 +124,7 @@ def test_weights_saved_from_keras_applications_load(tmp_path):
 
     theirs = keras.applications.EfficientNetV2B0(weights=None, input_shape=(SIZE, SIZE, 3), classes=CLASSES)
     rng = np.random.default_rng(1)
-    _randomise_bn(theirs, rng)
+    _randomise(theirs, rng)
     theirs.save_weights(tmp_path / "v2b0.weights.h5")
     legacy = flavours.tf_keras().applications.EfficientNetV2B0(weights=None, input_shape=(SIZE, SIZE, 3), classes=CLASSES)
     legacy.set_weights(theirs.get_weights())
@@ -264,7 +271,7 @@ def test_keras_round_trip_safe_mode_and_twin(tmp_path):
     keras.utils.set_random_seed(4)
     model = keras_effnet.build(0.5, family="v2", input_shape=(48, 48, 3), classes=5, fused_stages=2)
     rng = np.random.default_rng(4)
-    _randomise_bn(model, rng)
+    _randomise(model, rng)
     path = tmp_path / "v2.keras"
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
