@@ -22,6 +22,15 @@ No host round trip per step: one graph call runs `steps_per_loop` steps (a
 The host reads them once per call for the NaN check and the progress bar.
 With `steps_per_loop=None` the loop length adapts so a call takes about
 `LOOP_SECONDS`: one step per call for B0 on a CPU, hundreds on a GPU.
+
+Why not Keras `fit` (which has `steps_per_execution`, `jit_compile`,
+`BackupAndRestore`, optimizer EMA and a TensorBoard callback): its
+BackupAndRestore resumes at an epoch or a step but not in the same data order
+of a shuffled tf.data pipeline, it does not average the per-replica BatchNorm
+moving statistics that Keras 3 keeps apart without sync BN, and it has no
+place for the multi-worker check that every worker sees the same checkpoint.
+The loop does the same device work as `fit` with `steps_per_execution`; its
+speed against `fit` is in docs/benchmarks.md.
 """
 
 from __future__ import annotations
