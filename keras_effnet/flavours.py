@@ -42,8 +42,8 @@ def deferred_variables(K):
     Building a functional model spends most of its time creating one TensorFlow
     variable per weight while every layer is traced symbolically; inside
     `keras.StatelessScope` Keras defers that and initialises the variables in
-    one pass when the scope exits, with the same initialisers (about 2x faster
-    for V2-L: measured in keras_effnet's tests). A no-op for tf_keras, and
+    one pass when the scope exits, with the same initialisers, which roughly
+    halves the build time of the large members. A no-op for tf_keras, and
     inside a stateless scope the caller opened (their scope decides).
     """
     scope = getattr(K, "StatelessScope", None)
