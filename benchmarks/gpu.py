@@ -30,7 +30,9 @@ TABLE = ("| date | device | devices | image size | global batch | precision | XL
          "images/s per device | load avg | TF |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 
 
-def measure(data_dir, work, *, devices: int, image_size: int, batch_per_device: int, steps: int, gpu: bool) -> dict:
+def measure(data_dir, work, *, devices: int, image_size: int, batch_per_device: int, steps: int, gpu: bool,
+            model_fn=None) -> dict:
+    """One run of the recipe on `devices` devices; `model_fn` (default: B0) is for the CPU smoke test."""
     from training import loop
     from training.config import TrainConfig
 
@@ -41,7 +43,7 @@ def measure(data_dir, work, *, devices: int, image_size: int, batch_per_device: 
         num_gpus=devices if gpu else None, cpu_replicas=1, steps_per_loop=None, tensorboard=False, verbose=0,
         overwrite=True, warmup_epochs=0.0,
     )
-    result = loop.run(config, log=lambda *a, **k: None)
+    result = loop.run(config, log=lambda *a, **k: None, model_fn=model_fn)
     steady = result["epochs"][-1]["images_per_sec"]
     return {"devices": devices, "global_batch": config.batch_size, "images_per_sec": steady,
             "per_device": steady / devices, "dtype_policy": result["dtype_policy"], "jit": result["jit_compile"]}

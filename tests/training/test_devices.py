@@ -5,6 +5,7 @@ convnet with BatchNorm and a softmax head (B0 here would cost minutes of CI time
 end-to-end tests train B0 through the same loop).
 
 One fresh process, because the CPU can be split into 2 logical devices only before TensorFlow starts.
+It also runs benchmarks/gpu.py's logic at 32 px, whose rows must not pass for GPU figures.
 """
 
 import json
@@ -13,6 +14,8 @@ import subprocess
 import sys
 
 import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 SCRIPT = r"""
 import json, os, sys
@@ -55,13 +58,22 @@ for name, kw in runs.items():
         "weight_dtypes": sorted({str(w.dtype) for w in model.weights}),
         "layer_policies": sorted({layer.dtype_policy.name for layer in model.layers}),
     }
+# benchmarks/gpu.py's logic at 32 px on this CPU: its rows must say they are not GPU figures.
+from benchmarks import gpu
+
+row = gpu.measure(data, work, devices=1, image_size=32, batch_per_device=4, steps=3, gpu=False, model_fn=tiny_model)
+md = os.path.join(work, "benchmarks.md")
+with open(md, "w") as f:
+    f.write("# Benchmarks\n\n## GPU throughput\n\nintro\n\n" + gpu.TABLE + "\n## Next section\n\ntext\n")
+gpu.append_rows(md, [row], device=gpu.device_name(False), image_size=32, steps_per_loop="auto")
+out["gpu_benchmark"] = {"row": row, "markdown": open(md).read()}
 print("RESULT", json.dumps(out))
 """
 
 
 def test_bf16_xla_two_replicas_and_fp16_loss_scaling_xla_train_and_save_float32(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads([line for line in proc.stdout.splitlines() if line.startswith("RESULT ")][-1][7:])
@@ -69,6 +81,12 @@ def test_bf16_xla_two_replicas_and_fp16_loss_scaling_xla_train_and_save_float32(
     assert (bf16["policy"], bf16["jit"], bf16["replicas"]) == ("mixed_bfloat16", True, 2)
     assert (fp16["policy"], fp16["jit"], fp16["replicas"]) == ("mixed_float16", True, 1)
     assert fp16["optimizer"] == "LossScaleOptimizer" and bf16["optimizer"] == "AdamW"
+    bench = result.pop("gpu_benchmark")
+    assert bench["row"]["images_per_sec"] > 0 and bench["row"]["dtype_policy"] == "mixed_bfloat16" and bench["row"]["jit"]
+    lines = bench["markdown"].splitlines()
+    rows = [line for line in lines if line.startswith("| 20")]
+    assert len(rows) == 1 and "CPU (smoke run, not a GPU figure" in rows[0] and "| 32 |" in rows[0], bench["markdown"]
+    assert lines.index(rows[0]) < lines.index("## Next section")  # appended to its own section's table
     for name, r in result.items():
         losses = r["losses"]
         assert all(np.isfinite(losses)) and losses[-1] < losses[0] - 0.05, (name, losses)
