@@ -4,8 +4,10 @@ resume, refused folders, bad input, training, the fused-stage sweep and the grid
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -86,36 +88,34 @@ def test_two_measure_only_runs_rank_the_members_the_same(tmp_path):
     assert agree["members"] == 3 and agree["spearman"] >= 0.95, (agree, tables)
 
 
-def test_ctrl_c_leaves_a_study_that_the_same_command_resumes(tmp_path, monkeypatch, capsys):
+def test_ctrl_c_leaves_a_study_that_the_same_command_resumes(tmp_path, capsys):
+    """A real SIGINT in the middle of the timing rounds, then the same command again."""
     out = str(tmp_path / "S")
-    argv = _argv(out, "--measure_only", "--members=b0")
-    real = measure.one_round
-    calls = []
+    cmd = [sys.executable, "-m", "study", *_argv(out, "--measure_only", "--members=b0", rounds=40, sample_s=0.05)]
+    first_round = os.path.join(out, "steps", "round_001.json")
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while not os.path.exists(first_round) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == cli.EXIT_INTERRUPTED, err[-2000:]
+    assert err.strip().splitlines()[-1] == cli.RESUME_HINT
+    done = sorted(n for n in os.listdir(os.path.join(out, "steps")) if n.startswith("round_"))
+    assert 1 <= len(done) < 40 and not os.path.exists(os.path.join(out, "results.csv"))
+    assert not [n for n in os.listdir(os.path.join(out, "steps")) if n.startswith(".")]  # no half-written file
+    kept = open(first_round).read()
 
-    def interrupted(cells, counts):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(cells, counts)
-
-    monkeypatch.setattr(measure, "one_round", interrupted)
-    assert study_main.main(argv) == cli.EXIT_INTERRUPTED
-    assert capsys.readouterr().err.strip().splitlines()[-1] == cli.RESUME_HINT
-    assert os.path.exists(os.path.join(out, "steps", "round_001.json"))
-    assert not os.path.exists(os.path.join(out, "steps", "round_002.json"))
-    assert not os.path.exists(os.path.join(out, "results.csv"))
-
-    calls.clear()
-    monkeypatch.setattr(measure, "one_round", lambda cells, counts: (calls.append(1), real(cells, counts))[1])
-    assert study_main.main(argv) == 0
-    assert len(calls) == 1  # only the missing round
+    rerun = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert open(first_round).read() == kept  # resumed, not started again
+    assert len([n for n in os.listdir(os.path.join(out, "steps")) if n.startswith("round_")]) == 40
     assert _value(_rows(out), "b0", "latency_ms", "keras_b1") > 0
 
     before = {n: open(os.path.join(out, n)).read() for n in ("study.json", "results.csv")}
-    capsys.readouterr()
-    assert study_main.main(_argv(out, "--measure_only", "--members=b0", rounds=3)) == cli.EXIT_USAGE
+    assert study_main.main(_argv(out, "--measure_only", "--members=b0", rounds=3, sample_s=0.05)) == cli.EXIT_USAGE
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "another configuration (rounds: folder has 2, this run has 3)" in err, err
+    assert err.count("\n") == 1 and "another configuration (rounds: folder has 40, this run has 3)" in err, err
     assert {n: open(os.path.join(out, n)).read() for n in before} == before
 
 
@@ -173,7 +173,8 @@ def test_training_study_reports_accuracy_against_time_with_one_recipe(tmp_path, 
     assert 0.0 <= _value(rows, "b0", "val_top1") <= 1.0
     total = _value(rows, "b0", "train_seconds")
     assert 0 < _value(rows, "b0", "time_to_target_s") <= total
-    assert _value(rows, "b0", "epochs") == 2 and _value(rows, "b0", "contract_zero_head") == 1
+    assert _value(rows, "b0", "epochs") == 2
+    assert [r["value"] for r in rows if r["measurement"] == "contract_zero_head"] == ["True"]
     # the timed model carries the head dropout the trainer chose for this image size and data
     assert _value(rows, "b0", "head_dropout") == pytest.approx(_value(rows, "b0", "train_dropout"))
     b0 = results["models"][0]
