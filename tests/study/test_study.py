@@ -159,6 +159,7 @@ def test_unknown_member_from_the_command_line_is_one_line():
     assert proc.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_training_study_reports_accuracy_against_time_with_one_recipe(tmp_path, tiny_data, monkeypatch):
     config = StudyConfig(out=str(tmp_path / "S"), members=("b0",), data_dir=tiny_data,
                          **fast_settings(epochs=2, rounds=1, plateau_epochs=1, target_accuracy=0.01))
