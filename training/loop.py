@@ -23,14 +23,13 @@ The host reads them once per call for the NaN check and the progress bar.
 With `steps_per_loop=None` the loop length adapts so a call takes about
 `LOOP_SECONDS`: one step per call for B0 on a CPU, hundreds on a GPU.
 
-Why not Keras `fit` (which has `steps_per_execution`, `jit_compile`,
-`BackupAndRestore`, optimizer EMA and a TensorBoard callback): its
-BackupAndRestore resumes at an epoch or a step but not in the same data order
-of a shuffled tf.data pipeline, it does not average the per-replica BatchNorm
-moving statistics that Keras 3 keeps apart without sync BN, and it has no
-place for the multi-worker check that every worker sees the same checkpoint.
-The loop does the same device work as `fit` with `steps_per_execution`; its
-speed against `fit` is in docs/benchmarks.md.
+Keras `fit` (with `steps_per_execution`, `jit_compile`, `BackupAndRestore`,
+optimizer EMA and the TensorBoard callback) was the alternative. The loop stays
+for what it does that `fit` does not here: the per-replica BatchNorm moving
+statistics, which Keras 3 keeps apart without sync BN, are averaged before
+every evaluation and checkpoint; a mid-epoch checkpoint records the partial
+epoch's sums beside the variables; and every worker checks that it sees the
+chief's checkpoint. Its speed against `fit` is in docs/benchmarks.md.
 """
 
 from __future__ import annotations
