@@ -17,7 +17,7 @@ prefetch. It is deterministic for a given `seed`: the shuffle is seeded and
 every random augmentation uses stateless ops seeded by (seed, element index).
 With `cache` and a training set that fits in memory, images are decoded once,
 at the training size, and kept in memory as uint8: after the first epoch the
-per-step CPU work is one batched crop-and-resize and a flip.
+per-step CPU work is a crop, a resize and a flip.
 Images come out as float32 RGB in [0, 255], because the models normalise
 inside (keras_effnet.build).
 """
@@ -348,28 +348,22 @@ def make_dataset(
         image = tf.image.stateless_random_flip_left_right(image, seed=element_seed + 1)
         return tf.clip_by_value(image, 0.0, 255.0), label
 
-    def crop_box(index, element):
+    def crop_cached(index, element):
         image, label = element
         element_seed = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(start_epoch, tf.int64), index])
-        _, _, box = tf.image.stateless_sample_distorted_bounding_box(
+        begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
             tf.shape(image), tf.zeros([1, 0, 4], tf.float32), seed=element_seed,
             min_object_covered=0.0, aspect_ratio_range=CROP_ASPECT, area_range=tuple(crop_area),
             max_attempts=10, use_image_if_no_bounding_boxes=True,
         )
-        flip = tf.random.stateless_uniform([], seed=element_seed + 1) < 0.5
-        return image, box[0, 0], flip, label
-
-    def crop_batch(images, boxes, flips, labels):
-        # One crop_and_resize for the whole batch: far less per-image overhead than a map of slice + resize.
-        out = tf.image.crop_and_resize(images, boxes, tf.range(tf.shape(images)[0]), [size, size])
-        out = tf.where(flips[:, None, None, None], tf.reverse(out, axis=[2]), out)
-        return tf.clip_by_value(out, 0.0, 255.0), labels
+        image = tf.image.resize(tf.slice(image, begin, extent), [size, size])
+        image = tf.image.stateless_random_flip_left_right(image, seed=element_seed + 1)
+        return tf.clip_by_value(image, 0.0, 255.0), label
 
     options = tf.data.Options()
     options.deterministic = True
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
 
-    batched_crop = False
     if not augmenting:
         ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE).map(decode_eval, num_parallel_calls=tf.data.AUTOTUNE)
         if cache:
@@ -384,8 +378,7 @@ def make_dataset(
         ds = ds.shuffle(n, seed=_shuffle_seed(seed, start_epoch), reshuffle_each_iteration=True)
         if repeat:
             ds = ds.repeat()
-        ds = ds.enumerate().map(crop_box, num_parallel_calls=tf.data.AUTOTUNE)
-        batched_crop = True
+        ds = ds.enumerate().map(crop_cached, num_parallel_calls=tf.data.AUTOTUNE)
     else:
         ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE)
         if cache:
@@ -395,8 +388,6 @@ def make_dataset(
             ds = ds.repeat()
         ds = ds.enumerate().map(decode_train, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE)
-    if batched_crop:
-        ds = ds.map(crop_batch, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), tf.cast(y, tf.int32)))
     if training and augment == "randaugment":
         ds = ds.map(_randaugment(seed, start_epoch, randaugment_magnitude), num_parallel_calls=None)
