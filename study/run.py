@@ -307,8 +307,8 @@ class Study:
 def run_study(config: StudyConfig, *, progress: bool = True) -> dict:
     """Run (or resume) the study in `config.out`; return the merged results (also written to disk)."""
     wall = time.perf_counter()
+    threads = measure.fix_threads(config.thread_count)  # before anything starts TensorFlow; writes nothing
     data_dir = check_inputs(config)
-    threads = measure.fix_threads(config.thread_count)
     hw = {**hardware.describe(), "threads": threads}
     store.open_study(config.out, fingerprint(config, hw))
     splits = prepare_data(config, data_dir)
