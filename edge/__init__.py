@@ -1,4 +1,4 @@
-"""edge/: quantization-aware training, TFLite export of every format, evaluation and benchmarks (issue 4).
+"""edge/: quantization-aware training, TFLite export of every format, evaluation and benchmarks.
 
     edge.qat.quantize(model)                      # a tfmot QAT model of any keras_effnet model
     edge.export.export_all(model_path, data_dir, out_dir, formats=..., qat_epochs=0)

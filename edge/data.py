@@ -1,4 +1,4 @@
-"""What edge/ reads: a keras_effnet model file and the trainer's JPEG folders (issue 4).
+"""What edge/ reads: a keras_effnet model file and the trainer's JPEG folders.
 
 The folders go through the trainer's own loader (`training.data`) and the strategy through its one
 strategy function (`training.strategy`), so QAT fine-tunes and export calibrates on exactly the images, the

@@ -1,7 +1,7 @@
-"""Which layers an int8 model gets wrong: float vs int8 intermediate outputs, per tensor (issue 4).
+"""Which layers an int8 model gets wrong: float vs int8 intermediate outputs, per tensor.
 
 Post-training int8 of swish+SE EfficientNets can lose more than 15 top-1 points with no hint of where
-(tensorflow/tpu#549; REFERENCE.md section 3). Both .tflite files run on the same images with LiteRT's
+(tensorflow/tpu#549). Both .tflite files run on the same images with LiteRT's
 `experimental_preserve_all_tensors`, every op output of the int8 model is dequantized and compared with the
 float32 model's output of the same Keras layer and op, and the tensors with the largest relative RMS error
 are named (the usual suspects: SE gates, swish outputs, the stem).

@@ -1,4 +1,4 @@
-"""Quantization-aware training of any keras_effnet model with tensorflow-model-optimization (issue 4).
+"""Quantization-aware training of any keras_effnet model with tensorflow-model-optimization.
 
 tfmot accepts only Keras 2 (`tf_keras`) functional models (tensorflow/model-optimization#1119, #1140), so
 `quantize` wraps the float model rather than forking it: it rebuilds the same network with tf_keras from the

@@ -1,7 +1,7 @@
-"""Every QuantizeConfig that edge/ adds to tensorflow-model-optimization's default 8-bit scheme (issue 4).
+"""Every QuantizeConfig that edge/ adds to tensorflow-model-optimization's default 8-bit scheme.
 
 tfmot's default registry has no entry for the SE excite `Multiply` (tensorflow/model-optimization#733),
-`Rescaling` (#647), `Normalization` or a standalone `BatchNormalization` (REFERENCE.md section 3), and it
+`Rescaling` (#647), `Normalization` or a standalone `BatchNormalization`, and it
 quantizes a `Conv2D(activation="swish")` (the SE reduce convolution) only *after* the swish, which leaves the
 convolution's own output without a range: the TFLite converter then keeps that convolution in float between a
 DEQUANTIZE and a QUANTIZE, and a full-integer conversion fails. Each config here closes one of those gaps;

@@ -1,4 +1,4 @@
-"""The folder loader and the tf.data input pipeline (issue 3).
+"""The folder loader and the tf.data input pipeline.
 
 Layout: `DIR/train/<class>/*` and `DIR/val/<class>/*` (Imagenette's own layout,
 wnid folders). JPEG, PNG, BMP and GIF are read whatever their extension;

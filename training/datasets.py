@@ -1,6 +1,6 @@
-"""Where a run's images come from: the synthetic set, Imagenette/Imagewoof archives, or a user folder (issue 3).
+"""Where a run's images come from: the synthetic set, Imagenette/Imagewoof archives, or a user folder.
 
-Imagenette and Imagewoof are fastai's archives (REFERENCE section 5): a .tgz
+Imagenette and Imagewoof are fastai's archives: a .tgz
 holding `<name>/train/<wnid>/*.JPEG`, `<name>/val/<wnid>/*.JPEG` and, for
 Imagenette, `noisy_imagenette.csv` whose `noisy_labels_<k>` columns give labels
 with k% of the training labels changed. The archive is downloaded once into

@@ -1,4 +1,4 @@
-"""Learning-rate schedules and image-size schedules as pure functions of the step / epoch (issue 3).
+"""Learning-rate schedules and image-size schedules as pure functions of the step / epoch.
 
 Pure functions so they are tested alone and the trainer can restart anywhere:
 a resumed run computes the same rate for the same global step.

@@ -1,4 +1,4 @@
-"""The one place that picks a tf.distribute strategy (issue 3; STYLE principle 8).
+"""The one place that picks a tf.distribute strategy.
 
 `get_strategy("auto")` gives MirroredStrategy over every visible GPU, and falls
 back to the CPU so the same trainer runs in CI. `cpu_replicas=N` splits the

@@ -1,4 +1,4 @@
-"""The embedded default dataset (issue 3): ten procedurally drawn classes written as JPEG folders.
+"""The embedded default dataset: ten procedurally drawn classes written as JPEG folders.
 
 It exists so `make demo` trains end to end on a fresh machine with no download,
 through the same folder loader as Imagenette (`root/train/<class>/*.jpg`,
