@@ -115,7 +115,10 @@ def test_ctrl_c_leaves_a_study_that_the_same_command_resumes(tmp_path, capsys):
     before = {n: open(os.path.join(out, n)).read() for n in ("study.json", "results.csv")}
     assert study_main.main(_argv(out, "--measure_only", "--members=b0", rounds=3, sample_s=0.05)) == cli.EXIT_USAGE
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "another configuration (rounds: folder has 40, this run has 3)" in err, err
+    # In-process, TensorFlow may already run with other thread pools than the subprocess recorded; that
+    # difference is named too, so only the rounds are asserted here.
+    assert err.count("\n") == 1 and "another configuration (" in err, err
+    assert "rounds: folder has 40, this run has 3" in err, err
     assert {n: open(os.path.join(out, n)).read() for n in before} == before
 
 
