@@ -19,7 +19,6 @@ import tempfile
 
 import numpy as np
 
-from edge import quantize_configs
 from keras_effnet import cli, flavours
 from training.files import atomic_write
 from training.strategy import STRATEGIES
@@ -51,6 +50,14 @@ def _tfmot():
     return tfmot
 
 
+def _configs():
+    """`edge.quantize_configs`, imported on first use: it imports tfmot and TensorFlow, which a refused
+    command line never needs (its one error line comes before TensorFlow's start-up logging)."""
+    from edge import quantize_configs
+
+    return quantize_configs
+
+
 def _registry():
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
         default_8bit_quantize_registry,
@@ -67,6 +74,7 @@ def rejected_layers(tf_model, annotations: dict | None = None) -> list[tuple[str
     registry supports its type and its activation. Nested models are refused outright (tfmot rejects them).
     """
     annotations = annotations or {}
+    quantize_configs = _configs()
     registry = _registry()
     K = flavours.tf_keras()
     out = []
@@ -97,6 +105,7 @@ def rejected_layers(tf_model, annotations: dict | None = None) -> list[tuple[str
 
 def annotations_for(tf_model) -> dict:
     """layer name -> QuantizeConfig for every layer that `edge.quantize_configs` covers."""
+    quantize_configs = _configs()
     out = {}
     for layer in tf_model.layers:
         config = quantize_configs.config_for(layer)
@@ -133,7 +142,7 @@ def quantize_tf_keras(tf_model, *, check_only: bool = False):
 
     Weights are copied layer by layer, by name; a replaced layer gets `quantize_configs.replacement_weights`.
     """
-    tfmot = _tfmot()
+    tfmot, quantize_configs = _tfmot(), _configs()
     K = flavours.tf_keras()
     annotations = annotations_for(tf_model)
     replaced = {layer.name for layer in tf_model.layers if quantize_configs.replacement_for(layer) is not None}

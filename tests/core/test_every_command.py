@@ -146,6 +146,24 @@ def test_a_console_script_runs_from_any_directory(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+def test_every_console_script_refuses_a_bad_flag_in_one_line_before_tensorflow_starts(tmp_path):
+    """A refused command line is checked before TensorFlow is imported, so TensorFlow's C++ start-up logging
+    (printed whatever TF_CPP_MIN_LOG_LEVEL the user has) never surrounds the one error line."""
+    import shutil
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    for ep in _console_scripts():
+        script = shutil.which(ep.name, path=os.path.dirname(sys.executable))
+        assert script, f"{ep.name} is not installed beside this Python"
+        done = subprocess.run([script, "--no_such_flag=1"], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=120, env=env)
+        assert done.returncode == 2, (ep.name, done.stderr)
+        assert done.stderr.splitlines() == ["error: unrecognized arguments: --no_such_flag=1"], (ep.name, done.stderr)
+        assert "tensorflow" not in done.stdout.lower(), (ep.name, done.stdout)
+
+
 def test_the_commands_are_the_installed_packages():
     """No test folder shadows a package: pytest puts each test folder on sys.path, and a folder named like a
     package (tests/edge, tests/training) would be imported as an empty namespace package in its place."""
