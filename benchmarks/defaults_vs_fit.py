@@ -48,7 +48,7 @@ def train_defaults(data_dir: str, model_dir: str, *, image_size: int, epochs: in
     from training.config import TrainConfig
 
     start = time.perf_counter()
-    config = TrainConfig(dataset="folder", data_dir=data_dir, model_dir=model_dir, image_size=image_size, epochs=epochs,
+    config = TrainConfig(dataset="folder", data_dir=data_dir, out=model_dir, image_size=image_size, epochs=epochs,
                          batch_size=batch_size, seed=seed, strategy="one_device", tensorboard=False, verbose=0,
                          overwrite=True)
     train.run(config, log=lambda *a, **k: None)

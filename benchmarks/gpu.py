@@ -37,7 +37,7 @@ def measure(data_dir, work, *, devices: int, image_size: int, batch_per_device: 
     from training.config import TrainConfig
 
     config = TrainConfig(
-        phi=0, data_dir=data_dir, model_dir=os.path.join(work, f"run{devices}"), image_size=image_size,
+        phi=0, data_dir=data_dir, out=os.path.join(work, f"run{devices}"), image_size=image_size,
         batch_size=batch_per_device * devices, epochs=2, steps_per_epoch=steps, augment="none", cache=True,
         mixed_precision="bf16", jit_compile="on", strategy="mirrored" if devices > 1 else "one_device",
         num_gpus=devices if gpu else None, cpu_replicas=1, steps_per_loop=None, tensorboard=False, verbose=0,

@@ -71,7 +71,7 @@ def trainer_images_per_sec(data_dir, image_size, batch_size, steps, warmup, mode
     from training import loop
     from training.config import TrainConfig
 
-    config = TrainConfig(data_dir=data_dir, model_dir=model_dir, image_size=image_size, batch_size=batch_size, epochs=1,
+    config = TrainConfig(data_dir=data_dir, out=model_dir, image_size=image_size, batch_size=batch_size, epochs=1,
                          steps_per_epoch=warmup + steps, augment="none", strategy="one_device", tensorboard=False,
                          verbose=0, overwrite=True)
     marks = []  # (steps done, time) after each graph call, synchronised

@@ -38,7 +38,7 @@ def train_config(config, member, data_dir: str, num_train: int, model_dir: str):
     return TrainConfig(
         **variant, image_size=member.resolution, dataset="folder", data_dir=os.path.abspath(data_dir),
         epochs=config.epochs, batch_size=min(config.batch_size, num_train),
-        learning_rate=config.learning_rate or None, seed=config.seed, model_dir=model_dir,
+        learning_rate=config.learning_rate or None, seed=config.seed, out=model_dir,
         tensorboard=False, verbose=0,
     ).validated()
 

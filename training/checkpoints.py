@@ -114,28 +114,28 @@ def check_model_dir(config, *, chief: bool, log=print) -> int:
     Returns the run id to write in run.json: the old run's when resuming, a new one otherwise. Only the
     chief deletes; nothing else is written here.
     """
-    run = read_json(os.path.join(config.model_dir, RUN))
-    old = (run or {}).get("config") or read_metrics(config.model_dir).get("config")
+    run = read_json(os.path.join(config.out, RUN))
+    old = (run or {}).get("config") or read_metrics(config.out).get("config")
     new_id = random.SystemRandom().randrange(1, 2**31)
     if old is None:
         return new_id
     if config.overwrite:
         if chief:
             for name in OUTPUTS:
-                path = os.path.join(config.model_dir, name)
+                path = os.path.join(config.out, name)
                 if os.path.isdir(path):
                     shutil.rmtree(path)
                 elif os.path.exists(path):
                     os.remove(path)
-            log(f"--overwrite: deleted the previous run in {config.model_dir}")
+            log(f"--overwrite: deleted the previous run in {config.out}")
         return new_id
     diffs = config_lib.differences(old, config)
     if diffs:
         shown = ", ".join(f"{k} ({old.get(k)!r} there, {getattr(config, k, None)!r} now)" for k in diffs[:6])
         more = f" and {len(diffs) - 6} more" if len(diffs) > 6 else ""
         raise config_lib.ConfigError(
-            f"--model_dir={config.model_dir} holds a run with another configuration (differs in: {shown}{more}); "
-            "use the same flags to resume it, another --model_dir, or --overwrite to start over")
+            f"--out={config.out} holds a run with another configuration (differs in: {shown}{more}); "
+            "use the same flags to resume it, another --out, or --overwrite to start over")
     return int(run["run_id"]) if run else new_id
 
 
@@ -211,9 +211,9 @@ def check_workers_agree(strategy, model_dir: str, run_id: int, latest: int) -> N
         if seen != chief[0] or ckpt != chief[1]:
             worker = index // per_worker
             raise config_lib.ConfigError(
-                f"--model_dir={model_dir}: worker {worker} does not see the run of worker 0 there "
+                f"--out={model_dir}: worker {worker} does not see the run of worker 0 there "
                 f"(run id {seen} vs {chief[0]}, newest checkpoint step {ckpt} vs {chief[1]}); every worker must be given "
-                "the same --model_dir on a file system they all share, so that each one resumes from the same checkpoint")
+                "the same --out on a file system they all share, so that each one resumes from the same checkpoint")
 
 
 def _num_workers(strategy) -> int:

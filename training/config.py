@@ -45,7 +45,7 @@ DEFAULT_WEIGHT_DECAY = {"adamw": 0.05, "rmsprop": 1e-5, "sgd": 5e-5}
 # Fields that do not change what a run computes: a rerun may change them and still resume.
 RESUMABLE_CHANGES = frozenset({
     "epochs", "verbose", "tensorboard", "wandb", "wandb_project", "overwrite", "steps_per_loop",
-    "checkpoint_every_steps", "cache", "strategy", "num_gpus", "cpu_replicas", "jit_compile", "model_dir",
+    "checkpoint_every_steps", "cache", "strategy", "num_gpus", "cpu_replicas", "jit_compile", "out",
 })
 
 
@@ -70,7 +70,7 @@ class TrainConfig:
     dataset: str | None = cli.flag(None, "synthetic (embedded, no download), imagenette, imagewoof or folder "
                                    "(none: folder when --data_dir is given, else synthetic).", group="data", choices=DATASETS)
     data_dir: str | None = cli.flag(None, "folder: a folder of images (train/<class>/*, val/<class>/*); imagenette/imagewoof: "
-                                    "where the archive is unpacked; synthetic: where it is generated (none: MODEL_DIR/synthetic_data).",
+                                    "where the archive is unpacked; synthetic: where it is generated (none: OUT/synthetic_data).",
                                     group="data")
     fastai_size: str = cli.flag("160", "Imagenette/Imagewoof archive size.", group="data", choices=FASTAI_SIZES)
     label_noise: int = cli.flag(0, "Imagenette: train labels from noisy_imagenette.csv column noisy_labels_<k>.", group="data",
@@ -114,13 +114,13 @@ class TrainConfig:
                                           group="devices")
     # output
     seed: int = cli.flag(0, "Random seed (data order, augmentation, initialisation).", group="output")
-    model_dir: str = cli.flag("runs/effnet", "Output: model.keras, labels.txt, metrics.json, checkpoints/, logs/. A rerun resumes.",
+    out: str = cli.flag("runs/effnet", "Output: model.keras, labels.txt, metrics.json, checkpoints/, logs/. A rerun resumes.",
                               group="output")
     checkpoint_every_steps: int | None = cli.flag(None, "Also checkpoint every N steps inside an epoch (none: at the end of each "
                                                   "epoch only); a kill then loses at most N steps.", group="output")
-    overwrite: bool = cli.flag(False, "Start over in a MODEL_DIR that holds a run with another configuration (deletes it).",
+    overwrite: bool = cli.flag(False, "Start over in an --out folder that holds a run with another configuration (deletes it).",
                                group="output")
-    tensorboard: bool = cli.flag(True, "Write TensorBoard logs to MODEL_DIR/logs.", group="output")
+    tensorboard: bool = cli.flag(True, "Write TensorBoard logs to OUT/logs.", group="output")
     wandb: bool = cli.flag(False, "Log to Weights & Biases (needs pip install '.[wandb]'; offline unless WANDB_MODE is set).",
                            group="output")
     wandb_project: str = cli.flag("keras_effnet", "Weights & Biases project.", group="output")
@@ -178,8 +178,8 @@ class TrainConfig:
             raise ConfigError("--data_dir is required with --dataset=folder (a folder with train/<class>/* and val/<class>/*)")
         if self.label_noise and dataset != "imagenette":
             raise ConfigError("label_noise", self.label_noise, f"0 unless --dataset=imagenette (noisy_imagenette.csv); dataset is {dataset}")
-        if not self.model_dir:
-            raise ConfigError("model_dir", "''", "a folder path")
+        if not self.out:
+            raise ConfigError("out", "''", "a folder path")
         if self.init_from not in (None, "imagenet") and not os.path.exists(self.init_from):
             raise ConfigError("init_from", self.init_from, "'imagenet', or an existing .keras model or .weights.h5 file")
         changes = {"dataset": dataset}

@@ -51,7 +51,7 @@ def demo_config(out: str, *, epochs: int = EPOCHS, image_size: int = IMAGE_SIZE,
     gpus = tf.config.list_physical_devices("GPU")
     return TrainConfig(
         phi=0, dataset="synthetic", data_dir=os.path.join(out, "data"), synthetic_per_class=per_class,
-        model_dir=os.path.join(out, "train"), image_size=image_size, epochs=epochs, batch_size=batch_size,
+        out=os.path.join(out, "train"), image_size=image_size, epochs=epochs, batch_size=batch_size,
         strategy="mirrored", cpu_replicas=1 if gpus else 2, verbose=verbose,
     )
 
@@ -64,7 +64,7 @@ def run_demo(out: str, **kw) -> dict:
     config = demo_config(out, **kw)
     result = train.run(config)
     trained = time.perf_counter()
-    model_path = os.path.join(config.model_dir, train.MODEL)
+    model_path = os.path.join(config.out, train.MODEL)
     ev = evaluate_lib.evaluate(model_path, config.data_dir)
     return {
         "model": model_path, "strategy": result["strategy"], "replicas": result["num_replicas"],

@@ -58,7 +58,7 @@ class NonFiniteLossError(RuntimeError):
 def prepare_data(config: TrainConfig, *, log=print) -> data_lib.Splits:
     """Generate, download or scan the dataset of `config`; report skipped files."""
     if config.dataset == "synthetic":
-        root = config.data_dir or os.path.join(config.model_dir, "synthetic_data")
+        root = config.data_dir or os.path.join(config.out, "synthetic_data")
         per_class = config.synthetic_per_class
         data_dir = synthetic.generate(root, train_per_class=per_class, val_per_class=max(1, per_class * 3 // 10),
                                       image_size=max(64, config.image_size or 64), seed=0)
@@ -292,7 +292,7 @@ def run(config: TrainConfig, *, log=print, model_fn=None) -> dict:
     chief = strategy_lib.is_chief(strategy)
     say = log if chief else (lambda *a, **k: None)
     # Every worker saves (variables may need collective reads); only the chief writes model_dir.
-    write_dir = config.model_dir if chief else tempfile.mkdtemp(prefix="worker-")
+    write_dir = config.out if chief else tempfile.mkdtemp(prefix="worker-")
     from keras_effnet import flavours
 
     policy = flavours.keras3().config.dtype_policy()
@@ -327,12 +327,12 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
         run_id = 0
     # Inputs checked: from here on, files are written.
     if chief:
-        os.makedirs(config.model_dir, exist_ok=True)
-        ckpt_lib.write_run(config.model_dir, config, run_id)
+        os.makedirs(config.out, exist_ok=True)
+        ckpt_lib.write_run(config.out, config, run_id)
     if multi_worker:
         strategy.gather(strategy.run(lambda: tf.zeros([1])), axis=0)  # a barrier: the chief has written run.json
-        ckpt_lib.check_workers_agree(strategy, config.model_dir, ckpt_lib.read_run_id(config.model_dir),
-                                     ckpt_lib.latest_number(config.model_dir))
+        ckpt_lib.check_workers_agree(strategy, config.out, ckpt_lib.read_run_id(config.out),
+                                     ckpt_lib.latest_number(config.out))
     steps_per_epoch = min(full_steps, config.steps_per_epoch or full_steps)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
@@ -356,7 +356,7 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
         optimizer.build(model.trainable_variables)
         trainer = Trainer(config, strategy, model, optimizer, global_batch_size=global_batch, jit_compile=jit)
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, ema=trainer.ema, ema_step=trainer.ema_step)
-    saver = ckpt_lib.RunCheckpoint(checkpoint, read_dir=config.model_dir, write_dir=write_dir)
+    saver = ckpt_lib.RunCheckpoint(checkpoint, read_dir=config.out, write_dir=write_dir)
     progress = saver.restore() or ckpt_lib.Progress()
     if progress.global_step:
         where = f"after epoch {progress.epoch}" + (f", step {progress.step} of epoch {progress.epoch + 1}" if progress.step else "")
@@ -443,7 +443,7 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
             loop_loss = float(loop_loss)  # the one host read per loop
             t1 = time.perf_counter()
             check_finite(loop_loss, epoch=epoch, first_step=step + 1, last_step=step + n, global_step=global_step + n,
-                         model_dir=config.model_dir, last_checkpoint=last_checkpoint)
+                         model_dir=config.out, last_checkpoint=last_checkpoint)
             if steady_from is None:
                 steady_from, steady_steps = t1, 0  # the first call may include tracing and pipeline warm-up
             else:
@@ -522,4 +522,4 @@ def _start_wandb(config: TrainConfig, info: dict):
     """Weights & Biases (optional extra), offline unless WANDB_MODE says otherwise."""
     wandb = _import_wandb()
     mode = os.environ.get("WANDB_MODE", "offline")
-    return wandb.init(project=config.wandb_project, dir=config.model_dir, mode=mode, config=info)
+    return wandb.init(project=config.wandb_project, dir=config.out, mode=mode, config=info)

@@ -1,10 +1,10 @@
 """`python -m training.train`: train a model (the command line of the trainer).
 
-    python -m training.train --data_dir=my_images --image_size=128 --epochs=20 --model_dir=runs/mine
+    python -m training.train --data_dir=my_images --image_size=128 --epochs=20 --out=runs/mine
 
 `--data_dir` without `--dataset` is a folder of images (train/<class>/*,
 val/<class>/*); with neither, the embedded synthetic set is generated. A rerun
-of the same command resumes from the last checkpoint in `--model_dir`.
+of the same command resumes from the last checkpoint in `--out`.
 
 The trainer itself lives in `training.loop` (the loop), `training.contract`
 (what every model gets) and `training.checkpoints` (checkpoint and resume);
@@ -33,7 +33,7 @@ def train(config: TrainConfig) -> int:
     config = config.validated()
     if config.data_dir and config.dataset == "folder":
         cli.require_dir("data_dir", config.data_dir, what="a folder of images (train/<class>/*, val/<class>/*)")
-    cli.require_writable_dir("model_dir", config.model_dir)
+    cli.require_writable_dir("out", config.out)
     if config.init_from not in (None, "imagenet"):
         cli.require_file("init_from", config.init_from, what="'imagenet', a .keras model or a .weights.h5 file")
     try:
@@ -48,7 +48,7 @@ def train(config: TrainConfig) -> int:
     final = result["final"]
     if final:
         print(f"done: val_accuracy {final['val_accuracy']:.4f} after {final['epoch']} epoch(s); model in "
-              f"{os.path.join(config.model_dir, MODEL)}")
+              f"{os.path.join(config.out, MODEL)}")
     return 0
 
 
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
 
     logging.set_verbosity(logging.WARNING)
     return cli.main(TrainConfig, train, argv, prog="keras-effnet-train",
-                    description="Train an EfficientNet on a folder of images, resuming from MODEL_DIR when a run is there.",
+                    description="Train an EfficientNet on a folder of images, resuming from --out when a run is there.",
                     resumable=True)
 
 

@@ -36,7 +36,7 @@ def data_dir(tmp_path_factory):
 
 
 def _config(data_dir, model_dir, **kw):
-    base = dict(data_dir=data_dir, model_dir=str(model_dir), image_size=32, batch_size=8, epochs=2, steps_per_epoch=4,
+    base = dict(data_dir=data_dir, out=str(model_dir), image_size=32, batch_size=8, epochs=2, steps_per_epoch=4,
                 strategy="one_device", verbose=0, tensorboard=False, steps_per_loop=1)
     return TrainConfig(**{**base, **kw})
 

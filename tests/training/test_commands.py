@@ -32,7 +32,7 @@ CASES = [
     ("train", ["--epochs=two"], ["--epochs", "two"]),
     ("train", ["--data_dir={root}/missing"], ["--data_dir=", "missing", "does not exist"]),
     ("train", ["--data_dir={root}/empty"], ["empty", "has no 'train' folder"]),
-    ("train", ["--model_dir={root}/a_file", "--data_dir={root}/empty"], ["--model_dir=", "a_file"]),
+    ("train", ["--out={root}/a_file", "--data_dir={root}/empty"], ["--out=", "a_file"]),
     ("train", ["--init_from={root}/missing.keras"], ["--init_from=", "missing.keras"]),
     ("train", ["positional"], ["positional"]),
     ("evaluate", ["--data_dir={root}/empty"], ["--model is required"]),
@@ -52,10 +52,10 @@ MAINS = {"train": train.main, "evaluate": evaluate.main, "predict": predict.main
 
 @pytest.mark.parametrize("command, args, words", CASES, ids=[f"{c}:{' '.join(a)}" for c, a, _ in CASES])
 def test_bad_input_is_one_line_and_exit_2(command, args, words, files, tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the default --model_dir is relative: it must not appear
+    monkeypatch.chdir(tmp_path)  # the default --out is relative: it must not appear
     argv = [a.format(root=files) for a in args]
-    if command == "train" and not any(a.startswith("--model_dir") for a in argv):
-        argv.append(f"--model_dir={tmp_path / 'run'}")
+    if command == "train" and not any(a.startswith("--out") for a in argv):
+        argv.append(f"--out={tmp_path / 'run'}")
     before = sorted(os.listdir(files))
     code = MAINS[command](argv)
     err = capsys.readouterr().err

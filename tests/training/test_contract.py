@@ -43,7 +43,7 @@ def test_resnet50_and_b0_get_the_same_treatment(tmp_path, data_dir):
                          augment="none", strategy="one_device", verbose=0, tensorboard=False)
     results = {}
     for name, fn in (("resnet50", resnet50), ("b0", contract.build_model)):
-        results[name] = loop.run(config.replace(model_dir=str(tmp_path / name)), model_fn=capture(name, fn))
+        results[name] = loop.run(config.replace(out=str(tmp_path / name)), model_fn=capture(name, fn))
 
     treatments = {name: {k: v for k, v in r["contract"].items() if k != "batch_norm_layers"} for name, r in results.items()}
     assert treatments["resnet50"] == treatments["b0"] == {

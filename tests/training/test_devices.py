@@ -50,7 +50,7 @@ runs = {
 out = {}
 for name, kw in runs.items():
     model_dir = os.path.join(work, name)
-    r = loop.run(TrainConfig(model_dir=model_dir, **common, **kw), model_fn=tiny_model)
+    r = loop.run(TrainConfig(out=model_dir, **common, **kw), model_fn=tiny_model)
     model = keras.saving.load_model(os.path.join(model_dir, "model.keras"), safe_mode=True)
     out[name] = {
         "losses": [e["loss"] for e in r["epochs"]], "policy": r["dtype_policy"], "jit": r["jit_compile"],

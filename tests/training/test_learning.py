@@ -21,13 +21,13 @@ THRESHOLD = 0.40
 
 def test_b0_learns_the_embedded_dataset_on_the_defaults(tmp_path):
     data_dir = synthetic.generate(str(tmp_path / "data"), train_per_class=PER_CLASS, val_per_class=30, image_size=64)
-    config = TrainConfig(dataset="folder", data_dir=data_dir, model_dir=str(tmp_path / "run"), image_size=32,
+    config = TrainConfig(dataset="folder", data_dir=data_dir, out=str(tmp_path / "run"), image_size=32,
                          epochs=EPOCHS, batch_size=32, strategy="one_device", tensorboard=False, verbose=0)
     result = train.run(config, log=lambda *a, **k: None)
     # The defaults at 32 px: no crop (flip only), no stochastic depth, half the head dropout.
     reg = result["regularization"]["32"]
     assert reg["crop_scale_min"] == 1.0 and reg["drop_connect_rate"] == 0.0
-    ev = evaluate.evaluate(os.path.join(config.model_dir, train.MODEL), data_dir)
+    ev = evaluate.evaluate(os.path.join(config.out, train.MODEL), data_dir)
     assert ev["num_images"] == 300
     assert ev["top1"] >= THRESHOLD, (ev, [e["val_accuracy"] for e in result["epochs"]])
     assert abs(ev["top1"] - result["epochs"][-1]["val_accuracy"]) < 0.02  # the saved model is the trained one

@@ -45,7 +45,7 @@ def test_one_step_two_replicas_then_evaluate_and_predict(tmp_path, data_dir):
     from keras_effnet import flavours
 
     model_dir = str(tmp_path / "run")
-    proc = _module("training.train", f"--model_dir={model_dir}", f"--data_dir={data_dir}", "--strategy=mirrored",
+    proc = _module("training.train", f"--out={model_dir}", f"--data_dir={data_dir}", "--strategy=mirrored",
                    "--cpu_replicas=2", "--sync_bn", "--epochs=1", "--steps_per_epoch=1", *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "images/s" in proc.stdout and "epoch 1/1" in proc.stdout
@@ -101,7 +101,7 @@ def test_ctrl_c_then_sigkill_then_the_rerun_trains_only_what_is_not_recorded(tmp
     """Ctrl-C after epoch 1 is recorded: one line, exit 130, no half-written file. SIGKILL the moment epoch 2 is
     recorded. The third run resumes after epoch 2 and trains epoch 3 only; each epoch is recorded once."""
     model_dir = str(tmp_path / "run")
-    args = [sys.executable, "-m", "training.train", f"--model_dir={model_dir}", f"--data_dir={data_dir}",
+    args = [sys.executable, "-m", "training.train", f"--out={model_dir}", f"--data_dir={data_dir}",
             "--epochs=3", "--steps_per_epoch=2", *TINY]
     proc = subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert _wait_for_epochs(proc, model_dir, 1) == [1]
@@ -145,7 +145,7 @@ def _workers(tmp_path, data_dir, model_dirs, *extra):
         tf_config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
         env = dict(ENV, TF_CONFIG=json.dumps(tf_config))
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "training.train", f"--model_dir={model_dir}", f"--data_dir={data_dir}",
+            [sys.executable, "-m", "training.train", f"--out={model_dir}", f"--data_dir={data_dir}",
              "--strategy=multi_worker", "--steps_per_epoch=2", *TINY, *extra],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return procs
@@ -169,7 +169,7 @@ def test_a_worker_that_cannot_see_the_shared_model_dir_stops_with_a_clear_error(
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 2, err[-3000:]
         line = err.strip().splitlines()[-1]
-        assert line.startswith("error: --model_dir=") and "worker 1 does not see the run of worker 0" in line, err[-3000:]
+        assert line.startswith("error: --out=") and "worker 1 does not see the run of worker 0" in line, err[-3000:]
     assert not os.path.exists(tmp_path / "shared" / "checkpoints")
 
 
@@ -203,7 +203,7 @@ def test_bad_folder_stops_before_training(tmp_path):
         for c in classes:
             (root / split / c).mkdir(parents=True)
             Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(root / split / c / "x.png")
-    proc = _module("training.train", "--dataset=folder", f"--data_dir={root}", f"--model_dir={tmp_path / 'run'}", *TINY)
+    proc = _module("training.train", "--dataset=folder", f"--data_dir={root}", f"--out={tmp_path / 'run'}", *TINY)
     assert proc.returncode != 0
     assert "different class folders" in proc.stderr and "only in val: ['c']" in proc.stderr
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
@@ -223,7 +223,7 @@ def test_corrupt_files_are_skipped_and_reported_by_a_run(tmp_path, data_dir):
     (cls / "truncated.jpg").write_bytes(good[: len(good) // 3])
     Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(cls / "really_png.jpg", "PNG")
     logs = []
-    result = train.run(TrainConfig(dataset="folder", data_dir=str(root), model_dir=str(tmp_path / "run"),
+    result = train.run(TrainConfig(dataset="folder", data_dir=str(root), out=str(tmp_path / "run"),
                                    image_size=32, batch_size=8, epochs=1, steps_per_epoch=1, strategy="one_device",
                                    verbose=0, tensorboard=False), log=logs.append)
     skipped = {os.path.basename(s.split(":")[0]) for s in result["skipped"]}
@@ -237,7 +237,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path
     from training import schedule, train
     from training.config import TrainConfig
 
-    config = TrainConfig(data_dir=data_dir, model_dir=str(tmp_path / "run"), image_size=32, batch_size=8, steps_per_epoch=2,
+    config = TrainConfig(data_dir=data_dir, out=str(tmp_path / "run"), image_size=32, batch_size=8, steps_per_epoch=2,
                          strategy="one_device", verbose=0, tensorboard=False, optimizer="sgd", label_smoothing=0.0,
                          epochs=3, steps_per_loop=1)
     rate = schedule.learning_rate
@@ -260,7 +260,7 @@ def test_wandb_missing_gives_the_install_hint(tmp_path):
     from training.config import TrainConfig
 
     with pytest.raises(ValueError, match=r"pip install '\.\[wandb\]'"):
-        train.run(TrainConfig(wandb=True, model_dir=str(tmp_path / "run")))
+        train.run(TrainConfig(wandb=True, out=str(tmp_path / "run")))
 
 
 @pytest.mark.slow
@@ -274,10 +274,10 @@ def test_progressive_resize_ema_randaugment_and_init_from(tmp_path, data_dir):
     common = dict(dataset="synthetic", data_dir=data_dir, synthetic_per_class=4, batch_size=8, steps_per_epoch=1,
                   strategy="one_device", verbose=0, tensorboard=False)
     first = str(tmp_path / "first")
-    train.run(TrainConfig(model_dir=first, image_size=32, epochs=1, **common))
+    train.run(TrainConfig(out=first, image_size=32, epochs=1, **common))
     source = keras.saving.load_model(os.path.join(first, "model.keras"), safe_mode=True)
     logs = []
-    result = train.run(TrainConfig(model_dir=str(tmp_path / "second"), image_size=40, epochs=2, progressive_resize=True,
+    result = train.run(TrainConfig(out=str(tmp_path / "second"), image_size=40, epochs=2, progressive_resize=True,
                                    ema_decay=0.9, augment="randaugment", init_from=os.path.join(first, "model.keras"),
                                    learning_rate=1e-6, **common), log=logs.append)
     assert [e["image_size"] for e in result["epochs"]] == [32, 40]
