@@ -6,7 +6,7 @@ import inspect
 import numbers
 import os
 
-from keras_effnet import architecture, flavours, graph, weights as weights_lib
+from keras_effnet import architecture, flavours, graph, lite_checkpoint, weights as weights_lib
 from keras_effnet.architecture import MIN_INPUT_SIZE, coefficients
 
 POOLINGS = (None, "avg", "max")
@@ -53,7 +53,8 @@ def build(
     `weights=None`.
 
     Args follow keras.applications: `include_top`, `weights` (None, "imagenet"
-    for B0..B7 and the seven V2 members, or a weights file path), `input_tensor`,
+    for B0..B7 and the seven V2 members, a weights file path, or for Lite the
+    official tensorflow/tpu checkpoint: its .tar.gz, folder or prefix), `input_tensor`,
     `input_shape` (default: the variant's native resolution, any spatial size >= 32),
     `pooling`, `classes`, `classifier_activation`; plus `dropout_rate` (head
     dropout, default the variant's), `drop_connect_rate` (stochastic depth),
@@ -142,7 +143,9 @@ def _build(
         pooling=pooling, classes=classes, classifier_activation=classifier_activation,
         dropout_rate=dropout_rate, name=name, float32_output=mixed,
     )
-    if kind is not None:
+    if kind == "lite_checkpoint":
+        lite_checkpoint.load(model, path)
+    elif kind is not None:
         what = f"{spec.coefficients.name} (include_top={include_top}, classes={classes})"
         weights_lib.load(model, path, what)
     return model
@@ -163,16 +166,19 @@ def _check_classes(classes):
 
 
 def _check_weights(weights, spec, include_top, classes):
-    """Return None, "imagenet" or "file"; raise for anything else."""
+    """Return None, "imagenet", "file" or "lite_checkpoint" (an official Lite checkpoint); raise for anything else."""
     if weights is None:
         return None
     coeffs = spec.coefficients
     if weights == "imagenet":
         if coeffs.source != "preset" or not weights_lib.has_imagenet(coeffs.name):
             phi = "" if coeffs.phi is None else f", phi={coeffs.phi:g} ({coeffs.source})"
+            hint = "Pass weights=None or a file path."
+            if coeffs.family == "lite":  # no pinned hash of the official tarballs: the user downloads them
+                hint = lite_checkpoint.download_hint(coeffs.phi)
             raise ValueError(
                 f"weights='imagenet' exists for {weights_lib.IMAGENET_MEMBERS} only; "
-                f"got family={coeffs.family!r}{phi}, {coeffs.name}. Pass weights=None or a file path."
+                f"got family={coeffs.family!r}{phi}, {coeffs.name}. {hint}"
             )
         if include_top and classes != 1000:
             raise ValueError(
@@ -181,6 +187,20 @@ def _check_weights(weights, spec, include_top, classes):
             )
         return "imagenet"
     if isinstance(weights, (str, os.PathLike)):
+        if lite_checkpoint.is_checkpoint(weights):
+            if coeffs.family != "lite":
+                raise ValueError(
+                    f"weights: {os.fspath(weights)!r} is a TensorFlow checkpoint, which loads into "
+                    f"family='lite' only (the official EfficientNet-Lite0..4); got family={coeffs.family!r}. "
+                    "Pass a Keras weights file (.h5 or .weights.h5)."
+                )
+            if include_top and classes != lite_checkpoint.CLASSES:
+                raise ValueError(
+                    f"weights: the official EfficientNet-Lite checkpoints have a {lite_checkpoint.CLASSES}-class "
+                    f"head; include_top=True needs classes={lite_checkpoint.CLASSES}, got classes={classes}. "
+                    "Use include_top=False and add your own head."
+                )
+            return "lite_checkpoint"
         if not os.path.exists(weights):
             raise FileNotFoundError(f"weights: file {os.fspath(weights)!r} does not exist (allowed: None, 'imagenet' or a weights file path).")
         return "file"
