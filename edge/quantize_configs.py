@@ -189,7 +189,14 @@ def replacement_weights(layer) -> list:
     """The weights of `replacement_for(layer)` that reproduce `layer` (a built tf_keras Normalization)."""
     import numpy as np
 
-    mean, variance = (np.asarray(w, dtype=np.float64).reshape(-1) for w in layer.get_weights()[:2])
+    held = layer.get_weights()
+    if len(held) >= 2:  # statistics as weights (B-series, as keras.applications builds it)
+        mean, variance = (np.asarray(w, dtype=np.float64).reshape(-1) for w in held[:2])
+    else:  # statistics given as constructor arguments (EfficientNetV2): they live in the config
+        config = layer.get_config()
+        channels = int(layer.input_shape[-1])
+        mean, variance = (np.broadcast_to(np.asarray(config[k], dtype=np.float64).reshape(-1), (channels,))
+                          for k in ("mean", "variance"))
     inv_std = 1.0 / np.maximum(np.sqrt(variance), 1e-7)  # tf_keras's Normalization floors sqrt(variance) at epsilon
     kernel = inv_std.reshape(1, 1, -1, 1).astype(np.float32)
     return [kernel, (-mean * inv_std).astype(np.float32)]

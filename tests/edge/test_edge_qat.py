@@ -45,10 +45,19 @@ def test_quantization_error_names_every_layer():
         assert text in message
 
 
-@pytest.mark.parametrize("family,phi", [("efficientnet", 0), ("lite", 0), ("efficientnet", 0.5), ("lite", 2)])
+@pytest.mark.parametrize("family,phi", [("efficientnet", 0), ("lite", 0), ("efficientnet", 0.5), ("lite", 2), ("v2", 0)])
 def test_every_family_member_is_quantizable(family, phi):
     model = keras_effnet.build(phi, family=family, input_shape=(SIZE, SIZE, 3), classes=CLASSES)
     assert qat.quantize(model, check_only=True) == []
+
+
+@pytest.mark.slow  # about a minute on 2 cores; V2-B0 above covers the same code path in the default suite
+def test_efficientnetv2_s_quantizes_with_rescaling_only_preprocessing():
+    """V2-S/M/L scale to [-1, 1] with Rescaling alone (no Normalization), V2-B0..B3 hold constant statistics
+    in the Normalization's config rather than as weights: both go through quantize."""
+    model = keras_effnet.build_variant("efficientnetv2-s", input_shape=(SIZE, SIZE, 3), classes=CLASSES)
+    q = qat.quantize(model)
+    assert sum(type(layer).__name__ == "QuantizeWrapperV2" for layer in q.layers) > 100
 
 
 def test_quantize_copies_the_float_weights_by_name():
@@ -76,7 +85,7 @@ def test_quantize_copies_the_float_weights_by_name():
     assert sum(type(layer).__name__ == "QuantizeWrapperV2" for layer in q.layers) > 100
 
 
-@pytest.mark.parametrize("family", ["efficientnet", "lite"])
+@pytest.mark.parametrize("family", ["efficientnet", "lite", "v2"])
 def test_qat_model_normalises_with_the_float_models_statistics(family):
     """tfmot's clone + set_weights skips Normalization.finalize_state; quantize must not (mean 0 / var 1 otherwise)."""
     keras = flavours.keras3()
