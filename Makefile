@@ -31,7 +31,7 @@ demo: $(STAMP)
 		--data_dir=$(DEMO_DIR)/training/data --out=$(DEMO_DIR)/edge --qat_epochs=1 --steps_per_epoch=31 --max_val_images=300
 
 test: $(STAMP) $(MP_STAMP)
-	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -m "not slow" -q -p no:cacheprovider
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -m "not slow" -q -p no:cacheprovider -n 2 --dist loadgroup
 
 test-all: $(STAMP) $(MP_STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -p no:cacheprovider

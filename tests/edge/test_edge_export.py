@@ -14,6 +14,9 @@ from keras_effnet import cli
 
 from edge_support import CLASSES, SIZE, run_module
 
+# One worker computes the shared export of every format (`b0_export`) for both files (pytest-xdist).
+pytestmark = pytest.mark.xdist_group("b0_export")
+
 
 def _mode(path):
     return stat.S_IMODE(os.stat(path).st_mode)

@@ -22,6 +22,9 @@ from edge import data
 
 from edge_support import REPO_ROOT, SIZE
 
+# One worker computes the shared export of every format (`b0_export`) for both files (pytest-xdist).
+pytestmark = pytest.mark.xdist_group("b0_export")
+
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mediapipe_classify.py")
 
 
