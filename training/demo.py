@@ -92,7 +92,7 @@ def demo(config: DemoConfig) -> int:
     s = run_demo(config.out, epochs=config.epochs, image_size=config.image_size, per_class=config.per_class,
                  batch_size=config.batch_size, verbose=config.verbose)
     print()
-    print(f"demo: EfficientNet-B0 at {s['image_size']} px, {s['strategy']} with {s['replicas']} replicas, {s['epochs']} epochs "
+    print(f"demo: EfficientNet-B0 at {s['image_size']} px, {s['strategy']} with {s['replicas']} replica{'s' if s['replicas'] != 1 else ''}, {s['epochs']} epochs "
           f"on {s['train_images']} synthetic images ({s['classes']} classes)")
     print(f"demo: validation top-1 {s['val_top1']:.3f} (chance {s['chance']:.3f}), top-5 {s['val_top5']:.3f} "
           f"on {s['val_images']} images; {s['images_per_sec']:.0f} images/s; {s['total_seconds']:.0f} s in all")
