@@ -51,19 +51,18 @@ def lite0_path(tmp_path_factory):
     return _saved_model(tmp_path_factory, "lite")
 
 
-@pytest.fixture(scope="session")
-def probe_path(tmp_path_factory, dataset):
-    """A B0 whose classifier is set from its own pooled features of the training images (class means of the
-    standardised features, scaled): outputs with wide margins, so that a top-1 comparison between two runtimes
-    does not flip on rounding noise, made in seconds (no backpropagation). The random backbone's features say
-    little about the shapes, so its accuracy is near chance: it is a fixture for runtime agreement, not a
-    trained model."""
+def _probe(tmp_path_factory, dataset, family):
+    """A keras_effnet model whose classifier is set from its own pooled features of the training images (class
+    means of the standardised features, scaled): outputs with wide margins, so that a top-1 comparison between
+    two runtimes does not flip on rounding noise, made in seconds (no backpropagation). The random backbone's
+    features say little about the shapes, so its accuracy is near chance: it is a fixture for runtime agreement,
+    not a trained model."""
     import keras_effnet
     from edge import data
     from keras_effnet import flavours
 
     keras = flavours.keras3()
-    model = keras_effnet.build(0, input_shape=(SIZE, SIZE, 3), classes=CLASSES)
+    model = keras_effnet.build(0, family=family, input_shape=(SIZE, SIZE, 3), classes=CLASSES)
     features = keras.Model(model.input, model.get_layer("avg_pool").output)
     splits = data.load_splits(dataset)
     train = data.make_dataset(list(splits.train_files), list(splits.train_labels), image_size=SIZE,
@@ -80,11 +79,23 @@ def probe_path(tmp_path_factory, dataset):
     kernel = w / std[:, None]
     bias = -(mean / std) @ w
     model.get_layer("predictions").set_weights([kernel.astype("float32"), bias.astype("float32")])
-    folder = tmp_path_factory.mktemp("edge_probe")
+    folder = tmp_path_factory.mktemp(f"edge_probe_{family}")
     path = folder / "model.keras"
     model.save(str(path))
     (folder / "labels.txt").write_text("".join(f"{c}\n" for c in splits.class_names))
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def probe_path(tmp_path_factory, dataset):
+    """The probe B0 (see `_probe`)."""
+    return _probe(tmp_path_factory, dataset, "efficientnet")
+
+
+@pytest.fixture(scope="session")
+def lite0_probe_path(tmp_path_factory, dataset):
+    """The probe Lite0 (see `_probe`)."""
+    return _probe(tmp_path_factory, dataset, "lite")
 
 
 @pytest.fixture(scope="session")

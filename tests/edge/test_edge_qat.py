@@ -121,9 +121,9 @@ def test_fine_tune_config_rejects_bad_values(kwargs, match):
         qat.FineTuneConfig(**kwargs)
 
 
-def test_qat_command_fine_tunes_lite0_and_the_result_converts_to_full_integer(lite0_path, dataset, tmp_path):
+def test_qat_command_fine_tunes_lite0_and_the_result_converts_to_full_integer(lite0_probe_path, dataset, tmp_path):
     out = tmp_path / "Q"
-    proc = run_module("edge.qat", f"--model={lite0_path}", f"--data_dir={dataset}", "--epochs=1",
+    proc = run_module("edge.qat", f"--model={lite0_probe_path}", f"--data_dir={dataset}", "--epochs=1",
                       "--steps_per_epoch=2", "--batch_size=8", f"--out={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     info = json.loads((out / qat.QAT_INFO).read_text())
@@ -133,7 +133,7 @@ def test_qat_command_fine_tunes_lite0_and_the_result_converts_to_full_integer(li
 
     from edge import data
 
-    model = data.load_model(lite0_path)
+    model = data.load_model(lite0_probe_path)
     q = qat.load(model, str(out))
     untrained = qat.quantize(model)
     moved = [not np.array_equal(a, b) for a, b in zip(q.get_weights(), untrained.get_weights())]
@@ -143,12 +143,14 @@ def test_qat_command_fine_tunes_lite0_and_the_result_converts_to_full_integer(li
     assert export.float_ops(blob) == []
     probs = litert.TFLiteModel(blob).predict(val.images)
     want = q.predict(val.images, verbose=0)
-    # A 2-step model is barely better than uniform (3 classes), so its top-1 flips on near-ties and int8 noise
-    # through ~50 quantized ops of a barely trained network is large: bound the probability error instead.
-    # (Measured here: max 0.11-0.21, mean 0.03-0.09; the trained-model figures are in docs/benchmarks.md.
-    # Uniform output against this model would differ by about 0.3 at most, so the bound still fails a broken graph.)
+    # The probe Lite0's classifier has wide margins (see edge_support._probe), so the full-integer file must give
+    # the QAT Keras model's answers, not merely probabilities near it: a near-uniform model would pass any bound
+    # on the probability error, and one that computes something else (wrong normalisation, scales or weights)
+    # loses the ranking. Measured here: top-1 agreement 12/12, mean probability error 0.058 (90th percentile 0.21;
+    # a confident softmax moves a lot for a small logit change), against 0.41 for uniform output.
     diff = np.abs(probs - want)
-    assert diff.max() < 0.25 and diff.mean() < 0.12
+    agree = np.mean(probs.argmax(-1) == want.argmax(-1))
+    assert agree >= 0.8 and diff.mean() < 0.15, (agree, diff.mean())
 
 
 def test_load_without_weights_names_the_folder(tmp_path):

@@ -88,12 +88,20 @@ def test_two_measure_only_runs_rank_the_members_the_same(tmp_path):
     assert agree["members"] == 3 and agree["spearman"] >= 0.95, (agree, tables)
 
 
+def _sigint_at_default():
+    """Run in the child before exec: a Ctrl-C in a terminal reaches a process whose SIGINT is at its default, but
+    a shell without job control (a CI script, `make test &`) starts its children with SIGINT ignored, and Python
+    keeps an inherited SIG_IGN, so the signal this test sends would be dropped."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_leaves_a_study_that_the_same_command_resumes(tmp_path, capsys):
     """A real SIGINT in the middle of the timing rounds, then the same command again."""
     out = str(tmp_path / "S")
     cmd = [sys.executable, "-m", "study", *_argv(out, "--measure_only", "--members=b0", rounds=40, sample_s=0.05)]
     first_round = os.path.join(out, "steps", "round_001.json")
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_at_default)
     deadline = time.monotonic() + 600
     while not os.path.exists(first_round) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -97,13 +97,21 @@ def _leftovers(model_dir):
             if n.startswith(".") or n.endswith(".tmp") or "_temp" in n]
 
 
+def _sigint_at_default():
+    """Run in the child before exec: a Ctrl-C in a terminal reaches a process whose SIGINT is at its default, but
+    a shell without job control (a CI script, `make test &`) starts its children with SIGINT ignored, and Python
+    keeps an inherited SIG_IGN, so the signal this test sends would be dropped."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_then_sigkill_then_the_rerun_trains_only_what_is_not_recorded(tmp_path, data_dir):
     """Ctrl-C after epoch 1 is recorded: one line, exit 130, no half-written file. SIGKILL the moment epoch 2 is
     recorded. The third run resumes after epoch 2 and trains epoch 3 only; each epoch is recorded once."""
     model_dir = str(tmp_path / "run")
     args = [sys.executable, "-m", "training.train", f"--out={model_dir}", f"--data_dir={data_dir}",
             "--epochs=3", "--steps_per_epoch=2", *TINY]
-    proc = subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_at_default)
     assert _wait_for_epochs(proc, model_dir, 1) == [1]
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
