@@ -23,8 +23,8 @@ import time
 
 from keras_effnet import cli
 
-# 2,000 distinct images seen 14 times (measured: docs/benchmarks.md).
-EPOCHS = 14
+# 2,000 distinct images seen 12 times (measured: docs/benchmarks.md).
+EPOCHS = 12
 IMAGE_SIZE = 32
 PER_CLASS = 200
 BATCH_SIZE = 32
