@@ -212,19 +212,6 @@ def test_decode_check_cache_on_a_read_only_folder(folder):
         os.chmod(train, 0o755)
 
 
-def test_crop_box_samples_the_window_exactly_and_mirrors_it_when_flipped():
-    """crop_and_resize with `_crop_box` at the window's own size returns the window's pixels, mirrored when flipped."""
-    import tensorflow as tf
-
-    image = tf.constant(np.random.default_rng(0).integers(0, 256, (1, 32, 40, 3)), tf.uint8)
-    begin, extent, shape = tf.constant([5, 7, 0]), tf.constant([16, 20, -1]), tf.shape(image[0])
-    window = image[0, 5:21, 7:27].numpy().astype(np.float32)
-    for flip, want in ((False, window), (True, window[:, ::-1])):
-        box = data._crop_box(begin, extent, shape, tf.constant(flip))
-        got = tf.image.crop_and_resize(image, box[None], [0], [16, 20])[0].numpy()
-        np.testing.assert_allclose(got, want, atol=1e-3)
-
-
 def test_in_memory_cache_of_decoded_images_crops_and_flips_only(folder):
     """Augmenting from the uint8 cache at the training size: deterministic, a different crop each epoch, same labels."""
     splits = data.load_splits(folder)
