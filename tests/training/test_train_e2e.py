@@ -181,7 +181,6 @@ def test_a_worker_that_cannot_see_the_shared_model_dir_stops_with_a_clear_error(
     assert not os.path.exists(tmp_path / "shared" / "checkpoints")
 
 
-@pytest.mark.slow
 def test_two_workers_killed_after_epoch_1_and_restarted_record_each_epoch_once(tmp_path, data_dir):
     """MultiWorkerMirroredStrategy from TF_CONFIG, two real worker processes on loopback and one shared model_dir."""
     model_dir = tmp_path / "shared"
