@@ -2,7 +2,8 @@
 
 1. Throughput of `training.data.make_dataset` with the in-memory cache: images
    decoded once at the output size, then every step crops (random-resized-crop)
-   and flips each uint8 image, resizes it back (the one float pass), batches and casts. Measured after the cache is filled,
+   and flips each uint8 image, resizes it back (the one float pass), batches
+   and casts. Measured after the cache is filled,
    with tf.data limited to 1 thread and then to all cores, so the figure per core
    is read directly. No model runs.
 2. `training.data.scan_folder` over a folder of small JPEG files: cold (no

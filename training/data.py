@@ -299,7 +299,6 @@ def make_dataset(
         )
     size = int(image_size)
     augmenting = training and augment != "none"
-    from_memory = augmenting and cache and fits_in_memory(len(files), size)
     pil_flags = [needs_pil(f) for f in files]
     n = len(files)
 
@@ -374,7 +373,7 @@ def make_dataset(
             ds = ds.shuffle(n, seed=_shuffle_seed(seed, start_epoch), reshuffle_each_iteration=True)
         if repeat:
             ds = ds.repeat()
-    elif from_memory:
+    elif cache and fits_in_memory(n, size):
         # Decoded once per process at the training size, kept as uint8; each step only crops, resizes back and flips.
         ds = tf.data.Dataset.from_tensor_slices((decoded_images(files, size), labels))
         ds = ds.shuffle(n, seed=_shuffle_seed(seed, start_epoch), reshuffle_each_iteration=True)
