@@ -144,6 +144,23 @@ def calibrate(saved_model_dir: str, representative) -> bytes:
     return converter.convert()
 
 
+def calibrate_float(float_tflite: bytes, representative) -> bytes:
+    """`calibrate` without a second conversion: record the activation ranges on an already converted float32
+    flatbuffer (`convert_saved_model(..., "float32")`).
+
+    The converter's calibrate-only pass converts the SavedModel again and then runs this same calibrator; on
+    keras_effnet graphs both routes give the same ops and tensor types (a test checks it), and skipping the
+    second conversion saves a third to a half of an int8 export when the float32 file is made anyway (B7: about
+    30 s of 73 s on a 2-core CPU).
+    """
+    from tensorflow.lite.python.optimize import calibrator
+
+    if representative is None or len(representative) == 0:
+        raise ValueError("int8 needs calibration images (--data_dir or --calibration_dir); got none.")
+    prepared = calibrator.add_intermediate_tensors(float_tflite)
+    return bytes(calibrator.Calibrator(prepared).calibrate(_representative(representative)))
+
+
 def quantize_calibrated(calibrated: bytes, *, io_dtype: str = "float32", float_nodes=()) -> bytes:
     """Full-integer int8 from a calibrated model.
 

@@ -72,6 +72,9 @@ class StudyConfig:
     compare_with: str | None = cli.flag(None, "Another study folder (same members): the report adds how the two "
                                         "runs agree (Spearman of each backend's medians, largest difference).",
                                         group="output")
+    convert_workers: int = cli.flag(0, "Worker processes converting members to .tflite at once (0: one per core, "
+                                    "at most 2); each exits after its member, so the converter's memory is given "
+                                    "back.", group="timing")
     keep_tflite: bool = cli.flag(False, "Keep the converted .tflite files under OUT/tflite after timing.",
                                  group="output")
     seed: int = cli.flag(0, "Seed of the dataset, training and timing inputs.", group="general")
@@ -100,9 +103,10 @@ class StudyConfig:
                 raise cli.UsageError(name, value, "an integer >= 1")
         if self.image_size != 0 and self.image_size < architecture.MIN_INPUT_SIZE:
             raise cli.UsageError("image_size", self.image_size, f"0 (native) or >= {architecture.MIN_INPUT_SIZE}")
-        if self.grid_points < 0 or self.threads < 0:
-            raise cli.UsageError("grid_points" if self.grid_points < 0 else "threads",
-                                 min(self.grid_points, self.threads), "an integer >= 0")
+        for name in ("grid_points", "threads", "convert_workers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise cli.UsageError(name, value, "an integer >= 0")
         for name in ("sample_s", "max_batch_gmacs", "max_spread"):
             if not getattr(self, name) > 0:
                 raise cli.UsageError(name, getattr(self, name), "a number > 0")
@@ -123,6 +127,12 @@ class StudyConfig:
     @property
     def thread_count(self) -> int:
         return self.threads or os.cpu_count() or 1
+
+    @property
+    def convert_worker_count(self) -> int:
+        """--convert_workers, or one per core up to 2: the converter is single-threaded, and two of them at once
+        already need several GB for the largest members."""
+        return self.convert_workers or max(1, min(2, os.cpu_count() or 1))
 
     def member_names(self) -> tuple[str, ...]:
         if self.members:

@@ -138,3 +138,59 @@ def peak_rss_gb() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(own, children) * 1024 / 1e9
+
+
+def tree_rss_bytes(root: int | None = None) -> int:
+    """Resident memory of process `root` (default: this one) and all its descendants, from /proc (Linux); 0
+    where /proc is not there."""
+    root = root or os.getpid()
+    parents, rss = {}, {}
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            parents[pid] = int(fields[1])
+            rss[pid] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            continue
+    tree, frontier = {root}, [root]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier and p not in tree]
+        tree.update(children)
+        frontier = children
+    return sum(rss.get(p, 0) for p in tree)
+
+
+class MemoryWatch:
+    """The peak resident memory of this process and its children together (the conversion workers), sampled
+    every `interval` seconds on a background thread: what the machine must hold, which neither process's own
+    peak shows when two or three of them run at once."""
+
+    def __init__(self, interval: float = 0.5):
+        import threading
+
+        self.interval = interval
+        self.peak = tree_rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="study-memory-watch", daemon=True)
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, tree_rss_bytes())
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, tree_rss_bytes())
+
+    @property
+    def peak_gb(self) -> float:
+        return self.peak / 1e9

@@ -263,9 +263,10 @@ def render(results: dict) -> str:
                 f"{t['load_before']} before and {t['load_after']} after, highest 1-min {t['max_load']}; each cell "
                 f"the median of its rounds, ± half its interquartile range as a share of the median, ⚠ where the "
                 f"IQR exceeds {c['max_spread']:.0%} of the median.  "]
-    out += [f"**Cost of the run:** {results['study_seconds'] / 60:.1f} min of steps in all, "
-            f"{results['wall_seconds_this_run'] / 60:.1f} min in this invocation, peak resident memory "
-            f"{results['peak_rss_gb']:.1f} GB.", ""]
+    peak = results.get("peak_memory_gb", results["peak_rss_gb"])
+    out += [f"**Cost of the run:** {results['wall_seconds_this_run'] / 60:.1f} min in this invocation "
+            f"({results['study_seconds'] / 60:.1f} min of steps in all, each worker's conversions counted in "
+            f"full); peak resident memory {peak:.1f} GB, this process and its conversion workers together.", ""]
     answer_lines = answer(table)
     if answer_lines:
         out += ["## Does the MAC saving turn into time?", "",

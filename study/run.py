@@ -20,7 +20,7 @@ import time
 
 from keras_effnet import cli
 
-from study import costmodel, hardware, measure, members as members_lib, plots, report, store, training_link
+from study import convert, costmodel, hardware, measure, members as members_lib, plots, report, store, training_link
 from study.config import StudyConfig
 
 CSV_COLUMNS = [
@@ -70,13 +70,20 @@ def run_dir(config: StudyConfig, member) -> str:
     return os.path.join(config.out, "runs", f"{member.key}_r{member.resolution}")
 
 
+def trained_model(config: StudyConfig, member) -> str | None:
+    """The member's trained model.keras when the study trained it, else None (an untrained build)."""
+    path = os.path.join(run_dir(config, member), "model.keras")
+    return path if os.path.exists(path) else None
+
+
 def tflite_path(config: StudyConfig, member, precision: str) -> str:
     return os.path.join(config.out, "tflite", f"{member.key}_r{member.resolution}_{precision}.tflite")
 
 
 def fingerprint(config: StudyConfig, hw: dict) -> dict:
     """What must match for results to be combined: every setting that changes a number, and the hardware."""
-    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("out", "keep_tflite", "compare_with")}
+    unrelated = ("out", "keep_tflite", "compare_with", "convert_workers")
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in unrelated}
     settings["members"] = list(config.member_names())
     if config.measure_only:
         for k in ("epochs", "batch_size", "learning_rate"):
@@ -155,13 +162,8 @@ class Models:
     def get(self, member):
         key = cell_id(member, "")
         if key not in self._models:
-            from keras_effnet import flavours
-
-            trained = os.path.join(run_dir(self.config, member), "model.keras")
-            if os.path.exists(trained):
-                self._models[key] = flavours.keras3().models.load_model(trained, compile=False)
-            else:
-                self._models[key] = members_lib.build_model(member, classes=self.config.measure_classes)
+            self._models[key] = convert.build_or_load(member, trained_model(self.config, member),
+                                                      self.config.measure_classes, self.config.seed)
         return self._models[key]
 
     def drop(self, member):
@@ -173,18 +175,13 @@ def throughput_batch(config: StudyConfig, macs: int) -> int:
     return max(2, min(config.throughput_batch, int(config.max_batch_gmacs // max(macs / 1e9, 1e-9))))
 
 
-def representative(config: StudyConfig, member, macs: int, splits):
-    """Calibration images for int8: `calibration_samples`, capped like the throughput batch (at least 2).
+def calibration_count(config: StudyConfig, macs: int) -> int:
+    """Images for int8 calibration: `calibration_samples`, capped like the throughput batch (at least 2).
 
     Calibration runs the float model in TFLite's reference kernels; B7 at 600 px takes tens of seconds per
     image on a 2-core CPU, and the latency being measured does not depend on how well it is calibrated.
     """
-    n = max(2, min(config.calibration_samples, int(config.max_batch_gmacs // max(macs / 1e9, 1e-9))))
-    if splits is not None:
-        from training import data
-
-        return data.representative_images(splits.data_dir, n, member.resolution, seed=config.seed)
-    return measure.random_images(n, member.resolution, config.seed)
+    return max(2, min(config.calibration_samples, int(config.max_batch_gmacs // max(macs / 1e9, 1e-9))))
 
 
 class Study:
@@ -231,39 +228,42 @@ class Study:
             if not member_backends(c, m):
                 self.models.drop(m)
         if any(not self.done(round_id(r)) for r in range(1, c.rounds + 1)):
-            for m in self.members:
-                self.convert(m, [LITERT[b] for b in member_backends(c, m) if b in LITERT])
+            self.convert_all()
             self.time_rounds()
         if not c.keep_tflite:
             shutil.rmtree(os.path.join(c.out, "tflite"), ignore_errors=True)
 
-    def convert(self, member, precisions: list[str]):
-        """Convert `member` to every precision not yet on disk, from one SavedModel export."""
+    def convert_all(self):
+        """Every member's missing .tflite files, in worker processes (`study.convert`); one step per file."""
         c = self.config
-        todo = [p for p in precisions if not (self.done(step_id(member, f"convert_{p}"))
-                                             and os.path.exists(tflite_path(c, member, p)))]
-        if not todo:
+        jobs = []
+        for m in self.members:
+            wanted = [LITERT[b] for b in member_backends(c, m) if b in LITERT]
+            todo = tuple(p for p in wanted if not (self.done(step_id(m, f"convert_{p}"))
+                                                   and os.path.exists(tflite_path(c, m, p))))
+            if not todo:
+                continue
+            cost = self.done(step_id(m, "cost"))["cost"]
+            jobs.append(convert.Job(member=m, precisions=todo, paths={p: tflite_path(c, m, p) for p in todo},
+                                    trained_model=trained_model(c, m), classes=c.measure_classes, seed=c.seed,
+                                    calibration=calibration_count(c, cost["macs"]),
+                                    data_dir=self.splits.data_dir if self.splits is not None else None,
+                                    params=cost["params"]))
+        if not jobs:
             return
-        model = self.models.get(member)
-        directory = tempfile.mkdtemp(prefix="study-savedmodel-")
-        try:
-            from edge import export
+        os.makedirs(os.path.join(c.out, "tflite"), exist_ok=True)
+        self.say(f"convert {len(jobs)} members in {c.convert_worker_count} worker processes")
 
-            start = time.perf_counter()
-            saved = export.export_saved_model(model, os.path.join(directory, "model"))
-            for precision in todo:
-                self.say(f"convert {member.key} {precision}")
-                rep = None
-                if precision == "int8":
-                    rep = representative(c, member, self.done(step_id(member, "cost"))["cost"]["macs"], self.splits)
-                path = tflite_path(c, member, precision)
-                store.atomic_write(path, measure.convert(saved, precision, rep))
-                self.save(step_id(member, f"convert_{precision}"), {
-                    "member": member.as_dict(), "bytes": os.path.getsize(path),
-                    "calibration_samples": None if rep is None else len(rep)}, start)
-                start = time.perf_counter()
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
+        def record(job, result):
+            for precision in job.precisions:
+                r = result[precision]
+                self.say(f"converted {job.member.key} {precision} ({r['seconds']:.0f} s)")
+                self.save(step_id(job.member, f"convert_{precision}"), {
+                    "member": job.member.as_dict(), "bytes": r["bytes"],
+                    "calibration_samples": r["calibration_samples"], "worker_peak_rss_gb": result["peak_rss_gb"]},
+                    time.perf_counter() - r["seconds"])
+
+        convert.run_jobs(jobs, c.convert_worker_count, record)
 
     def cells(self):
         """Every (member, backend) cell as a no-argument function, in the study's order."""
@@ -313,8 +313,9 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> dict:
     store.open_study(config.out, fingerprint(config, hw))
     splits = prepare_data(config, data_dir)
     study = Study(config, splits, progress)
-    study.run()
-    return write_outputs(config, hw, study.members, time.perf_counter() - wall)
+    with measure.MemoryWatch() as memory:
+        study.run()
+    return write_outputs(config, hw, study.members, time.perf_counter() - wall, memory.peak_gb)
 
 
 def member_columns(m) -> dict:
@@ -375,7 +376,7 @@ def collect(config: StudyConfig, hw: dict, chosen) -> tuple[list[dict], dict]:
     return rows, timing
 
 
-def write_outputs(config: StudyConfig, hw: dict, chosen, wall_s: float) -> dict:
+def write_outputs(config: StudyConfig, hw: dict, chosen, wall_s: float, tree_peak_gb: float = 0.0) -> dict:
     rows, timing = collect(config, hw, chosen)
     table = report.wide_table(rows)
     steps = store.all_steps(config.out)
@@ -385,6 +386,7 @@ def write_outputs(config: StudyConfig, hw: dict, chosen, wall_s: float) -> dict:
         "hardware": hw, "config": dataclasses.asdict(config), "command": report.command_line(config),
         "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "timing": timing, "wall_seconds_this_run": wall_s, "peak_rss_gb": measure.peak_rss_gb(),
+        "peak_memory_gb": max(tree_peak_gb, measure.peak_rss_gb()),
         "step_seconds": {s["step"]: s["seconds"] for s in steps}, "study_seconds": sum(s["seconds"] for s in steps),
         "recipe": training_link.recipe(config) if not config.measure_only else None,
         "rows": rows, "models": table, "cost_model": fits,

@@ -341,3 +341,40 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, b0_path, dataset
 
     assert re.search(BAD_INPUT[case], lines[0]), lines[0]
     assert (not out.exists()) or sorted(os.listdir(out)) == ["mine.txt"]
+
+
+def _graph(blob):
+    """(op codes, [(tensor type, first scale)]) of a .tflite flatbuffer, in file order."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(blob), 0))
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    sub = model.subgraphs[0]
+    tensors = [(t.type, None if t.quantization is None or t.quantization.scale is None else
+                float(t.quantization.scale[0])) for t in sub.tensors]
+    return [codes[op.opcodeIndex] for op in sub.operators], tensors
+
+
+def test_calibrating_the_float32_file_gives_the_int8_of_the_converter_route(b0_path, dataset, tmp_path):
+    """`calibrate_float` (one converter pass) against `calibrate` (the converter's own calibrate-only pass):
+    the same ops, tensor types and quantization scales, and the same outputs on real images."""
+    import keras
+
+    model = keras.models.load_model(b0_path, compile=False)
+    saved = export.export_saved_model(model, str(tmp_path / "saved"))
+    images = data.calibration_images(dataset, 8, SIZE)
+    route_a = export.quantize_calibrated(export.calibrate(saved, images), io_dtype="uint8")
+    float32 = export.convert_saved_model(saved, "float32")
+    route_b = export.quantize_calibrated(export.calibrate_float(float32, images), io_dtype="uint8")
+    ops_a, tensors_a = _graph(route_a)
+    ops_b, tensors_b = _graph(route_b)
+    assert ops_a == ops_b and len(ops_a) > 100
+    assert [t for t, _ in tensors_a] == [t for t, _ in tensors_b]
+    assert np.allclose([s or 0 for _, s in tensors_a], [s or 0 for _, s in tensors_b], rtol=1e-3)
+    paths = [tmp_path / "a.tflite", tmp_path / "b.tflite"]
+    for path, blob in zip(paths, (route_a, route_b)):
+        path.write_bytes(blob)
+    out_a, out_b = (litert.TFLiteModel(str(p)).predict(images) for p in paths)
+    np.testing.assert_allclose(out_a, out_b, atol=2 / 256)
+    with pytest.raises(ValueError, match="calibration images"):
+        export.calibrate_float(float32, [])

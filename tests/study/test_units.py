@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from keras_effnet import cli
-from study import costmodel, members, report, stats
+from study import convert, costmodel, measure, members, report, stats
 from study.config import StudyConfig
 
 
@@ -94,6 +94,7 @@ def test_grid_points_satisfy_the_paper_constraint():
     ({"grid_search": True, "measure_only": True}, "--grid_search=True"),
     ({"image_size": 16}, "--image_size=16: expected 0 (native) or >= 32"),
     ({"rounds": 0}, "--rounds=0: expected an integer >= 1"),
+    ({"convert_workers": -1}, "--convert_workers=-1: expected an integer >= 0"),
     ({"max_spread": 0.0}, "--max_spread=0.0: expected a number > 0"),
     ({"target_accuracy": 1.5}, "--target_accuracy=1.5"),
     ({"dataset": "folder"}, "--dataset=folder needs --data_dir"),
@@ -111,3 +112,42 @@ def test_command_line_names_every_changed_flag():
     assert report.command_line(config) == ("keras-effnet-study --out=S --members=b0,resnet50 --measure_only "
                                            "--image_size=32 --backends=keras_b1 --rounds=3 --sample_s=0.05")
     assert dataclasses.replace(config).members == ("b0", "resnet50")
+
+
+def _job(key, params):
+    return convert.Job(member=members.member(key, 32), precisions=("float32",), paths={}, trained_model=None,
+                       classes=2, seed=0, calibration=2, data_dir=None, params=params)
+
+
+def test_conversions_start_largest_first_and_never_two_large_side_by_side():
+    b7, b6, b0, b1 = _job("b7", 66_000_000), _job("b6", 43_000_000), _job("b0", 5_000_000), _job("b1", 8_000_000)
+    pending = convert.order([b0, b6, b1, b7])
+    assert pending == [b7, b6, b1, b0]
+    assert convert.next_job(pending, [], 2) is b7
+    assert convert.next_job([b6, b1, b0], [b7], 2) is b1  # B6 waits while B7 converts
+    assert convert.next_job([b6, b0], [b7, b1], 2) is None  # both workers busy
+    assert convert.next_job([b6], [b7], 2) is None  # only a large one left beside a large one
+    assert convert.next_job([b6, b0], [b1], 2) is b6
+    assert convert.next_job([b1, b0], [], 1) is b1 and convert.next_job([b0], [b1], 1) is None
+
+
+def test_memory_watch_counts_the_children_of_the_process():
+    """A child holding 400 MB: the tree's resident memory includes it, this process's own does not."""
+    import subprocess
+    import sys
+    import time
+
+    code = "import sys, time; b = bytearray(400_000_000); b[::4096] = b'x' * len(b[::4096]); print(1, flush=True); time.sleep(30)"
+    with measure.MemoryWatch(interval=0.05) as watch:
+        before = measure.tree_rss_bytes()
+        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        try:
+            assert child.stdout.readline().strip() == "1"
+            time.sleep(0.3)
+            during = measure.tree_rss_bytes()
+        finally:
+            child.kill()
+            child.wait()
+    assert during - before > 350e6, (before, during)
+    assert watch.peak >= during * 0.95
+    assert measure.tree_rss_bytes() < during - 300e6

@@ -1,0 +1,162 @@
+"""Converting the members to .tflite in worker processes, two at a time, each worker gone after its member.
+
+Conversion, not timing, is most of a measure-only study's wall time: the TFLite converter is single-threaded
+(one core of two busy) and B7 alone takes about two minutes on a 2-core CPU. Its memory is the other limit:
+converting B7 peaks at several GB, and a process that converted every member keeps much of that (the
+allocator does not give it back). So each member is converted in a fresh process that exits when done:
+two run at once to fill both cores, the largest members first, and never two large ones side by side
+(`LARGE_PARAMS`), so that two of the biggest conversions do not add up.
+
+A worker builds the member exactly as the study's own process does: the trained `model.keras` of its run
+folder when there is one, else the architecture initialised with the study's seed (the same weights as the
+Keras model that is timed). It exports one SavedModel, converts float32, and makes int8 by calibrating that
+float32 file (`edge.export.calibrate_float`: one converter pass, not two). Files are written under a temporary
+name and renamed, so a file on disk is complete; the step records are the parent's to write.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+
+LARGE_PARAMS = 28_000_000
+"""Members with more parameters than this (B5, B6, B7 and bigger) are never converted beside another one."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One member's conversions: what a worker needs, all plain data (it crosses a process boundary)."""
+
+    member: object  # study.members.Member
+    precisions: tuple[str, ...]
+    paths: dict  # precision -> .tflite path
+    trained_model: str | None  # model.keras of the member's training run, if any
+    classes: int
+    seed: int
+    calibration: int  # int8 calibration images
+    data_dir: str | None  # calibration images come from here when given, else random pixels
+    params: int = 0
+
+    @property
+    def large(self) -> bool:
+        return self.params > LARGE_PARAMS
+
+
+def representative_images(member, n: int, data_dir: str | None, seed: int):
+    """`n` float32 0..255 calibration images at the member's resolution: dataset images when there is a
+    dataset, else random pixels (the latency measured does not depend on how well int8 is calibrated)."""
+    if data_dir is not None:
+        from training import data
+
+        return data.representative_images(data_dir, n, member.resolution, seed=seed)
+    from study import measure
+
+    return measure.random_images(n, member.resolution, seed)
+
+
+def build_or_load(member, trained_model: str | None, classes: int, seed: int):
+    """The member's Keras model: its trained file, else a fresh one with weights fixed by `seed`."""
+    from keras_effnet import flavours
+
+    keras = flavours.keras3()
+    if trained_model and os.path.exists(trained_model):
+        return keras.models.load_model(trained_model, compile=False)
+    from study import members
+
+    keras.utils.set_random_seed(seed)
+    return members.build_model(member, classes=classes)
+
+
+def convert_member(job: Job) -> dict:
+    """Run in a worker: every precision of `job`; {precision: {"bytes", "seconds", "calibration_samples"}} and
+    the worker's peak resident memory ("peak_rss_gb")."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass  # in-process (a test calling this directly): TensorFlow already runs
+    from edge import export
+    from study import measure, store
+
+    start = time.perf_counter()
+    model = build_or_load(job.member, job.trained_model, job.classes, job.seed)
+    directory = tempfile.mkdtemp(prefix="study-savedmodel-")
+    out = {}
+    try:
+        saved = export.export_saved_model(model, os.path.join(directory, "model"))
+        del model
+        float_blob = None
+        if "float32" in job.precisions or "int8" in job.precisions:
+            float_blob = measure.convert(saved, "float32")
+        for precision in job.precisions:
+            rep = None
+            if precision == "float32":
+                blob = float_blob
+            elif precision == "int8":
+                rep = representative_images(job.member, job.calibration, job.data_dir, job.seed)
+                blob = export.quantize_calibrated(export.calibrate_float(float_blob, rep), io_dtype="uint8")
+            else:
+                raise ValueError(f"precision must be float32 or int8, got {precision!r}")
+            store.atomic_write(job.paths[precision], blob)
+            out[precision] = {"bytes": os.path.getsize(job.paths[precision]), "seconds": time.perf_counter() - start,
+                              "calibration_samples": None if rep is None else len(rep)}
+            start = time.perf_counter()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    out["peak_rss_gb"] = measure.peak_rss_gb()
+    return out
+
+
+def order(jobs: list[Job]) -> list[Job]:
+    """Largest first, so the longest conversion starts at once and the small ones fill the other core."""
+    return sorted(jobs, key=lambda j: -j.params)
+
+
+def next_job(pending: list[Job], running: list[Job], workers: int) -> Job | None:
+    """The job to start now: the first pending one (largest first) that does not put two large conversions
+    side by side; None when every worker is busy or only large jobs wait beside a large one."""
+    if len(running) >= max(1, workers):
+        return None
+    big_running = any(j.large for j in running)
+    return next((j for j in pending if not (j.large and big_running)), None)
+
+
+def run_jobs(jobs: list[Job], workers: int, on_done) -> None:
+    """Convert every job in worker processes (`next_job` decides what starts when); call `on_done(job, result)`
+    in this process as each finishes. A worker that fails stops the run with its error (the members finished
+    before it stay recorded); so does Ctrl-C, which also ends the workers instead of waiting for them."""
+    pending = order(jobs)
+    if not pending:
+        return
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no TensorFlow state forked
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context,
+                                                  max_tasks_per_child=1)
+    try:
+        running: dict[concurrent.futures.Future, Job] = {}
+        while pending or running:
+            while (pick := next_job(pending, list(running.values()), workers)) is not None:
+                pending.remove(pick)
+                running[pool.submit(convert_member, pick)] = pick
+            done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                job = running.pop(future)
+                try:
+                    result = future.result()
+                except concurrent.futures.process.BrokenProcessPool:
+                    raise RuntimeError(f"converting {job.member.key} ended its worker process (out of memory?); "
+                                       "run the same command again to continue") from None
+                on_done(job, result)
+    except BaseException:
+        # The executor has no public way to stop a running task; a conversion can take minutes.
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
