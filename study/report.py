@@ -264,9 +264,14 @@ def render(results: dict) -> str:
                 f"the median of its rounds, ± half its interquartile range as a share of the median, ⚠ where the "
                 f"IQR exceeds {c['max_spread']:.0%} of the median.  "]
     peak = results.get("peak_memory_gb", results["peak_rss_gb"])
-    out += [f"**Cost of the run:** {results['wall_seconds_this_run'] / 60:.1f} min in this invocation "
-            f"({results['study_seconds'] / 60:.1f} min of steps in all, each worker's conversions counted in "
-            f"full); peak resident memory {peak:.1f} GB, this process and its conversion workers together.", ""]
+    conversion = results.get("conversion") or {}
+    converted = (f"; conversions {conversion['wall_seconds'] / 60:.1f} min in {conversion['workers']} worker "
+                 f"processes" if conversion.get("wall_seconds") else "")
+    rounds = sum(t.get("round_seconds", [])) if t else 0
+    out += [f"**Cost of the run:** {results['wall_seconds_this_run'] / 60:.1f} min in this invocation{converted}"
+            f"{f', timing rounds {rounds / 60:.1f} min' if rounds else ''} ({results['study_seconds'] / 60:.1f} "
+            f"min of steps in all, each worker's conversions counted in full); peak resident memory {peak:.1f} "
+            "GB, this process and its conversion workers together.", ""]
     answer_lines = answer(table)
     if answer_lines:
         out += ["## Does the MAC saving turn into time?", "",
