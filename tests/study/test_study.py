@@ -235,3 +235,31 @@ def test_grid_search_trains_two_points_and_names_the_best(tmp_path, tiny_data):
     assert grid[0]["macs"] != grid[1]["macs"] and all(0 <= m["val_top1"] <= 1 for m in grid)
     report = open(os.path.join(config.out, "report.md")).read()
     assert "Grid search at φ = 1" in report and report.count("**best**") == 1
+
+
+def test_conversion_workers_write_every_file_of_every_member(tmp_path):
+    """`study.convert.run_jobs` with real worker processes: a large member (by the parameter count given) in
+    the fresh worker and a small one in the reused one, float32 and int8 each, readable by LiteRT."""
+    from edge import litert
+    from study import convert
+
+    jobs = []
+    for key, params in (("b0", 30_000_000), ("lite0", 3_000_000)):
+        m = members.member(key, 32)
+        paths = {p: str(tmp_path / f"{key}_{p}.tflite") for p in ("float32", "int8")}
+        jobs.append(convert.Job(member=m, precisions=("float32", "int8"), paths=paths, trained_model=None,
+                                classes=2, seed=0, calibration=2, data_dir=None, params=params))
+    assert [j.large for j in jobs] == [True, False]
+    done = []
+    convert.run_jobs(jobs, 2, lambda job, result: done.append((job.member.key, result)))
+    assert sorted(k for k, _ in done) == ["b0", "lite0"]
+    for job in jobs:
+        result = dict(done)[job.member.key]
+        assert result["peak_rss_gb"] > 0.1 and result["int8"]["calibration_samples"] == 2
+        for precision, path in job.paths.items():
+            assert os.path.getsize(path) == result[precision]["bytes"] > 0
+            model = litert.TFLiteModel(path)
+            assert tuple(model.input_shape[1:3]) == (32, 32)
+            assert model.input_dtype == ("uint8" if precision == "int8" else "float32")
+            assert model.predict(measure.random_images(1, 32)).shape == (1, 2)
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]  # no temporary file left

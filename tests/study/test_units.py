@@ -119,16 +119,16 @@ def _job(key, params):
                        classes=2, seed=0, calibration=2, data_dir=None, params=params)
 
 
-def test_conversions_start_largest_first_and_never_two_large_side_by_side():
+def test_conversions_start_largest_first_and_only_the_fresh_worker_takes_large_ones():
     b7, b6, b0, b1 = _job("b7", 66_000_000), _job("b6", 43_000_000), _job("b0", 5_000_000), _job("b1", 8_000_000)
     pending = convert.order([b0, b6, b1, b7])
     assert pending == [b7, b6, b1, b0]
-    assert convert.next_job(pending, [], 2) is b7
-    assert convert.next_job([b6, b1, b0], [b7], 2) is b1  # B6 waits while B7 converts
-    assert convert.next_job([b6, b0], [b7, b1], 2) is None  # both workers busy
-    assert convert.next_job([b6], [b7], 2) is None  # only a large one left beside a large one
-    assert convert.next_job([b6, b0], [b1], 2) is b6
-    assert convert.next_job([b1, b0], [], 1) is b1 and convert.next_job([b0], [b1], 1) is None
+    assert convert.slots(2) == [convert.FRESH, convert.REUSED] and convert.slots(0) == [convert.FRESH]
+    assert convert.next_job(pending, convert.FRESH) is b7
+    assert convert.next_job([b6, b1, b0], convert.REUSED) is b1  # B6 waits for the fresh worker
+    assert convert.next_job([b6], convert.REUSED) is None
+    assert convert.next_job([b1, b0], convert.FRESH) is b1
+    assert convert.next_job([], convert.FRESH) is None
 
 
 def test_memory_watch_counts_the_children_of_the_process():
