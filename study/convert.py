@@ -143,10 +143,10 @@ def run_jobs(jobs: list[Job], workers: int, on_done) -> None:
     if not pending:
         return
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no TensorFlow state forked
+    kinds = slots(workers)
     pools = [concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context,
                                                     max_tasks_per_child=1 if kind == FRESH else None)
-             for kind in slots(workers)]
-    kinds = slots(workers)
+             for kind in kinds]
     try:
         running: dict[concurrent.futures.Future, tuple[int, Job]] = {}
         while pending or running:
