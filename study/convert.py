@@ -78,6 +78,9 @@ def convert_member(job: Job) -> dict:
     the worker's peak resident memory ("peak_rss_gb")."""
     import tensorflow as tf
 
+    unknown = sorted(set(job.precisions) - {"float32", "int8"})
+    if unknown:
+        raise ValueError(f"precisions must be float32 or int8, got {unknown}")
     try:
         tf.config.threading.set_intra_op_parallelism_threads(1)
         tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -93,18 +96,12 @@ def convert_member(job: Job) -> dict:
     try:
         saved = export.export_saved_model(model, os.path.join(directory, "model"))
         del model
-        float_blob = None
-        if "float32" in job.precisions or "int8" in job.precisions:
-            float_blob = measure.convert(saved, "float32")
+        float_blob = measure.convert(saved, "float32")  # int8 is calibrated on it
         for precision in job.precisions:
-            rep = None
-            if precision == "float32":
-                blob = float_blob
-            elif precision == "int8":
+            rep, blob = None, float_blob
+            if precision == "int8":
                 rep = representative_images(job.member, job.calibration, job.data_dir, job.seed)
                 blob = export.quantize_calibrated(export.calibrate_float(float_blob, rep), io_dtype="uint8")
-            else:
-                raise ValueError(f"precision must be float32 or int8, got {precision!r}")
             store.atomic_write(job.paths[precision], blob)
             out[precision] = {"bytes": os.path.getsize(job.paths[precision]), "seconds": time.perf_counter() - start,
                               "calibration_samples": None if rep is None else len(rep)}
