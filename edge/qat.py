@@ -12,6 +12,7 @@ instead of tfmot's one-at-a-time RuntimeError.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -184,8 +185,12 @@ class FineTuneConfig:
     steps_per_epoch: int | None = None
     seed: int = 0
     augment: str = "none"
+    calibration_batches: int = 4
 
     def __post_init__(self):
+        if isinstance(self.calibration_batches, bool) or not isinstance(self.calibration_batches, int) \
+                or self.calibration_batches < 0:
+            raise ValueError(f"calibration_batches must be an integer >= 0, got {self.calibration_batches!r}.")
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "epochs" else 1):
@@ -204,6 +209,73 @@ def compile_qat(qat_model, learning_rate: float):
         metrics=[K.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
     return qat_model
+
+
+@contextlib.contextmanager
+def _ranges_from_all_values():
+    """Inside the block, tfmot's moving-average activation quantizers record the min/max of every value they see
+    (starting from the first batch's, not from tfmot's initial [-6, 6]) instead of moving 0.1% towards it.
+
+    tfmot's `MovingAverageQuantizer` starts every activation range at [-6, 6] and moves it with an EMA of decay
+    0.999 (hard-coded in `quantizers.MovingAverageQuantizer.__call__`), so a fine-tune of a few hundred steps
+    leaves most ranges near [-6, 6]: an image rescaled to [0, 1] gets about 21 of its 256 levels, and the Keras
+    QAT model and its integer file, rounding differently, diverge. The block swaps the quant_ops function that
+    quantizer calls (looked up on the module at call time), for eager calls only.
+    """
+    import tensorflow as tf
+    from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
+
+    original = quant_ops.MovingAvgQuantize
+    started = set()
+
+    def all_values(inputs, min_var, max_var, per_channel=False, ema_decay=0.999, name_prefix="MovingAvgQuantize",
+                   is_training=True, num_bits=8, narrow_range=False, symmetric=False):
+        if not is_training or per_channel or symmetric:  # tfmot's activation quantizers are per-tensor, asymmetric
+            return original(inputs, min_var, max_var, per_channel=per_channel, ema_decay=ema_decay,
+                            name_prefix=name_prefix, is_training=is_training, num_bits=num_bits,
+                            narrow_range=narrow_range, symmetric=symmetric)
+        low = tf.minimum(tf.reduce_min(inputs), 0.0)  # TFLite needs 0 inside every range
+        high = tf.maximum(tf.reduce_max(inputs), 0.0)
+        if min_var.ref() in started:
+            low, high = tf.minimum(low, min_var), tf.maximum(high, max_var)
+        started.add(min_var.ref())
+        min_var.assign(tf.reshape(low, min_var.shape))
+        max_var.assign(tf.reshape(high, max_var.shape))
+        return tf.quantization.fake_quant_with_min_max_vars(inputs, min_var, max_var, num_bits=num_bits,
+                                                            narrow_range=narrow_range)
+
+    quant_ops.MovingAvgQuantize = all_values
+    try:
+        yield started
+    finally:
+        quant_ops.MovingAvgQuantize = original
+
+
+def calibrate_ranges(qat_model, batches) -> int:
+    """Set the activation ranges of a fresh QAT model from the min/max over `batches` (image batches); returns
+    how many ranges were set.
+
+    QAT then starts from the ranges post-training quantization would use rather than tfmot's [-6, 6] (see
+    `_ranges_from_all_values`), as the TFLite converter's own calibration does for the int8 format. The pass
+    runs in training mode, so that each quantizer records its tensor, with every BatchNormalization frozen
+    (a non-trainable Keras BatchNormalization normalises with its moving statistics and leaves them alone):
+    the ranges are those of the model as it infers and as the converter folds it, and only the ranges change.
+    """
+    K = flavours.tf_keras()
+    frozen = []
+    for layer in qat_model.layers:
+        inner = getattr(layer, "layer", layer)  # tfmot's QuantizeWrapperV2 holds the layer it wraps
+        if isinstance(inner, K.layers.BatchNormalization) and inner.trainable:
+            inner.trainable = False
+            frozen.append(inner)
+    try:
+        with _ranges_from_all_values() as started:
+            for images in batches:
+                qat_model(images, training=True)
+    finally:
+        for layer in frozen:
+            layer.trainable = True
+    return len(started)
 
 
 def fine_tune(model, data_dir: str, config: FineTuneConfig = FineTuneConfig(), *, strategy=None):
@@ -229,6 +301,12 @@ def fine_tune(model, data_dir: str, config: FineTuneConfig = FineTuneConfig(), *
     )
     with strategy.scope():
         qat_model = compile_qat(quantize(model), config.learning_rate)
+    if config.calibration_batches:
+        calibration = data_lib.make_dataset(
+            splits.train_files, splits.train_labels, image_size=image_size, batch_size=config.batch_size,
+            training=False, augment="none", seed=config.seed,
+        )
+        calibrate_ranges(qat_model, (images for images, _ in calibration.take(config.calibration_batches)))
     history = {}
     if config.epochs:
         hist = qat_model.fit(
@@ -284,6 +362,9 @@ class QatConfig:
                                     group="fine-tune")
     steps_per_epoch: int | None = cli.flag(None, "Limit the steps per epoch.", group="fine-tune")
     seed: int = cli.flag(0, "Shuffle seed.", group="fine-tune")
+    calibration_batches: int = cli.flag(
+        4, "Batches of training images whose min/max set the activation ranges before fine-tuning "
+           "(0: tfmot's [-6, 6] start).", group="fine-tune")
     strategy: str = cli.flag("auto", "tf.distribute strategy.", group="devices", choices=STRATEGIES)
     cpu_replicas: int = cli.flag(1, "Logical CPU replicas for MirroredStrategy when there is no GPU.", group="devices")
 
@@ -294,10 +375,13 @@ class QatConfig:
             cli.positive(name, getattr(self, name))
         cli.positive("steps_per_epoch", self.steps_per_epoch, allow_none=True)
         cli.positive("learning_rate", self.learning_rate, kind="number")
+        if self.calibration_batches < 0:
+            raise cli.UsageError("calibration_batches", self.calibration_batches, "an integer >= 0")
 
     def fine_tune(self) -> FineTuneConfig:
         return FineTuneConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
-                              steps_per_epoch=self.steps_per_epoch, seed=self.seed)
+                              steps_per_epoch=self.steps_per_epoch, seed=self.seed,
+                              calibration_batches=self.calibration_batches)
 
 
 def run(config: QatConfig) -> None:
