@@ -183,7 +183,7 @@ def test_qat_command_fine_tunes_lite0_and_the_result_converts_to_full_integer(li
     # ranges are calibrated before the two QAT steps. Measured over 6 fresh probes on these 36 images: top-1
     # agreement 0.94-1.00, mean probability error 0.010-0.020. On the 12 validation images alone, 5 probes gave
     # 0.83-1.00 and 0.014-0.037. With tfmot's [-6, 6] starting ranges (no calibration), the same 5 gave 0.50-1.00
-    # and 0.037-0.063. With every feature standardised and no calibration, 0.42-1.00 and up to 0.31. A file that
+    # and 0.037-0.063. With every feature standardised and no calibration, 0.42-1.00 and up to 0.37. A file that
     # computed something else would agree on about 1/3.
     diff = np.abs(probs - want)
     agree = np.mean(probs.argmax(-1) == want.argmax(-1))
