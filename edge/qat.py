@@ -188,13 +188,10 @@ class FineTuneConfig:
     calibration_batches: int = 4
 
     def __post_init__(self):
-        if isinstance(self.calibration_batches, bool) or not isinstance(self.calibration_batches, int) \
-                or self.calibration_batches < 0:
-            raise ValueError(f"calibration_batches must be an integer >= 0, got {self.calibration_batches!r}.")
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "epochs" else 1):
-                raise ValueError(f"{name} must be an integer >= {0 if name == 'epochs' else 1}, got {value!r}.")
+        for name in ("epochs", "batch_size", "calibration_batches"):
+            value, low = getattr(self, name), 1 if name == "batch_size" else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
         if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0):
             raise ValueError(f"learning_rate must be a number > 0, got {self.learning_rate!r}.")
         if self.steps_per_epoch is not None and (not isinstance(self.steps_per_epoch, int) or self.steps_per_epoch < 1):
