@@ -24,7 +24,7 @@ import os
 import tempfile
 import time
 
-from keras_effnet import cli
+from common import cli
 
 BEGIN = "<!-- defaults_vs_fit:begin -->"
 END = "<!-- defaults_vs_fit:end -->"
@@ -85,7 +85,7 @@ def table(rows, *, num_train: int, num_val: int, epochs: int, batch_size: int) -
 
 
 def replace_section(path: str, text: str) -> None:
-    from training.files import atomic_write
+    from common.files import atomic_write
 
     with open(path) as f:
         doc = f.read()

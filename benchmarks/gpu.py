@@ -61,7 +61,7 @@ def device_name(gpu: bool) -> str:
 def append_rows(path: str, rows: list[dict], *, device: str, image_size: int, steps_per_loop: str) -> None:
     import tensorflow as tf
 
-    from training.files import atomic_write
+    from common.files import atomic_write
 
     text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
     load = os.getloadavg()[0]

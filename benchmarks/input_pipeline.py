@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from keras_effnet import cli
+from common import cli
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,7 +37,7 @@ import statistics
 import tempfile
 import time
 
-from keras_effnet import cli
+from common import cli
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,7 +266,7 @@ def bench(config: ThroughputConfig) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if config.json:
-        from training.files import atomic_write
+        from common.files import atomic_write
 
         atomic_write(config.json, json.dumps(results, indent=1) + "\n")
     return 0

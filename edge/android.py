@@ -29,8 +29,8 @@ import shlex
 
 import dataclasses
 
-from keras_effnet import cli
-from training.files import atomic_write
+from common import cli
+from common.files import atomic_write
 
 DEVICE_DIR = "/data/local/tmp/keras_effnet"
 MARKER = "### edge.android"

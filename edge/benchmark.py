@@ -24,7 +24,7 @@ import tempfile
 import numpy as np
 
 from edge import litert
-from keras_effnet import cli
+from common import cli
 
 
 def benchmark(path: str, *, threads=(1,), warmup: int = 5, runs: int = 50, seed: int = 0,

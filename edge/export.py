@@ -38,8 +38,8 @@ import numpy as np
 
 from edge import litert
 from edge import metadata as metadata_lib
-from keras_effnet import cli
-from training.files import atomic_write
+from common import cli
+from common.files import atomic_write
 
 FORMATS = ("float32", "float16", "dynamic", "int8", "int16x8", "qat_int8")
 FLOAT_FORMATS = ("float32", "float16", "dynamic")

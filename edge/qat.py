@@ -20,8 +20,9 @@ import tempfile
 
 import numpy as np
 
-from keras_effnet import cli, flavours
-from training.files import atomic_write
+from common import cli
+from keras_effnet import flavours
+from common.files import atomic_write
 from training.strategy import STRATEGIES
 from keras_effnet import twin as twin_lib
 

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import time
 
-from keras_effnet import cli
+from common import cli
 
 FAMILY_CHOICES = ("efficientnet", "lite", "v2", "all")
 

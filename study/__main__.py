@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from keras_effnet import cli
+from common import cli
 
 from study.config import StudyConfig
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from keras_effnet import architecture, cli
+from common import cli
+from keras_effnet import architecture
 
 from study import measure, members
 

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 
-from keras_effnet import cli
+from common import cli
 
 from study import convert, costmodel, hardware, measure, members as members_lib, plots, report, store, training_link
 from study.config import StudyConfig

@@ -14,8 +14,8 @@ import io
 import json
 import os
 
-from keras_effnet import cli
-from training.files import atomic_write
+from common import cli
+from common.files import atomic_write
 
 STUDY_FILE = "study.json"
 STEPS_DIR = "steps"

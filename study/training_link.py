@@ -21,7 +21,7 @@ import dataclasses
 import json
 import os
 
-from keras_effnet import cli
+from common import cli
 
 METRICS = "metrics.json"
 RECIPE_FIELDS = ("epochs", "batch_size", "optimizer", "learning_rate", "schedule", "warmup_epochs",

@@ -45,7 +45,7 @@ import signal
 import threading
 
 from training import config as config_lib
-from training.files import atomic_path, atomic_write
+from common.files import atomic_path, atomic_write
 
 METRICS = "metrics.json"
 LABELS = "labels.txt"

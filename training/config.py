@@ -1,6 +1,6 @@
 """`TrainConfig`: every choice of one training run, typed, and the trainer's command-line flags.
 
-The fields are the flags of `python -m training.train` (keras_effnet.cli's
+The fields are the flags of `python -m training.train` (common.cli's
 convention: `--name=value`, `--name` / `--noname` for booleans); tests and
 library callers build the dataclass directly. `validated()` checks every field
 and fills the variant-dependent defaults, with errors that name the flag, the
@@ -23,7 +23,7 @@ import dataclasses
 import numbers
 import os
 
-from keras_effnet import cli
+from common import cli
 from keras_effnet.architecture import FAMILIES
 
 DATASETS = ("synthetic", "imagenette", "imagewoof", "folder")

@@ -176,7 +176,7 @@ def _checked(split_dir: str, files: list[str], *, workers: int | None, use_cache
     folder that cannot be written is scanned in full every time (the write is
     skipped); a damaged cache file is ignored and rewritten.
     """
-    from training import files as files_lib
+    from common import files as files_lib
 
     cache_path = os.path.join(split_dir, SCAN_CACHE)
     entries = {}

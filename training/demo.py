@@ -21,7 +21,7 @@ import json
 import os
 import time
 
-from keras_effnet import cli
+from common import cli
 
 # 2,000 distinct images seen 12 times (measured: docs/benchmarks.md).
 EPOCHS = 12
@@ -85,7 +85,7 @@ def run_demo(out: str, **kw) -> dict:
 def demo(config: DemoConfig) -> int:
     from absl import logging
 
-    from training.files import atomic_write
+    from common.files import atomic_write
 
     cli.require_writable_dir("out", config.out)
     logging.set_verbosity(logging.WARNING)

@@ -13,7 +13,7 @@ import json
 import os
 import zipfile
 
-from keras_effnet import cli
+from common import cli
 from training import data as data_lib
 
 MODEL_WHAT = "a .keras model written by training.train"

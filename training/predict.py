@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from keras_effnet import cli
+from common import cli
 from training import data as data_lib
 from training.evaluate import load_labels, load_model
 

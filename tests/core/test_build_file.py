@@ -9,7 +9,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("keras_effnet", "training", "edge", "study", "benchmarks")
+PACKAGES = ("common", "keras_effnet", "training", "edge", "study", "benchmarks")
 RULES = ("py_library", "py_binary", "py_test")
 
 

@@ -1,4 +1,4 @@
-"""keras_effnet.cli: the command-line convention every entry point uses."""
+"""common.cli: the command-line convention every entry point uses."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from keras_effnet import cli
+from common import cli
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edge import data, export, litert, metadata
-from keras_effnet import cli
+from common import cli
 
 from edge_support import CLASSES, SIZE, run_module
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from keras_effnet import cli
+from common import cli
 from study import __main__ as study_main
 from study import measure, members, run, stats
 from study.config import StudyConfig

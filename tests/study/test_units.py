@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from keras_effnet import cli
+from common import cli
 from study import convert, costmodel, measure, members, report, stats
 from study.config import StudyConfig
 

@@ -1,10 +1,10 @@
-"""training.files.atomic_write: the one atomic writer of the trainer, the exporter and the study."""
+"""common.files.atomic_write: the one atomic writer of the trainer, the exporter and the study."""
 
 import os
 
 import pytest
 
-from training.files import atomic_write
+from common.files import atomic_write
 
 
 def test_writes_text_and_bytes_and_replaces(tmp_path):
