@@ -35,6 +35,8 @@ STRATEGIES = ("auto", "mirrored", "one_device", "multi_worker")
 SCHEDULES = ("cosine", "exponential", "constant")
 FASTAI_SIZES = ("160", "320", "full")
 LABEL_NOISE = (0, 1, 5, 25, 50)
+CLASS_WEIGHTS = ("none", "balanced")
+FINETUNE = ("auto", "off")
 
 # Per BASE_BATCH (256) images; the rate used is scaled linearly with the global batch.
 # adamw 0.024 per 256 = 3e-3 at batch 32 (measured, see above); rmsprop: the paper's 0.016; sgd: Goyal et al.'s 0.1.
@@ -65,11 +67,13 @@ class TrainConfig:
                                                group="model")
     bn_momentum: float = cli.flag(0.9, "BatchNorm moving-average momentum (the paper: 0.99; 0.9 suits short runs).", group="model")
     zero_init_head: bool = cli.flag(True, "Start the classifier at zero (uniform predictions); suits few classes.", group="model")
-    init_from: str | None = cli.flag(None, "Start from weights: 'imagenet', a .keras model or a .weights.h5 file.", group="model")
+    init_from: str | None = cli.flag(None, "Start from pretrained weights: 'imagenet' (B0-B7, V2), the official Lite "
+                                     ".tar.gz, its folder or checkpoint prefix (Lite), a .keras model or a .weights.h5 file.",
+                                     group="model")
     # data
     dataset: str | None = cli.flag(None, "synthetic (embedded, no download), imagenette, imagewoof or folder "
                                    "(none: folder when --data_dir is given, else synthetic).", group="data", choices=DATASETS)
-    data_dir: str | None = cli.flag(None, "folder: a folder of images (train/<class>/*, val/<class>/*); imagenette/imagewoof: "
+    data_dir: str | None = cli.flag(None, "folder: a folder of images (train/<class>/* and val/<class>/*, or one <class>/* split by --val_split); imagenette/imagewoof: "
                                     "where the archive is unpacked; synthetic: where it is generated (none: OUT/synthetic_data).",
                                     group="data")
     fastai_size: str = cli.flag("160", "Imagenette/Imagewoof archive size.", group="data", choices=FASTAI_SIZES)
@@ -84,6 +88,10 @@ class TrainConfig:
     cache: bool = cli.flag(True, "Keep the images decoded at the training size in memory when they fit (a quarter of RAM, "
                            "at most 2 GiB; else the file bytes): after the first epoch a step only crops and flips.",
                            group="data")
+    val_split: float = cli.flag(0.2, "One-folder dataset (DIR/<class>/*): the fraction of every class held out for "
+                                "validation, split once per --seed and recorded in OUT/split.json.", group="data")
+    class_weight: str = cli.flag("none", "none, or balanced: weight each class's loss by its inverse frequency.",
+                                 group="data", choices=CLASS_WEIGHTS)
     synthetic_per_class: int = cli.flag(100, "Synthetic dataset: training images per class.", group="data")
     # optimisation
     epochs: int = cli.flag(15, "Epochs.", group="optimisation")
@@ -101,6 +109,18 @@ class TrainConfig:
     ema_decay: float = cli.flag(0.0, "Exponential moving average of the weights (0 = off; the paper: 0.9999).", group="optimisation")
     progressive_resize: bool = cli.flag(False, "Train at growing image sizes over the epochs (EfficientNetV2).", group="optimisation")
     steps_per_epoch: int | None = cli.flag(None, "Cap on steps per epoch (none: one pass over the train set).", group="optimisation")
+    # fine-tuning (training/finetune.py)
+    finetune: str = cli.flag("auto", "auto: the fine-tuning recipe whenever --init_from is given; off: every layer "
+                             "trains from the first step, as from scratch.", group="fine-tuning", choices=FINETUNE)
+    head_epochs: int | None = cli.flag(None, "Fine-tuning: epochs that train the new classifier only, backbone frozen "
+                                       "(none: a fifth of --epochs, at least 1).", group="fine-tuning")
+    unfreeze: str = cli.flag("all", "Fine-tuning: after the head epochs, train all backbone layers or the top N blocks "
+                             "(0: the head only throughout).", group="fine-tuning")
+    bn_trainable: bool = cli.flag(False, "Fine-tuning: let BatchNorm layers train (batch statistics); by default they "
+                                  "stay in inference mode with the pretrained statistics.", group="fine-tuning")
+    finetune_lr_scale: float | None = cli.flag(None, "Fine-tuning: the backbone stage's peak learning rate as a fraction "
+                                               "of --learning_rate (none: training/finetune.py's default).",
+                                               group="fine-tuning")
     # devices
     strategy: str = cli.flag("auto", "auto, mirrored, one_device or multi_worker (TF_CONFIG).", group="devices", choices=STRATEGIES)
     num_gpus: int | None = cli.flag(None, "GPUs to use (none: all).", group="devices")
@@ -148,6 +168,15 @@ class TrainConfig:
         _choice("fastai_size", str(self.fastai_size), FASTAI_SIZES)
         _choice("label_noise", self.label_noise, LABEL_NOISE)
         _number("phi", self.phi, low=0)
+        _choice("class_weight", self.class_weight, CLASS_WEIGHTS)
+        _choice("finetune", self.finetune, FINETUNE)
+        _number("val_split", self.val_split, low=0, high=1, low_open=True, high_open=True)
+        if self.head_epochs is not None:
+            _integer("head_epochs", self.head_epochs, 0)
+        if not (str(self.unfreeze) == "all" or (not isinstance(self.unfreeze, bool) and str(self.unfreeze).isdigit())):
+            raise ConfigError("unfreeze", self.unfreeze, "all, or a number of top blocks >= 0")
+        if self.finetune_lr_scale is not None:
+            _number("finetune_lr_scale", self.finetune_lr_scale, low=0, low_open=True)
         _integer("epochs", self.epochs, 1)
         _integer("batch_size", self.batch_size, 1)
         _integer("cpu_replicas", self.cpu_replicas, 1)
@@ -180,9 +209,11 @@ class TrainConfig:
             raise ConfigError("label_noise", self.label_noise, f"0 unless --dataset=imagenette (noisy_imagenette.csv); dataset is {dataset}")
         if not self.out:
             raise ConfigError("out", "''", "a folder path")
-        if self.init_from not in (None, "imagenet") and not os.path.exists(self.init_from):
-            raise ConfigError("init_from", self.init_from, "'imagenet', or an existing .keras model or .weights.h5 file")
-        changes = {"dataset": dataset}
+        if self.init_from not in (None, "imagenet") and not (os.path.exists(self.init_from)
+                                                             or os.path.exists(self.init_from + ".index")):
+            raise ConfigError("init_from", self.init_from, "'imagenet', an existing .keras model or .weights.h5 file, or "
+                                                           "for Lite the official .tar.gz, its folder or checkpoint prefix")
+        changes = {"dataset": dataset, "unfreeze": str(self.unfreeze)}
         if self.learning_rate is None:
             changes["learning_rate"] = DEFAULT_LEARNING_RATE[self.optimizer]
         if self.weight_decay is None:

@@ -40,20 +40,29 @@ def classifier(model):
     return None
 
 
-def apply_contract(model, config) -> dict:
-    """Give `model` the trainer's BN momentum, sync-BN and head initialisation; return what was done."""
+def apply_contract(model, config, *, pretrained: bool = False) -> dict:
+    """Give `model` the trainer's BN momentum, sync-BN and head initialisation; return what was done.
+
+    `pretrained` (a fine-tuning start, training.finetune): the BatchNorm momentum
+    is left as built (the paper's 0.99, which the pretrained statistics were
+    made with); 0.9 is for statistics estimated from scratch in a short run.
+    Call it before the pretrained weights are copied in, so the zero head can
+    never overwrite a copied layer.
+    """
     from keras_effnet import flavours
 
     keras = flavours.keras3()
     bn = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     for layer in bn:
-        layer.momentum = config.bn_momentum
+        if not pretrained:
+            layer.momentum = config.bn_momentum
         layer.synchronized = bool(config.sync_bn)
     head = classifier(model)
     zeroed = bool(config.zero_init_head and head is not None)
     if zeroed:
         head.set_weights([np.zeros(tuple(w.shape), "float32") for w in head.weights])
-    return {"batch_norm_layers": len(bn), "bn_momentum": config.bn_momentum, "sync_bn": bool(config.sync_bn),
+    momentum = "as built (pretrained)" if pretrained else config.bn_momentum
+    return {"batch_norm_layers": len(bn), "bn_momentum": momentum, "sync_bn": bool(config.sync_bn),
             "classifier": head.name if head is not None else None, "zero_init_head": zeroed}
 
 
@@ -125,7 +134,7 @@ def init_weights_from(model, source: str, *, phi=0, family="efficientnet", log=p
     return copied
 
 
-def export_model(trained, config, num_classes: int, image_size: int, *, model_fn=None):
+def export_model(trained, config, num_classes: int, image_size: int, *, model_fn=None, pretrained: bool = False):
     """A fresh float32 model at a fixed `image_size`, holding `trained`'s weights.
 
     What gets saved: no distribution strategy, no mixed-precision policy, no
@@ -141,7 +150,7 @@ def export_model(trained, config, num_classes: int, image_size: int, *, model_fn
     try:
         plain = config.replace(sync_bn=False, zero_init_head=False)
         model = (model_fn or build_model)(plain, num_classes, image_size=image_size)
-        apply_contract(model, plain)
+        apply_contract(model, plain, pretrained=pretrained)
     finally:
         keras.config.set_dtype_policy(previous)
     model.set_weights([w.numpy() if hasattr(w, "numpy") else w for w in (v.value for v in trained.weights)])

@@ -44,6 +44,7 @@ import numpy as np
 
 from training import checkpoints as ckpt_lib
 from training import contract, data as data_lib, datasets, regularization, schedule, strategy as strategy_lib, synthetic
+from training import confusion, finetune, folder_split, imbalance
 from training import config as config_lib
 from training.config import ConfigError, TrainConfig
 
@@ -66,7 +67,11 @@ def prepare_data(config: TrainConfig, *, log=print) -> data_lib.Splits:
         data_dir = datasets.download_fastai(config.dataset, config.fastai_size, config.data_dir)
     else:
         data_dir = config.data_dir
-    splits = data_lib.load_splits(data_dir)
+    if config.dataset == "folder" and folder_split.is_one_folder(data_dir):
+        splits, _ = folder_split.for_run(data_dir, config.out, val_split=config.val_split, seed=config.seed,
+                                         overwrite=config.overwrite)
+    else:
+        splits = data_lib.load_splits(data_dir)
     if config.label_noise:
         splits = datasets.apply_label_noise(splits, config.label_noise)
     if splits.skipped:
@@ -81,7 +86,8 @@ def prepare_data(config: TrainConfig, *, log=print) -> data_lib.Splits:
 class Trainer:
     """The distributed train and eval steps of one model; everything created in `strategy.scope()`."""
 
-    def __init__(self, config: TrainConfig, strategy, model, optimizer, *, global_batch_size: int, jit_compile: bool):
+    def __init__(self, config: TrainConfig, strategy, model, optimizer, *, global_batch_size: int, jit_compile: bool,
+                 class_weights=None):
         import tensorflow as tf
 
         from keras_effnet import flavours
@@ -93,6 +99,8 @@ class Trainer:
         self.optimizer = optimizer
         self.global_batch_size = global_batch_size
         self.num_replicas = strategy.num_replicas_in_sync
+        # Per-class loss weights (training.imbalance), or None.
+        self.class_weights = None if class_weights is None else tf.constant(class_weights, tf.float32)
         self.l2 = contract.l2_variables(model) if config.optimizer != "adamw" and config.weight_decay else []
         with strategy.scope():
             self.ema = [tf.Variable(v.value, trainable=False, name="ema") for v in model.trainable_variables] if config.ema_decay else []
@@ -115,6 +123,8 @@ class Trainer:
             probs = tf.cast(self.model(images, training=True), tf.float32)
             onehot = tf.one_hot(labels, num_classes)
             per_example = keras.losses.categorical_crossentropy(onehot, probs, label_smoothing=self.config.label_smoothing)
+            if self.class_weights is not None:
+                per_example = per_example * tf.gather(self.class_weights, labels)
             # Per replica: sum over its share / the *global* batch; the gradient all-reduce is a SUM.
             loss = tf.reduce_sum(per_example) / self.global_batch_size
             if self.l2:
@@ -320,6 +330,12 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
     full_steps = len(splits.train_files) // global_batch
     if full_steps < 1:
         raise ConfigError("batch_size", global_batch, f"at most the {len(splits.train_files)} training images")
+    plan = finetune.plan(config)
+    source = finetune.load_source(config) if config.init_from else None
+    if source is not None:  # refused before anything is written: a source of another family or variant
+        probe = model_fn(config.replace(dropout_rate=0.0, drop_connect_rate=0.0), num_classes, image_size=config.image_size)
+        finetune.check_fits(probe, source, config)
+    weights = imbalance.class_weights(config.class_weight, splits.train_labels, num_classes)
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     if not (multi_worker and not chief and config.overwrite):
         run_id = ckpt_lib.check_model_dir(config, chief=chief, log=say)
@@ -329,6 +345,8 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
     if chief:
         os.makedirs(config.out, exist_ok=True)
         ckpt_lib.write_run(config.out, config, run_id)
+        if config.dataset == "folder" and folder_split.is_one_folder(config.data_dir):
+            folder_split.write(config.out, folder_split.as_record(splits, val_split=config.val_split, seed=config.seed))
     if multi_worker:
         strategy.gather(strategy.run(lambda: tf.zeros([1])), axis=0)  # a barrier: the chief has written run.json
         ckpt_lib.check_workers_agree(strategy, config.out, ckpt_lib.read_run_id(config.out),
@@ -349,12 +367,23 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
 
     with strategy.scope():
         model = model_fn(model_config, num_classes, image_size=None if config.progressive_resize else config.image_size)
-        applied = contract.apply_contract(model, config)
-        if config.init_from:
-            contract.init_weights_from(model, config.init_from, phi=config.phi, family=config.family, log=say)
+        applied = contract.apply_contract(model, config, pretrained=plan is not None)
+        copied = finetune.copy_weights(model, source) if source is not None else []
+        if copied:
+            say(f"init_from {config.init_from}: copied weights of {len(copied)} layers")
+        trainable = {}
+        if plan is not None:  # the optimizer's slots cover every weight that will train
+            trainable[finetune.BACKBONE] = finetune.set_stage(model, finetune.BACKBONE, plan)
         optimizer = contract.make_optimizer(config, model, base_lr)
         optimizer.build(model.trainable_variables)
-        trainer = Trainer(config, strategy, model, optimizer, global_batch_size=global_batch, jit_compile=jit)
+        trainer = Trainer(config, strategy, model, optimizer, global_batch_size=global_batch, jit_compile=jit,
+                          class_weights=weights)
+        trainers = {None: trainer}
+        if plan is not None:
+            trainers[finetune.BACKBONE] = trainer
+            trainable[finetune.HEAD] = finetune.set_stage(model, finetune.HEAD, plan)
+            trainers[finetune.HEAD] = Trainer(config, strategy, model, optimizer, global_batch_size=global_batch,
+                                              jit_compile=jit, class_weights=weights)
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, ema=trainer.ema, ema_step=trainer.ema_step)
     saver = ckpt_lib.RunCheckpoint(checkpoint, read_dir=config.out, write_dir=write_dir)
     progress = saver.restore() or ckpt_lib.Progress()
@@ -371,6 +400,12 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
         "steps_per_epoch": steps_per_epoch, "base_learning_rate": base_lr, "optimizer": type(optimizer).__name__,
         "contract": applied,
         "regularization": {str(s): r.as_dict() for s, r in stage_reg.items()},
+        "class_weight": {"mode": config.class_weight,
+                         "weights": None if weights is None else dict(zip(splits.class_names, map(float, weights)))},
+        "finetune": None if plan is None else {
+            **plan.as_dict(), "source": config.init_from, "copied_layers": len(copied),
+            "learning_rate": {finetune.HEAD: base_lr, finetune.BACKBONE: base_lr * plan.lr_scale},
+            "trainable_parameters": trainable},
     }
     if chief:
         ckpt_lib.atomic_write(os.path.join(write_dir, ckpt_lib.LABELS), "\n".join(splits.class_names) + "\n")
@@ -406,8 +441,15 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
     global_step = progress.global_step
     last_checkpoint = global_step
     lr = base_lr
+    stage = None
     for epoch in range(progress.epoch + 1, config.epochs + 1):
         size = sizes[epoch - 1]
+        if plan is not None and plan.stage(epoch) != stage:
+            stage = plan.stage(epoch)
+            finetune.set_stage(model, stage, plan)
+            trainer = trainers[stage]
+        stage_start, stage_steps = finetune.stage_steps(plan, epoch, config.epochs, steps_per_epoch)
+        stage_lr = base_lr * (plan.lr_scale if stage == finetune.BACKBONE else 1.0)
         done = progress.step if epoch == progress.epoch + 1 else 0
         partial = progress.partial if done else {}
         # One pipeline per epoch: its order depends on (seed, epoch) only, so a resumed epoch skips
@@ -435,8 +477,9 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
             n = min(loop_length.next(), steps_per_epoch - step)
             if config.checkpoint_every_steps:
                 n = min(n, config.checkpoint_every_steps - (global_step % config.checkpoint_every_steps))
-            rates = [schedule.learning_rate(global_step + i, base=base_lr, total_steps=total_steps, warmup_steps=warmup_steps,
-                                            kind=config.schedule, steps_per_epoch=steps_per_epoch) for i in range(n)]
+            rates = [schedule.learning_rate(global_step + i - stage_start, base=stage_lr, total_steps=stage_steps,
+                                            warmup_steps=min(warmup_steps, stage_steps), kind=config.schedule,
+                                            steps_per_epoch=steps_per_epoch) for i in range(n)]
             lr = rates[-1]
             t0 = time.perf_counter()
             loop_loss, loop_correct = trainer.train_loop(iterator, rates)
@@ -477,6 +520,8 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
             "images_per_sec": steady, "seconds": seconds,
             "image_size": size, "learning_rate": lr, "steps": steps_per_epoch,
         }
+        if plan is not None:
+            record["stage"] = stage
         history.append(record)
         say(f"epoch {epoch}/{config.epochs}: loss {record['loss']:.4f} acc {record['accuracy']:.4f} "
             f"val_loss {record['val_loss']:.4f} val_acc {record['val_accuracy']:.4f} val_top5 {record['val_top5']:.4f} "
@@ -498,15 +543,29 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
 
     if trainer.ema:
         trainer.swap_ema()  # the saved model holds the EMA weights
-    final = contract.export_model(model, model_config, num_classes, config.image_size, model_fn=model_fn)
+    if plan is not None:
+        model.trainable = True  # every layer's weights, in the order export_model copies them
+    final = contract.export_model(model, model_config, num_classes, config.image_size, model_fn=model_fn,
+                                  pretrained=plan is not None)
     result = {**info, "epochs": history, "final": history[-1] if history else {}}
+    if chief:
+        result["evaluation"] = evaluate_split(final, splits, config.image_size, global_batch)
     with ckpt_lib.deferred_interrupt():
         ckpt_lib.save_model(final, os.path.join(write_dir, ckpt_lib.MODEL))
         if chief:
+            confusion.write(write_dir, result["evaluation"])
             ckpt_lib.write_json(os.path.join(write_dir, ckpt_lib.METRICS), result)
     if wandb_run is not None:
         wandb_run.finish()
     return result
+
+
+def evaluate_split(model, splits, image_size: int, batch_size: int) -> dict:
+    """The confusion matrix, per-class precision, recall and F1 and the most confused pairs of `model` on the val split."""
+    ds = data_lib.make_dataset(splits.val_files, splits.val_labels, image_size=image_size, batch_size=batch_size,
+                               training=False, augment="none", drop_remainder=False)
+    predictions = np.concatenate([np.argmax(model(x, training=False).numpy(), -1) for x, _ in ds])
+    return confusion.summary(np.asarray(splits.val_labels), predictions, splits.class_names)
 
 
 def _import_wandb():
