@@ -228,7 +228,10 @@ class TrainConfig:
 def differences(old: dict, new: "TrainConfig") -> list[str]:
     """The fields whose values in `old` (a config as saved in JSON) and `new` change what the run computes."""
     wanted = json_config(new)
-    return sorted(k for k in set(old) | set(wanted) if k not in RESUMABLE_CHANGES and old.get(k) != wanted.get(k))
+    # A field added after the run was saved reads as its default there, so older runs still resume.
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    return sorted(k for k in set(old) | set(wanted)
+                  if k not in RESUMABLE_CHANGES and old.get(k, defaults.get(k)) != wanted.get(k))
 
 
 def json_config(config: "TrainConfig") -> dict:

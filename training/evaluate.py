@@ -1,9 +1,16 @@
 """`python -m training.evaluate --model=PATH.keras --data_dir=DIR [--json]`: accuracy of a trained model.
 
 Top-1, top-5 and per-class accuracy of a saved model on a folder of images,
-read by the same loader and eval pipeline as training. The class order is
-the model's `labels.txt` (written beside `model.keras` by training.train);
-the folder's class names must be among them.
+read by the same loader and eval pipeline as training, with what a user can
+act on (training.confusion): the confusion matrix (CSV and PNG, counts and
+row-normalised), per-class precision, recall and F1 and the most confused
+pairs, written to `--out` (default: `evaluation/` beside the model). The class
+order is the model's `labels.txt` (written beside `model.keras` by
+training.train); the folder's class names must be among them.
+
+`--run=OUT` evaluates a training run's model on exactly its validation
+images: the list in OUT/split.json for a one-folder dataset (the images the
+run never trained on), else its data folder's val/.
 """
 
 from __future__ import annotations
@@ -14,17 +21,21 @@ import os
 import zipfile
 
 from common import cli
-from training import data as data_lib
+from training import confusion, data as data_lib, folder_split
 
 MODEL_WHAT = "a .keras model written by training.train"
 
 
 @dataclasses.dataclass(frozen=True)
 class EvaluateConfig:
-    model: str | None = cli.flag(None, "A model.keras written by training.train (labels.txt beside it names the classes).",
-                                 group="input", required=True)
-    data_dir: str | None = cli.flag(None, "A folder of images: its val/<class>/* is evaluated (or DIR/<class>/* when there is no val/).",
-                                    group="input", required=True)
+    model: str | None = cli.flag(None, "A model.keras written by training.train (labels.txt beside it names the classes); "
+                                 "required unless --run is given.", group="input")
+    data_dir: str | None = cli.flag(None, "A folder of images: its val/<class>/* is evaluated (or DIR/<class>/* when there "
+                                    "is no val/); required unless --run is given.", group="input")
+    run: str | None = cli.flag(None, "A training run's --out folder: its model on exactly its validation images "
+                               "(OUT/split.json for a one-folder dataset, else the data folder's val/).", group="input")
+    out: str | None = cli.flag(None, "Where the confusion matrix (CSV, PNG) and report.txt go (none: evaluation/ beside "
+                               "the model).", group="output")
     batch_size: int = cli.flag(64, "Batch size.", group="evaluation")
     json: bool = cli.flag(False, "Print one JSON object with the results as the last line of stdout.", group="output")
 
@@ -65,18 +76,54 @@ def load_model(model_path: str):
                                                   f"{type(e).__name__}: {reason})") from None
 
 
-def evaluate(model_path: str, data_dir: str, *, batch_size: int = 64) -> dict:
-    """{"top1", "top5", "num_images", "per_class": {name: accuracy}, "skipped": [...]} on DIR/val (or DIR)."""
+def run_images(run: str, data_dir: str | None = None):
+    """(files, labels, class_names, where) of a training run's validation images; `data_dir` overrides the recorded one."""
+    from training import checkpoints
+
+    cli.require_dir("run", run, what="a training run's --out folder")
+    record = folder_split.read(run)
+    if record is not None:
+        try:
+            splits = folder_split.from_record(record, data_dir)
+        except ValueError as e:
+            raise cli.UsageError("run", run, f"a run whose validation images are still there ({e})") from None
+        return list(splits.val_files), list(splits.val_labels), list(splits.class_names), os.path.join(run, folder_split.SPLIT_FILE)
+    saved = (checkpoints.read_json(os.path.join(run, checkpoints.RUN)) or {}).get("config") or {}
+    folder = data_dir or saved.get("data_dir")
+    if not folder or not os.path.isdir(os.path.join(folder, "val")):
+        raise cli.UsageError("run", run, "a run folder with split.json, or a run whose data folder has val/ (give --data_dir)")
+    return None, None, None, folder
+
+
+def evaluate(model_path: str | None, data_dir: str | None, *, batch_size: int = 64, run: str | None = None,
+             out: str | None = None, write: bool = True) -> dict:
+    """{"top1", "top5", "num_images", "per_class": {name: accuracy}, "skipped": [...]} and training.confusion's
+    summary on DIR/val (or DIR), or on a run's validation images; files written to `out` when `write`."""
     import numpy as np
 
-    cli.require_dir("data_dir", data_dir, what="a folder of images (val/<class>/* or <class>/*)")
+    files = None
+    skipped = []
+    if run is not None:
+        model_path = model_path or os.path.join(run, "model.keras")
+        files, labels, class_names, where = run_images(run, data_dir)
+        if files is None:
+            data_dir = where
+    if model_path is None:
+        raise cli.UsageError("--model is required (or --run)")
+    if files is None and data_dir is None:
+        raise cli.UsageError("--data_dir is required (or --run)")
+    if files is None:
+        cli.require_dir("data_dir", data_dir, what="a folder of images (val/<class>/* or <class>/*)")
     model = load_model(model_path)
     names = load_labels(model_path, int(model.output_shape[-1]))
-    split_dir = os.path.join(data_dir, "val") if os.path.isdir(os.path.join(data_dir, "val")) else data_dir
-    try:
-        files, labels, class_names, skipped = data_lib.scan_folder(split_dir)
-    except ValueError as e:
-        raise cli.UsageError("data_dir", data_dir, f"a folder of images ({e})") from None
+    if files is None:
+        split_dir = os.path.join(data_dir, "val") if os.path.isdir(os.path.join(data_dir, "val")) else data_dir
+        try:
+            files, labels, class_names, skipped = data_lib.scan_folder(split_dir)
+        except ValueError as e:
+            raise cli.UsageError("data_dir", data_dir, f"a folder of images ({e})") from None
+    else:
+        split_dir = where
     unknown = sorted(set(class_names) - set(names))
     if unknown:
         raise cli.UsageError("data_dir", split_dir, f"class folders the model knows ({names}); unknown: {unknown}")
@@ -88,18 +135,26 @@ def evaluate(model_path: str, data_dir: str, *, batch_size: int = 64) -> dict:
     top5 = np.argsort(-probs, axis=1)[:, :5]
     hit1 = top5[:, 0] == targets
     hit5 = (top5 == targets[:, None]).any(axis=1)
-    per_class = {class_names[c]: float(hit1[np.array(labels) == c].mean()) for c in range(len(class_names))}
-    return {"top1": float(hit1.mean()), "top5": float(hit5.mean()), "num_images": int(len(files)),
-            "per_class": per_class, "skipped": [str(s) for s in skipped], "model": model_path, "data_dir": split_dir}
+    per_class = {class_names[c]: float(hit1[np.array(labels) == c].mean()) for c in range(len(class_names))
+                 if (np.array(labels) == c).any()}
+    result = {"top1": float(hit1.mean()), "top5": float(hit5.mean()), "num_images": int(len(files)),
+              "per_class": per_class, "skipped": [str(s) for s in skipped], "model": model_path, "data_dir": split_dir,
+              **confusion.summary(targets, top5[:, 0], names)}
+    if write:
+        folder = out or os.path.join(os.path.dirname(os.path.abspath(model_path)), "evaluation")
+        result["files"] = confusion.write(folder, result)
+    return result
 
 
 def _command(config: EvaluateConfig) -> int:
-    result = evaluate(config.model, config.data_dir, batch_size=config.batch_size)
+    if config.out:
+        cli.require_writable_dir("out", config.out)
+    result = evaluate(config.model, config.data_dir, batch_size=config.batch_size, run=config.run, out=config.out)
     for s in result["skipped"]:
         print(f"skipped: {s}")
     print(f"{result['num_images']} images: top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}")
-    for name, acc in result["per_class"].items():
-        print(f"  {name}: {acc:.4f}")
+    print(confusion.report(result), end="")
+    print(f"confusion matrix: {result['files']['counts_csv']}, {result['files']['png']}")
     if config.json:
         print(json.dumps(result))
     return 0
@@ -107,7 +162,8 @@ def _command(config: EvaluateConfig) -> int:
 
 def main(argv=None) -> int:
     return cli.main(EvaluateConfig, _command, argv, prog="keras-effnet-evaluate",
-                    description="Top-1, top-5 and per-class accuracy of a trained model on a folder of images.")
+                    description="Top-1, top-5, the confusion matrix and per-class precision, recall and F1 of a trained "
+                                "model on a folder of images or a run's validation split.")
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def stratified_split(files, labels, *, val_split: float, seed: int, class_names)
         members = sorted(np.flatnonzero(labels == label), key=lambda i: files[i])
         if len(members) < 2:
             raise ValueError(f"class {name!r} has {len(members)} image(s): a one-folder dataset needs at least 2 per "
-                             "class (one to train on, one to validate)")
+                             "class, one to train on and one to validate")
         order = np.random.default_rng([int(seed), zlib.crc32(name.encode())]).permutation(len(members))
         k = val_count(len(members), val_split)
         val.extend(int(members[i]) for i in order[:k])
@@ -63,8 +63,17 @@ def stratified_split(files, labels, *, val_split: float, seed: int, class_names)
 
 def split_folder(data_dir: str, *, val_split: float, seed: int) -> data_lib.Splits:
     """Scan `data_dir/<class>/*` (undecodable files skipped, as the two-folder loader does) and split it."""
-    files, labels, class_names, skipped = data_lib.scan_folder(data_dir)
-    train, val = stratified_split(files, labels, val_split=val_split, seed=seed, class_names=class_names)
+    from training.config import ConfigError
+
+    try:
+        files, labels, class_names, skipped = data_lib.scan_folder(data_dir)
+    except ValueError as e:
+        raise ConfigError("data_dir", data_dir, "a folder of images, <class>/* or train/<class>/* and val/<class>/* "
+                                                f"({e})") from None
+    try:
+        train, val = stratified_split(files, labels, val_split=val_split, seed=seed, class_names=class_names)
+    except ValueError as e:
+        raise ConfigError("data_dir", data_dir, f"class folders of at least 2 images each ({e})") from None
     return _splits(data_dir, class_names, files, labels, train, val, skipped)
 
 

@@ -2,8 +2,10 @@
 
     python -m training.train --data_dir=my_images --image_size=128 --epochs=20 --out=runs/mine
 
-`--data_dir` without `--dataset` is a folder of images (train/<class>/*,
-val/<class>/*); with neither, the embedded synthetic set is generated. A rerun
+`--data_dir` without `--dataset` is a folder of images (train/<class>/* and
+val/<class>/*, or one <class>/* that training.folder_split splits); with
+neither, the embedded synthetic set is generated. `--init_from` starts from
+pretrained weights with the fine-tuning recipe of training.finetune. A rerun
 of the same command resumes from the last checkpoint in `--out`.
 
 The trainer itself lives in `training.loop` (the loop), `training.contract`
@@ -32,10 +34,8 @@ def train(config: TrainConfig) -> int:
     """The command: validate, train, print where the model is."""
     config = config.validated()
     if config.data_dir and config.dataset == "folder":
-        cli.require_dir("data_dir", config.data_dir, what="a folder of images (train/<class>/*, val/<class>/*)")
+        cli.require_dir("data_dir", config.data_dir, what="a folder of images (train/<class>/* and val/<class>/*, or <class>/*)")
     cli.require_writable_dir("out", config.out)
-    if config.init_from not in (None, "imagenet"):
-        cli.require_file("init_from", config.init_from, what="'imagenet', a .keras model or a .weights.h5 file")
     try:
         result = run(config)
     except NonFiniteLossError as e:

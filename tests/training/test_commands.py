@@ -31,7 +31,7 @@ CASES = [
     ("train", ["--phi=-1"], ["--phi=-1"]),
     ("train", ["--epochs=two"], ["--epochs", "two"]),
     ("train", ["--data_dir={root}/missing"], ["--data_dir=", "missing", "does not exist"]),
-    ("train", ["--data_dir={root}/empty"], ["empty", "has no 'train' folder"]),
+    ("train", ["--data_dir={root}/empty"], ["--data_dir=", "empty", "has no class folders"]),
     ("train", ["--out={root}/a_file", "--data_dir={root}/empty"], ["--out=", "a_file"]),
     ("train", ["--init_from={root}/missing.keras"], ["--init_from=", "missing.keras"]),
     ("train", ["positional"], ["positional"]),
