@@ -210,7 +210,7 @@ def _reason(e) -> str:
 
 
 def check_fits(model, source, config) -> None:
-    """Raise ConfigError unless every backbone layer of `model` has a layer of the same name and shapes in `source`.
+    """Raise ConfigError unless `model`'s backbone layers and `source`'s match one to one by name and shapes.
 
     The classifier is new (sized for the user's classes) and is not compared.
     """
@@ -230,6 +230,15 @@ def check_fits(model, source, config) -> None:
                               f"weights of the model being trained (--family={config.family} --phi={config.phi}): its "
                               f"layer {layer.name!r} has weights {mine}, the source has {found}; a source of another "
                               "family or variant does not fit")
+    # The other way round too: a source with weighted layers the model has not (B0's squeeze-excitation in a
+    # Lite0, whose every layer B0 also has) is another architecture. Dense layers are heads, not backbone.
+    mine = {layer.name for layer in model.layers}
+    for layer in source.layers:
+        if layer.weights and layer.name not in mine and type(layer).__name__ != "Dense":
+            raise ConfigError("init_from", config.init_from,
+                              f"weights of the model being trained (--family={config.family} --phi={config.phi}): the "
+                              f"source has a layer {layer.name!r} the model has not; a source of another family or "
+                              "variant does not fit")
 
 
 def copy_weights(model, source) -> list[str]:
