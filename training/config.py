@@ -118,6 +118,8 @@ class TrainConfig:
                              "(0: the head only throughout).", group="fine-tuning")
     bn_trainable: bool = cli.flag(False, "Fine-tuning: let BatchNorm layers train (batch statistics); by default they "
                                   "stay in inference mode with the pretrained statistics.", group="fine-tuning")
+    head_lr_scale: float | None = cli.flag(None, "Fine-tuning: the head stage's peak learning rate as a multiple of "
+                                           "--learning_rate (none: training/finetune.py's default).", group="fine-tuning")
     finetune_lr_scale: float | None = cli.flag(None, "Fine-tuning: the backbone stage's peak learning rate as a fraction "
                                                "of --learning_rate (none: training/finetune.py's default).",
                                                group="fine-tuning")
@@ -177,6 +179,8 @@ class TrainConfig:
             raise ConfigError("unfreeze", self.unfreeze, "all, or a number of top blocks >= 0")
         if self.finetune_lr_scale is not None:
             _number("finetune_lr_scale", self.finetune_lr_scale, low=0, low_open=True)
+        if self.head_lr_scale is not None:
+            _number("head_lr_scale", self.head_lr_scale, low=0, low_open=True)
         _integer("epochs", self.epochs, 1)
         _integer("batch_size", self.batch_size, 1)
         _integer("cpu_replicas", self.cpu_replicas, 1)

@@ -10,9 +10,11 @@ new batches and wrecks the features they normalise (keras-team/keras#9214,
 
   1. **head stage** (`head_epochs`): the backbone is frozen (Keras 3: a layer
      with `trainable=False`; a frozen BatchNormalization runs in inference
-     mode), only the new classifier trains, at the trainer's learning rate;
+     mode), only the new classifier trains, at `head_lr_scale` times the
+     trainer's (from-scratch) learning rate: a linear layer on fixed features
+     takes a larger rate (keras-io: Adam 1e-2) and a short stage needs it;
   2. **backbone stage**: the top `unfreeze` blocks (or all) train as well, at
-     `lr_scale` times that rate, warm-up + cosine again; BatchNorm stays in
+     `lr_scale` times the trainer's rate, warm-up + cosine again; BatchNorm stays in
      inference mode with the pretrained statistics (and its gamma and beta
      frozen, as keras-io does) unless `bn_trainable`.
 
@@ -30,7 +32,7 @@ tensorflow/tpu tarball, its folder or its checkpoint prefix
 same name and shapes in the source, so a source of another family or variant
 is refused before anything is written.
 
-Defaults (`HEAD_FRACTION`, `LR_SCALE`) were chosen by benchmarks/finetune.py;
+Defaults (`HEAD_FRACTION`, `HEAD_LR_SCALE`, `LR_SCALE`) were chosen by benchmarks/finetune.py;
 the figures are in docs/finetune.md.
 """
 
@@ -44,7 +46,8 @@ import re
 from training.config import ConfigError
 
 HEAD_FRACTION = 0.2  # head_epochs = max(1, round(HEAD_FRACTION * epochs))
-LR_SCALE = 0.1  # the backbone stage's peak rate, a fraction of the head stage's
+HEAD_LR_SCALE = 10.0  # the head stage's peak rate, a multiple of the trainer's (from-scratch) rate
+LR_SCALE = 0.1  # the backbone stage's peak rate, a fraction of the trainer's rate
 HEAD, BACKBONE = "head", "backbone"
 _BLOCK = re.compile(r"^(block\d+[a-z]+)_")
 SOURCE_WHAT = ("'imagenet' (B0-B7, V2), the official Lite .tar.gz, its folder or checkpoint prefix (Lite), "
@@ -59,6 +62,11 @@ class Plan:
     unfreeze: str  # "all" or a number of top blocks
     bn_trainable: bool
     lr_scale: float
+    head_lr_scale: float = HEAD_LR_SCALE
+
+    def learning_rate(self, stage: str, base: float) -> float:
+        """The peak rate of `stage` for the trainer's rate `base`."""
+        return base * (self.head_lr_scale if stage == HEAD else self.lr_scale)
 
     def stage(self, epoch: int) -> str:
         """The stage of 1-based `epoch`."""
@@ -79,8 +87,9 @@ def plan(config) -> Plan | None:
         raise ConfigError("ema_decay", config.ema_decay, "0 with the fine-tuning recipe (or --finetune=off): the "
                                                          "weight average covers one set of trainable weights")
     scale = config.finetune_lr_scale if config.finetune_lr_scale is not None else LR_SCALE
+    head_scale = config.head_lr_scale if config.head_lr_scale is not None else HEAD_LR_SCALE
     return Plan(head_epochs=int(head), unfreeze=str(config.unfreeze), bn_trainable=bool(config.bn_trainable),
-                lr_scale=float(scale))
+                lr_scale=float(scale), head_lr_scale=float(head_scale))
 
 
 def stage_steps(plan_: Plan | None, epoch: int, epochs: int, steps_per_epoch: int) -> tuple[int, int]:

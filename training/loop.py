@@ -404,7 +404,7 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
                          "weights": None if weights is None else dict(zip(splits.class_names, map(float, weights)))},
         "finetune": None if plan is None else {
             **plan.as_dict(), "source": config.init_from, "copied_layers": len(copied),
-            "learning_rate": {finetune.HEAD: base_lr, finetune.BACKBONE: base_lr * plan.lr_scale},
+            "learning_rate": {s: plan.learning_rate(s, base_lr) for s in (finetune.HEAD, finetune.BACKBONE)},
             "trainable_parameters": trainable},
     }
     if chief:
@@ -449,7 +449,7 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
             finetune.set_stage(model, stage, plan)
             trainer = trainers[stage]
         stage_start, stage_steps = finetune.stage_steps(plan, epoch, config.epochs, steps_per_epoch)
-        stage_lr = base_lr * (plan.lr_scale if stage == finetune.BACKBONE else 1.0)
+        stage_lr = base_lr if plan is None else plan.learning_rate(stage, base_lr)
         done = progress.step if epoch == progress.epoch + 1 else 0
         partial = progress.partial if done else {}
         # One pipeline per epoch: its order depends on (seed, epoch) only, so a resumed epoch skips

@@ -34,7 +34,8 @@ def test_plan_defaults_and_stages():
     assert finetune.plan(TrainConfig().validated()) is None  # no pretrained start: no recipe
     assert finetune.plan(TrainConfig(init_from="imagenet", finetune="off").validated()) is None
     plan = finetune.plan(TrainConfig(init_from="imagenet", epochs=15).validated())
-    assert plan == finetune.Plan(head_epochs=3, unfreeze="all", bn_trainable=False, lr_scale=finetune.LR_SCALE)
+    assert plan == finetune.Plan(head_epochs=3, unfreeze="all", bn_trainable=False, lr_scale=finetune.LR_SCALE,
+                                 head_lr_scale=finetune.HEAD_LR_SCALE)
     assert [plan.stage(e) for e in (1, 3, 4, 15)] == ["head", "head", "backbone", "backbone"]
     assert finetune.stage_steps(plan, 2, 15, 10) == (0, 30) and finetune.stage_steps(plan, 4, 15, 10) == (30, 120)
     assert finetune.plan(TrainConfig(init_from="imagenet", epochs=2).validated()).head_epochs == 1

@@ -18,7 +18,7 @@ import shutil
 import numpy as np
 import pytest
 
-from training import synthetic, train
+from training import finetune, synthetic, train
 from training.config import TrainConfig
 
 PRETRAIN_PER_CLASS = 40
@@ -84,7 +84,8 @@ def test_finetune_beats_scratch_and_keeps_the_pretrained_statistics(setup):
     result = train.run(TrainConfig(out=out, init_from=setup["pretrained"], head_epochs=1, **common), log=lines.append)
     assert any(line.startswith("resumed from") for line in lines)
     assert [e["stage"] for e in result["epochs"]] == ["head"] + ["backbone"] * (EPOCHS - 1)
-    assert result["finetune"]["learning_rate"]["backbone"] == pytest.approx(result["finetune"]["learning_rate"]["head"] / 10)
+    rates = result["finetune"]["learning_rate"]
+    assert rates["backbone"] == pytest.approx(rates["head"] * finetune.LR_SCALE / finetune.HEAD_LR_SCALE)
     model = _load(os.path.join(out, train.MODEL))
     changed = 0
     for layer in model.layers:
