@@ -13,12 +13,11 @@ one; after the whole run every BatchNorm statistic still is.
 """
 
 import os
-import shutil
 
 import numpy as np
 import pytest
 
-from training import finetune, synthetic, train
+from training import evaluate, finetune, synthetic, train
 from training.config import TrainConfig
 
 PRETRAIN_PER_CLASS = 40
@@ -104,3 +103,7 @@ def test_finetune_beats_scratch_and_keeps_the_pretrained_statistics(setup):
     assert sum(ev["confusion_matrix"][i][i] for i in range(10)) == round(tuned * result["num_val"])
     for name in ("confusion.csv", "confusion_normalized.csv", "confusion.png", "report.txt", "split.json"):
         assert os.path.exists(os.path.join(out, name)), name
+    # evaluate --run scores exactly the run's validation images, with the same figures.
+    again = evaluate.evaluate(None, None, run=out, out=str(root / "evaluation"))
+    assert again["num_images"] == result["num_val"] and again["confusion_matrix"] == ev["confusion_matrix"]
+    assert again["per_class_metrics"] == pytest.approx(ev["per_class_metrics"])
