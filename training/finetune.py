@@ -47,7 +47,7 @@ from training.config import ConfigError
 
 HEAD_FRACTION = 0.2  # head_epochs = max(1, round(HEAD_FRACTION * epochs))
 HEAD_LR_SCALE = 10.0  # the head stage's peak rate, a multiple of the trainer's (from-scratch) rate
-LR_SCALE = 0.1  # the backbone stage's peak rate, a fraction of the trainer's rate
+LR_SCALE = 1.0  # the backbone stage's peak rate, a multiple of the trainer's rate
 HEAD, BACKBONE = "head", "backbone"
 _BLOCK = re.compile(r"^(block\d+[a-z]+)_")
 SOURCE_WHAT = ("'imagenet' (B0-B7, V2), the official Lite .tar.gz, its folder or checkpoint prefix (Lite), "
