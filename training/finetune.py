@@ -167,7 +167,7 @@ def source_kind(source: str) -> str:
         return "imagenet"
     if source.endswith(".keras"):
         return "keras"
-    if lite_checkpoint.is_checkpoint(source) or (os.path.isfile(source) and not source.endswith(".h5")):
+    if lite_checkpoint.is_checkpoint(source):
         return "lite_checkpoint"
     return "weights"
 

@@ -378,9 +378,8 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
         optimizer.build(model.trainable_variables)
         trainer = Trainer(config, strategy, model, optimizer, global_batch_size=global_batch, jit_compile=jit,
                           class_weights=weights)
-        trainers = {None: trainer}
+        trainers = {finetune.BACKBONE: trainer}
         if plan is not None:
-            trainers[finetune.BACKBONE] = trainer
             trainable[finetune.HEAD] = finetune.set_stage(model, finetune.HEAD, plan)
             trainers[finetune.HEAD] = Trainer(config, strategy, model, optimizer, global_batch_size=global_batch,
                                               jit_compile=jit, class_weights=weights)
