@@ -99,41 +99,6 @@ def set_precision(config) -> str:
     return policy
 
 
-def init_weights_from(model, source: str, *, phi=0, family="efficientnet", log=print) -> int:
-    """Copy weights by layer name from `source` ("imagenet", a .keras model, a weights file) where shapes match.
-
-    The classifier of a source trained on other classes does not fit and is
-    left as initialised (fine-tuning). Returns the number of layers copied.
-    """
-    import keras_effnet
-    from keras_effnet import flavours
-
-    keras = flavours.keras3()
-    if source == "imagenet":
-        src = keras_effnet.build(phi, family=family, include_top=False, weights="imagenet", input_shape=(None, None, 3))
-    elif source.endswith(".keras"):
-        src = keras.saving.load_model(source, compile=False, safe_mode=True)
-    else:
-        src = keras_effnet.build(phi, family=family, include_top=False, input_shape=(None, None, 3))
-        src.load_weights(source, skip_mismatch=True)
-    by_name = {layer.name: layer for layer in src.layers}
-    copied = 0
-    for layer in model.layers:
-        other = by_name.get(layer.name)
-        if other is None or not layer.weights:
-            continue
-        theirs = other.get_weights()
-        if len(theirs) == len(layer.weights) and all(tuple(w.shape) == t.shape for w, t in zip(layer.weights, theirs)):
-            layer.set_weights(theirs)
-            if hasattr(layer, "finalize_state") and isinstance(layer, keras.layers.Normalization):
-                layer.finalize_state()
-            copied += 1
-    if copied == 0:
-        raise ValueError(f"init_from: no layer of {source!r} matches the model by name and shape.")
-    log(f"init_from {source}: copied weights of {copied} layers")
-    return copied
-
-
 def export_model(trained, config, num_classes: int, image_size: int, *, model_fn=None, pretrained: bool = False):
     """A fresh float32 model at a fixed `image_size`, holding `trained`'s weights.
 
