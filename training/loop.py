@@ -352,7 +352,6 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
         ckpt_lib.check_workers_agree(strategy, config.out, ckpt_lib.read_run_id(config.out),
                                      ckpt_lib.latest_number(config.out))
     steps_per_epoch = min(full_steps, config.steps_per_epoch or full_steps)
-    total_steps = steps_per_epoch * config.epochs
     warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
     base_lr = schedule.scaled_learning_rate(config.learning_rate, global_batch)
     sizes = (schedule.progressive_sizes(config.image_size, config.epochs) if config.progressive_resize
