@@ -6,28 +6,21 @@ the custom loop, evaluation of the saved model) on held-out images and asserts
 top-1 far above chance (10 classes: 0.1). The threshold comes from measurement
 (docs/benchmarks.md, "Trainer defaults"), with margin for other seeds of
 TensorFlow's kernels and other CPUs: measured 0.563 with these 7 epochs (0.687 with 9), on a loaded 2-core
-CPU; 0.40 is 4x chance.
+CPU; 0.40 is 4x chance. The run is the `learned_b0` session fixture (conftest.py), which
+test_finetune_learning reuses as its pretrained model.
 """
 
-import os
+from training import evaluate
 
-from training import evaluate, synthetic, train
-from training.config import TrainConfig
-
-PER_CLASS = 100
-EPOCHS = 7
 THRESHOLD = 0.40
 
 
-def test_b0_learns_the_embedded_dataset_on_the_defaults(tmp_path):
-    data_dir = synthetic.generate(str(tmp_path / "data"), train_per_class=PER_CLASS, val_per_class=30, image_size=64)
-    config = TrainConfig(dataset="folder", data_dir=data_dir, out=str(tmp_path / "run"), image_size=32,
-                         epochs=EPOCHS, batch_size=32, strategy="one_device", tensorboard=False, verbose=0)
-    result = train.run(config, log=lambda *a, **k: None)
+def test_b0_learns_the_embedded_dataset_on_the_defaults(learned_b0):
+    result = learned_b0["result"]
     # The defaults at 32 px: no crop (flip only), no stochastic depth, half the head dropout.
     reg = result["regularization"]["32"]
     assert reg["crop_scale_min"] == 1.0 and reg["drop_connect_rate"] == 0.0
-    ev = evaluate.evaluate(os.path.join(config.out, train.MODEL), data_dir)
+    ev = evaluate.evaluate(learned_b0["model"], learned_b0["data_dir"])
     assert ev["num_images"] == 300
     assert ev["top1"] >= THRESHOLD, (ev, [e["val_accuracy"] for e in result["epochs"]])
     assert abs(ev["top1"] - result["epochs"][-1]["val_accuracy"]) < 0.02  # the saved model is the trained one
