@@ -138,15 +138,11 @@ def run_keras_io(data_dir: str, pretrained: str, *, epochs: int, head_epochs: in
     base = keras.applications.EfficientNetB0(include_top=False, weights=None, input_shape=(size, size, 3))
     source = keras.saving.load_model(pretrained, compile=False)
     theirs = {layer.name: layer for layer in source.layers}
-    copied = 0
     for layer in base.layers:
         if layer.weights and layer.name in theirs:
             layer.set_weights(theirs[layer.name].get_weights())
             if isinstance(layer, keras.layers.Normalization):
                 layer.finalize_state()  # Normalization computes its mean and variance from the weights here
-            copied += 1
-    if copied != sum(1 for layer in base.layers if layer.weights):
-        raise RuntimeError(f"keras.applications B0 took only {copied} layers of {pretrained}")
     features = keras.Model(source.input, source.get_layer("top_activation").output)
     probe = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype("float32")
     gap = float(np.abs(features(probe, training=False).numpy() - base(probe, training=False).numpy()).max())
