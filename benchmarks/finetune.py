@@ -34,6 +34,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import subprocess
 import tempfile
 import time
@@ -139,8 +140,11 @@ def run_keras_io(data_dir: str, pretrained: str, *, epochs: int, head_epochs: in
     source = keras.saving.load_model(pretrained, compile=False)
     theirs = {layer.name: layer for layer in source.layers}
     for layer in base.layers:
-        if layer.weights and layer.name in theirs:
-            layer.set_weights(theirs[layer.name].get_weights())
+        # keras.applications leaves its Rescaling and Normalization layers unnamed: in a process that built models
+        # before, Keras numbers them ("normalization_3"); the source's is "normalization".
+        name = layer.name if layer.name in theirs else re.sub(r"_\d+$", "", layer.name)
+        if layer.weights and name in theirs:
+            layer.set_weights(theirs[name].get_weights())
             if isinstance(layer, keras.layers.Normalization):
                 layer.finalize_state()  # Normalization computes its mean and variance from the weights here
     features = keras.Model(source.input, source.get_layer("top_activation").output)
