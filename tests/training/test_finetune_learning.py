@@ -5,8 +5,8 @@ here, no download, on the embedded dataset, shared with test_learning); the
 user's photos are 20 *new* images of each class (another seed of the
 generator) in one folder, split by the trainer into 10 to train on and 10 to
 validate, and the classifier is new. At the same small budget the recipe must
-beat training from scratch by MARGIN on the held-out images (measured: see the
-constants). The run is stopped after the head stage and resumed, so resuming at
+beat training from scratch by MARGIN on the held-out images (measured: see
+MARGIN). The run is stopped after the head stage and resumed, so resuming at
 the stage boundary is exercised too, and the recipe's promises are checked
 exactly: after the head stage every backbone weight is bit-identical to the
 pretrained one; after the whole run every BatchNorm statistic still is.
@@ -23,7 +23,9 @@ from training.config import TrainConfig
 CLASSES = 10
 PER_CLASS = 10  # training images per class; as many validate
 EPOCHS = 8
-MARGIN = 0.2  # measured: see the docstring
+# Measured (2-core AMD EPYC, load ~10): fine-tuned 0.52, scratch 0.15 after 8 epochs (pretrained: 0.587 on its
+# own validation set); the head stage alone reached 0.42.
+MARGIN = 0.2
 QUIET = dict(strategy="one_device", tensorboard=False, verbose=0, image_size=32, batch_size=16)
 
 
@@ -92,4 +94,4 @@ def test_finetune_beats_scratch_and_keeps_the_pretrained_statistics(setup):
     # evaluate --run scores exactly the run's validation images, with the same figures.
     again = evaluate.evaluate(None, None, run=out, out=str(root / "evaluation"))
     assert again["num_images"] == result["num_val"] and again["confusion_matrix"] == ev["confusion_matrix"]
-    assert again["per_class_metrics"] == pytest.approx(ev["per_class_metrics"])
+    assert again["per_class_metrics"] == ev["per_class_metrics"]
