@@ -119,9 +119,9 @@ class TrainConfig:
     bn_trainable: bool = cli.flag(False, "Fine-tuning: let BatchNorm layers train (batch statistics); by default they "
                                   "stay in inference mode with the pretrained statistics.", group="fine-tuning")
     head_lr_scale: float | None = cli.flag(None, "Fine-tuning: the head stage's peak learning rate as a multiple of "
-                                           "--learning_rate (none: training/finetune.py's default).", group="fine-tuning")
-    finetune_lr_scale: float | None = cli.flag(None, "Fine-tuning: the backbone stage's peak learning rate as a fraction "
-                                               "of --learning_rate (none: training/finetune.py's default).",
+                                           "--learning_rate (none: 10, measured in docs/finetune.md).", group="fine-tuning")
+    finetune_lr_scale: float | None = cli.flag(None, "Fine-tuning: the backbone stage's peak learning rate as a multiple "
+                                               "of --learning_rate (none: 1, measured in docs/finetune.md).",
                                                group="fine-tuning")
     # devices
     strategy: str = cli.flag("auto", "auto, mirrored, one_device or multi_worker (TF_CONFIG).", group="devices", choices=STRATEGIES)
