@@ -272,7 +272,8 @@ def test_wandb_missing_gives_the_install_hint(tmp_path):
 
 @pytest.mark.slow
 def test_progressive_resize_ema_randaugment_and_init_from(tmp_path, data_dir):
-    """Two epochs at growing sizes with EMA and RandAugment, started from another run's model.keras."""
+    """Two epochs at growing sizes with EMA and RandAugment, started from another run's model.keras (every layer
+    from the first step: the fine-tuning recipe refuses EMA)."""
     from keras_effnet import flavours
     from training import train
     from training.config import TrainConfig
@@ -286,7 +287,7 @@ def test_progressive_resize_ema_randaugment_and_init_from(tmp_path, data_dir):
     logs = []
     result = train.run(TrainConfig(out=str(tmp_path / "second"), image_size=40, epochs=2, progressive_resize=True,
                                    ema_decay=0.9, augment="randaugment", init_from=os.path.join(first, "model.keras"),
-                                   learning_rate=1e-6, **common), log=logs.append)
+                                   finetune="off", learning_rate=1e-6, **common), log=logs.append)
     assert [e["image_size"] for e in result["epochs"]] == [32, 40]
     assert any("init_from" in line and "copied weights of" in line for line in logs)
     model = keras.saving.load_model(str(tmp_path / "second" / "model.keras"), safe_mode=True)
