@@ -19,6 +19,8 @@ import tempfile
 import time
 
 from common import cli
+from common import lock as folder_lock
+from common.files import atomic_write
 
 from study import convert, costmodel, hardware, measure, members as members_lib, plots, report, store, training_link
 from study.config import StudyConfig
@@ -316,14 +318,16 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> dict:
     """Run (or resume) the study in `config.out`; return the merged results (also written to disk)."""
     wall = time.perf_counter()
     threads = measure.fix_threads(config.thread_count)  # before anything starts TensorFlow; writes nothing
-    data_dir = check_inputs(config)
-    hw = {**hardware.describe(), "threads": threads}
-    store.open_study(config.out, fingerprint(config, hw))
-    splits = prepare_data(config, data_dir)
-    study = Study(config, splits, progress)
-    study.run()
-    return write_outputs(config, hw, study.members, time.perf_counter() - wall, study.conversion_peak_gb,
-                         study.conversion_wall_s)
+    cli.require_writable_dir("out", config.out)
+    with folder_lock.exclusive(config.out, command="keras-effnet-study"):  # one study per folder at a time
+        data_dir = check_inputs(config)
+        hw = {**hardware.describe(), "threads": threads}
+        store.open_study(config.out, fingerprint(config, hw))
+        splits = prepare_data(config, data_dir)
+        study = Study(config, splits, progress)
+        study.run()
+        return write_outputs(config, hw, study.members, time.perf_counter() - wall, study.conversion_peak_gb,
+                             study.conversion_wall_s)
 
 
 def member_columns(m) -> dict:
@@ -413,6 +417,6 @@ def write_outputs(config: StudyConfig, hw: dict, chosen, wall_s: float, tree_pea
                                                             [c for c, _ in report.LATENCY_BACKENDS])}
     store.write_csv(os.path.join(config.out, "results.csv"), rows, CSV_COLUMNS)
     results["plots"] = plots.write_all(table, fits, config.out)
-    store.atomic_write_json(os.path.join(config.out, "results.json"), results)
-    store.atomic_write(os.path.join(config.out, "report.md"), report.render(results))
+    store.write_json(os.path.join(config.out, "results.json"), results)
+    atomic_write(os.path.join(config.out, "report.md"), report.render(results))
     return results
