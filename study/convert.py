@@ -97,7 +97,7 @@ def convert_member(job: Job) -> dict:
     try:
         saved = export.export_saved_model(model, os.path.join(directory, "model"))
         del model
-        float_blob = measure.convert(saved, "float32")  # int8 is calibrated on it
+        float_blob = export.convert_saved_model(saved, "float32", io_dtype="uint8")  # int8 is calibrated on it
         for precision in job.precisions:
             rep, blob = None, float_blob
             if precision == "int8":
