@@ -145,13 +145,16 @@ def test_mixed_precision(policy, family):
     x = np.random.default_rng(1).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
     out = model(x, training=False)
     assert out.dtype == "float32"
-    # The same weights in float32 give the same probabilities, to the precision of the 16-bit compute.
+    # The features match float32's with the same weights, to the precision of the 16-bit compute (measured
+    # relative error: bfloat16 0.017-0.018, float16 0.005-0.006); the untrained head's output is near-uniform.
+    features = keras_effnet.build(0, family=family, input_shape=(64, 64, 3), include_top=False, pooling="avg")
     keras.config.set_dtype_policy("float32")
-    reference = keras_effnet.build(0, family=family, input_shape=(64, 64, 3), classes=10)
-    reference.set_weights(model.get_weights())
+    reference = keras_effnet.build(0, family=family, input_shape=(64, 64, 3), include_top=False, pooling="avg")
+    reference.set_weights(features.get_weights())
     expected = reference(x, training=False).numpy()
-    assert expected.max() - expected.min() > 0.05  # a decision to agree on, not a uniform output
-    np.testing.assert_allclose(out.numpy(), expected, atol=0.02 if policy == "mixed_bfloat16" else 0.005)
+    got = features(x, training=False).numpy()
+    error = np.linalg.norm(got - expected) / np.linalg.norm(expected)
+    assert error < (0.05 if policy == "mixed_bfloat16" else 0.02), error
     keras.config.set_dtype_policy(policy)
     assert model.get_layer("normalization").compute_dtype == "float32"
     assert model.get_layer("rescaling").compute_dtype == "float32"
