@@ -219,7 +219,9 @@ def check_shard(path: str) -> ShardCheck:
         except StopIteration:
             break
         except tf.errors.DataLossError as e:
-            damaged = f"corrupt TFRecord data after record {count} ({e.message.splitlines()[0][:120]})"
+            # TF's message, less its graph-node prefix and op suffix
+            reason = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*", "", e.message).splitlines()[0][:120]
+            damaged = f"corrupt TFRecord data after record {count} ({reason})"
             break
         try:
             image, label, synset = parse_record(record.numpy())
