@@ -140,9 +140,9 @@ def slurm_resolver(port_base: int = DEFAULT_PORT, environ=None):
     info = check_slurm(environ)
     layout = dict(zip(info["nodes"], info["tasks_per_node"]))
     most = max(info["tasks_per_node"])
-    try:
-        gpus = _slurm_module().get_num_gpus()
-    except (RuntimeError, OSError):
+    try:  # CUDA_VISIBLE_DEVICES="" hides every GPU (the resolver would count one)
+        gpus = 0 if os.environ.get("CUDA_VISIBLE_DEVICES") == "" else _slurm_module().get_num_gpus()
+    except (RuntimeError, OSError):  # no nvidia-smi: a CPU node
         gpus = 0
     if gpus and gpus < most:
         raise ClusterError(f"--cluster=slurm: expected at most one task per GPU ({most} tasks on a node with {gpus} GPUs)")

@@ -44,7 +44,7 @@ import numpy as np
 
 from training import checkpoints as ckpt_lib
 from training import contract, data as data_lib, datasets, regularization, schedule, strategy as strategy_lib, synthetic
-from training import shards as shards_lib
+from training import cluster as cluster_lib, shards as shards_lib
 from training import config as config_lib
 from training.config import ConfigError, TrainConfig
 
@@ -390,6 +390,8 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
     say(f"{info['strategy']} with {replicas} replica(s); global batch {global_batch} = {global_batch // replicas} per replica; "
         f"{len(splits.train_files)} train / {len(splits.val_files)} val images, {num_classes} classes; "
         f"{steps_per_epoch} steps/epoch; lr {base_lr:.4g}; {policy}; jit_compile={jit}")
+    if multi_worker:
+        say(cluster_lib.describe(strategy.cluster_resolver))
     if sharded:
         for name, part in (("train", splits.train_files), ("val", splits.val_files)):
             say(f"{name}: {shards_lib.split_plan(part, workers).describe(len(part.paths))}")
