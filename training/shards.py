@@ -571,3 +571,27 @@ def distribute(strategy, shards: ShardSet, *, global_batch: int, skip_steps: int
 
     options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
     return strategy.distribute_datasets_from_function(dataset_fn, options)
+
+
+def evaluate(model, names: list[str], data_dir: str, *, batch_size: int = 64) -> dict:
+    """`training.evaluate.evaluate` on the validation shards of `data_dir`: the same dict, for a model whose
+    classes are `names` (the shards' classes must be among them)."""
+    splits = load_shards(data_dir)
+    unknown = sorted(set(splits.class_names) - set(names))
+    if unknown:
+        raise ShardError("data_dir", data_dir, f"shards of classes the model knows ({names}); unknown: {unknown}")
+    to_model = np.array([names.index(n) for n in splits.class_names])
+    ds = make_dataset(splits.val_files, image_size=model.input_shape[1] or 224, batch_size=batch_size, training=False,
+                      label_offset=splits.label_offset)
+    probs, targets = [], []
+    for x, y in ds:
+        probs.append(model(x, training=False).numpy())
+        targets.append(to_model[y.numpy()])
+    probs, targets = np.concatenate(probs), np.concatenate(targets)
+    top5 = np.argsort(-probs, axis=1)[:, :5]
+    hit1 = top5[:, 0] == targets
+    hit5 = (top5 == targets[:, None]).any(axis=1)
+    per_class = {name: float(hit1[targets == names.index(name)].mean()) for name in splits.class_names
+                 if (targets == names.index(name)).any()}
+    return {"top1": float(hit1.mean()), "top5": float(hit5.mean()), "num_images": int(len(targets)),
+            "per_class": per_class, "skipped": list(splits.skipped), "data_dir": data_dir}

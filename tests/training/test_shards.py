@@ -232,7 +232,7 @@ def test_the_same_images_train_to_the_same_accuracy_from_the_folder_and_from_its
     """Same seed, same recipe, 8 epochs of a small CNN on 300 synthetic images (chance: 0.10). The pipelines differ in
     order (shards shuffle shards, then records) and in when the crop happens (the folder crops its in-memory
     resized images), so the two accuracies agree within the spread between seeds (0.09 to 0.10 when measured)."""
-    from training import loop
+    from training import evaluate, loop
     from training.config import TrainConfig
 
     folder = synthetic.generate(str(tmp_path / "folder"), train_per_class=30, val_per_class=10, image_size=48, seed=0)
@@ -241,9 +241,15 @@ def test_the_same_images_train_to_the_same_accuracy_from_the_folder_and_from_its
                              log=lambda *a: None)
     accuracy = {}
     for name, data_dir in (("folder", folder), ("shards", shard_dir)):
-        config = TrainConfig(data_dir=data_dir, out=str(tmp_path / name), image_size=32, batch_size=30, epochs=8, seed=1,
+        config = TrainConfig(data_dir=data_dir, out=str(tmp_path / f"run_{name}"), image_size=32, batch_size=30, epochs=8, seed=1,
                              learning_rate=0.05, strategy="one_device", verbose=0, tensorboard=False)
         result = loop.run(config, log=lambda *a: None, model_fn=_tiny_cnn)
         assert result["num_train"] == 300 and result["num_val"] == 100
         accuracy[name] = result["final"]["val_accuracy"]
     assert min(accuracy.values()) >= 0.25 and abs(accuracy["folder"] - accuracy["shards"]) <= 0.12, accuracy
+    # keras-effnet-evaluate reads the shards' validation split as the folder's val/: the same images, the same result
+    model = str(tmp_path / "run_folder" / "model.keras")
+    on_folder, on_shards = evaluate.evaluate(model, folder), evaluate.evaluate(model, shard_dir)
+    assert on_folder["num_images"] == on_shards["num_images"] == 100
+    assert on_shards["top1"] == pytest.approx(on_folder["top1"], abs=0.011) and on_shards["top1"] >= 0.25
+    assert on_shards["per_class"].keys() == on_folder["per_class"].keys()
