@@ -232,14 +232,16 @@ def test_the_tfjob_manifest_launches_two_workers_on_its_tf_config(tmp_path, shar
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
         result = json.loads(out.strip().splitlines()[-1])
-        # each step all-reduces the batch sizes of both workers: 5 steps of 8 = the 40 train images
-        assert result == {"replicas": 2, "steps": 5, "examples": 40, "plan": "file"}, result
+        # each step all-reduces the batch sizes of both workers: 5 steps of 8 = the 40 train images; evaluation
+        # (1 shard split by data, a last batch smaller than the others) counts each of the 10 val images once
+        assert result == {"replicas": 2, "steps": 5, "examples": 40, "plan": "file", "val_examples": 10}, result
     seen = collections.defaultdict(set, {k: set(v) for k, v in _recorded(ids_dir).items()})
     _check_each_example_once(seen, 1, 5, {f"train/{c}/{c}_{i:05d}.jpg" for c in synthetic.CLASSES for i in range(4)})
 
 
 # One worker of the manifest's cluster, without the model (the Slurm test above runs the trainer): the strategy from
-# TF_CONFIG, the shard pipeline of training.shards, one epoch of steps that each all-reduce across the workers.
+# TF_CONFIG, the shard pipeline of training.shards, one epoch of steps that each all-reduce across the workers,
+# then one pass over the validation shards.
 PROBE = """
 import json, sys
 import tensorflow as tf
@@ -254,8 +256,11 @@ batches = iter(shards.distribute(strategy, train, global_batch=8, record_ids=ids
 count = tf.function(lambda labels: strategy.reduce(
     "SUM", strategy.run(lambda y: tf.shape(y)[0], args=(labels,)), axis=None))
 examples = sum(int(count(next(batches)[1])) for _ in range(steps))
+val = shards.load_shards(data_dir).val_files
+val_examples = sum(int(count(labels)) for _, labels in
+                   shards.distribute(strategy, val, global_batch=8, image_size=16, training=False))
 print(json.dumps({"replicas": strategy.num_replicas_in_sync, "steps": steps, "examples": examples,
-                  "plan": shards.split_plan(train, workers).by}))
+                  "plan": shards.split_plan(train, workers).by, "val_examples": val_examples}))
 """
 
 
