@@ -79,7 +79,8 @@ def append_rows(path: str, rows: list[dict], *, device: str, image_size: int, st
         f"{r['per_device']:,.0f} | {load:.2f} | {tf.__version__} |\n" for r in rows)
     if HEADER not in text:
         text = text.rstrip("\n") + f"\n\n{HEADER}\n\n`python benchmarks/gpu.py`: EfficientNet-B0, bf16 + XLA, decoded images " \
-            "cached in memory, no augmentation; steady-state images/s of epoch 2 over all devices.\n\n" + TABLE + lines
+            "cached in memory (input folder) or decoded every step (input shards), no augmentation; steady-state " \
+            "images/s of epoch 2 over all devices.\n\n" + TABLE + lines
     else:
         head, tail = text.split(HEADER, 1)
         # Rows go at the end of this section's table (the first blank line after it, or the next section).
