@@ -284,9 +284,9 @@ def load_shards(data_dir: str, *, label_offset: int | None = None) -> ShardSplit
 
     ShardError (before any training) for: a missing shard, shard files the
     index does not list or lists with another count or checksum, an index
-    that is not complete, a label outside the class range, train and
-    validation with different classes. Records that are not images are
-    skipped and listed in `skipped`, as the folder loader lists files.
+    that is not complete, a label outside the class range (one class list
+    serves both splits). Records that are not images are skipped and listed
+    in `skipped`, as the folder loader lists files.
     """
     data_dir = os.fspath(data_dir)
     index = read_index(data_dir)
