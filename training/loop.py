@@ -325,6 +325,8 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
     if global_batch % replicas:
         raise ConfigError("batch_size", global_batch, f"a multiple of the {replicas} replicas in sync")
     sharded = isinstance(splits, shards_lib.ShardSplits)
+    if config.record_ids and not sharded:
+        raise ConfigError("record_ids", config.record_ids, "no value unless --data_dir holds TFRecord shards")
     workers = strategy_lib.num_workers(strategy)
     if sharded:  # each worker reads its own part: the smallest part decides
         full_steps = shards_lib.steps_per_epoch(splits.train_files, global_batch, workers)

@@ -253,3 +253,13 @@ def test_the_same_images_train_to_the_same_accuracy_from_the_folder_and_from_its
     assert on_folder["num_images"] == on_shards["num_images"] == 100
     assert on_shards["top1"] == pytest.approx(on_folder["top1"], abs=0.011) and on_shards["top1"] >= 0.25
     assert on_shards["per_class"].keys() == on_folder["per_class"].keys()
+
+
+def test_record_ids_needs_shards(folder, tmp_path, capsys):
+    from training import train
+
+    code = train.main([f"--data_dir={folder}", f"--record_ids={tmp_path / 'ids'}", f"--out={tmp_path / 'run'}",
+                       "--image_size=32", "--batch_size=8"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: --record_ids=") and "TFRecord shards" in err[0], err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "ids").exists()
