@@ -1,6 +1,6 @@
 """B0 at 224 px, bf16 + XLA, from cached data, on one GPU and on all GPUs: `python benchmarks/gpu.py`.
 
-    python benchmarks/gpu.py                    # on a GPU machine: appends its rows to docs/benchmarks.md
+    python benchmarks/gpu.py                    # on a GPU machine: appends its rows to docs/measurements/benchmarks.md
     python benchmarks/gpu.py --input=shards     # the same images as TFRecord shards (decoded every step)
     python benchmarks/gpu.py --data_dir=SHARDS  # ImageNet-format shards already written
     python benchmarks/gpu.py --image_size=32 --steps=3 --per_class=4 --out=/tmp/x.md   # the logic, on CPU
@@ -17,7 +17,7 @@ with `--input=shards` the same set written as ImageNet-format TFRecord shards
 every image every step (no in-memory cache): the input path of ImageNet-sized
 sets. A `--data_dir` holding shards is read as shards.
 
-Rows are appended to `--out` (default docs/benchmarks.md) under "GPU
+Rows are appended to `--out` (default docs/measurements/benchmarks.md) under "GPU
 throughput", with the device name, TensorFlow version, date and load
 average. Without a GPU the rows say "CPU (smoke run)" and are not GPU
 figures: that mode only checks the logic, with a tiny size.

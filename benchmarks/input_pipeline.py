@@ -17,7 +17,7 @@
    the like-for-like comparison: both decode every image every step. Each on
    1 thread and on all cores.
 
-Prints one JSON object; `--markdown` prints table rows for docs/benchmarks.md.
+Prints one JSON object; `--markdown` prints table rows for docs/measurements/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class PipelineBenchConfig:
     shards: bool = cli.flag(True, "Also time the same images from TFRecord shards and from the files without the cache.",
                             group="pipeline")
     num_shards: int = cli.flag(8, "Shards the source images are written to.", group="pipeline")
-    markdown: bool = cli.flag(False, "Print table rows for docs/benchmarks.md instead of JSON.", group="output")
+    markdown: bool = cli.flag(False, "Print table rows for docs/measurements/benchmarks.md instead of JSON.", group="output")
 
 
 def _write_jpegs(root: str, n: int, size: int, classes: int = 10) -> None:

@@ -106,6 +106,19 @@ def num_workers(strategy) -> int:
     return max(1, len(spec.get("worker", [])) + len(spec.get("chief", [])))
 
 
+def run_key(strategy) -> str:
+    """The cluster a multi-worker run is made of (its sorted task addresses), "" for a single process.
+
+    Workers of one run share `--out`: the chief's folder lock records this key and the other workers check it.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return ""
+    cluster = resolver.cluster_spec().as_dict()
+    return ",".join(sorted(str(address) for tasks in cluster.values() for address in
+                           (tasks.values() if isinstance(tasks, dict) else tasks)))
+
+
 def strategy_name(strategy) -> str:
     """The public name: MultiWorkerMirroredStrategy's class is CollectiveAllReduceStrategy inside TensorFlow."""
     import tensorflow as tf

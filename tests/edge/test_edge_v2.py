@@ -50,6 +50,8 @@ def test_efficientnetv2_qat_model_converts_to_full_integer(v2_b0, tmp_path):
     saved = export.export_saved_model(q, str(tmp_path / "qat"))
     blob = export.float_softmax(export.convert_saved_model(saved, "qat_int8", io_dtype="float32"))
     got = _run(blob, tmp_path, "qat_int8", images)
-    assert got.shape == (8, CLASSES) and np.all(np.isfinite(got))
-    np.testing.assert_allclose(got.sum(-1), 1.0, atol=0.02)
+    want = np.asarray(q(images, training=False))
+    assert got.shape == want.shape == (8, CLASSES)
+    error = np.abs(got - want).max()  # the integer file computes what the fake-quantized Keras model computes
+    assert error < 0.05, error
     assert export.float_ops(blob) == []
