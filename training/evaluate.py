@@ -14,7 +14,7 @@ import os
 import zipfile
 
 from common import cli
-from training import data as data_lib
+from training import data as data_lib, shards as shards_lib
 
 MODEL_WHAT = "a .keras model written by training.train"
 
@@ -23,7 +23,8 @@ MODEL_WHAT = "a .keras model written by training.train"
 class EvaluateConfig:
     model: str | None = cli.flag(None, "A model.keras written by training.train (labels.txt beside it names the classes).",
                                  group="input", required=True)
-    data_dir: str | None = cli.flag(None, "A folder of images: its val/<class>/* is evaluated (or DIR/<class>/* when there is no val/).",
+    data_dir: str | None = cli.flag(None, "A folder of images: its val/<class>/* is evaluated (or DIR/<class>/* when there is no val/); "
+                                    "or TFRecord shards: their validation-* shards.",
                                     group="input", required=True)
     batch_size: int = cli.flag(64, "Batch size.", group="evaluation")
     json: bool = cli.flag(False, "Print one JSON object with the results as the last line of stdout.", group="output")
@@ -72,6 +73,8 @@ def evaluate(model_path: str, data_dir: str, *, batch_size: int = 64) -> dict:
     cli.require_dir("data_dir", data_dir, what="a folder of images (val/<class>/* or <class>/*)")
     model = load_model(model_path)
     names = load_labels(model_path, int(model.output_shape[-1]))
+    if shards_lib.is_shard_dir(data_dir):  # TFRecord shards: their validation split
+        return {**shards_lib.evaluate(model, names, data_dir, batch_size=batch_size), "model": model_path}
     split_dir = os.path.join(data_dir, "val") if os.path.isdir(os.path.join(data_dir, "val")) else data_dir
     try:
         files, labels, class_names, skipped = data_lib.scan_folder(split_dir)
