@@ -680,7 +680,9 @@ def write_export(config: ExportConfig, inputs: Inputs, stale=()) -> dict:
         "config": dataclasses.asdict(config),
     }
     _write(os.path.join(out_dir, REPORT_JSON), json.dumps(report, indent=1) + "\n")
-    _write(os.path.join(out_dir, REPORT_MD), report_markdown(report))
+    from edge import report as report_lib
+
+    _write(os.path.join(out_dir, REPORT_MD), report_lib.report_markdown(report))
     return report
 
 
@@ -720,7 +722,8 @@ def _audited(calibrated: bytes, images) -> tuple[bytes, dict]:
     result = calibration.audit(calibrated, images)
     fixed = calibration.repair(calibrated, result)
     return fixed, {"tensors": result["tensors"], "max_rel_diff": result["max_rel_diff"], "repaired": len(result["wrong"]),
-                   "wrong": [{k: w[k] for k in ("tensor", "recorded", "observed", "rel_diff")} for w in result["wrong"][:10]],
+                   "wrong": [{k: w[k] for k in ("tensor", "op", "recorded", "observed", "rel_diff")}
+                             for w in result["wrong"][:10]],
                    "summary": calibration.summary(result)}
 
 
@@ -774,139 +777,6 @@ def _qat_model(model, config: ExportConfig, out_dir: str):
     return qat_model, {"fine_tune": dataclasses.asdict(tune), "history": history}
 
 
-# ------------------------------------------------------------------------------------------------ report
-
-def _pct(value) -> str:
-    return "-" if value is None else f"{value:.2%}"
-
-
-def format_table(report: dict) -> str:
-    """The report's formats as a Markdown table (what the command prints)."""
-    from edge import gpu_delegate
-
-    lines = [
-        "| format | file | MB | top-1 | agree w/ Keras | max prob diff | latency ms (p5-p95) | XNNPACK | GPU delegate "
-        "| I/O | note |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in report["formats"]:
-        if r.get("error"):
-            lines.append(f"| {r['format']} | {r.get('file') or '-'} | - | - | - | - | - | - | - | - "
-                         f"| FAILED: {_one_line(r['error'])} |")
-            continue
-        note = FORMAT_NOTES[r["format"]]
-        if r.get("mixed"):
-            note += f": {r['mixed']['summary']}"
-        if r.get("float_ops"):
-            note += f"; float ops: {', '.join(r['float_ops'])}"
-        xnn = _xnnpack_summary(r)
-        lines.append(
-            f"| {r['format']} | {r['file']} | {r['bytes'] / 1e6:.2f} | {_pct(r.get('top1'))} "
-            f"| {r['agreement_with_keras']:.2%} | {r['max_prob_diff']:.2g} "
-            f"| {r['latency_ms']:.2f} ({r['latency_p5_ms']:.2f}-{r['latency_p95_ms']:.2f}) | {_one_line(xnn, 300)} "
-            f"| {_one_line(gpu_delegate.summary(r['gpu_delegate']), 300)} "
-            f"| {r['input_dtype']}/{r['output_dtype']} | {note} |"
-        )
-    return "\n".join(lines)
-
-
-def _xnnpack_summary(row: dict) -> str:
-    """'all ops', or per reason the ops XNNPACK leaves to the reference kernels."""
-    left = row.get("not_on_xnnpack") or []
-    if not left:
-        return "all ops" if row["fully_accelerated"] else "partly (CompiledModel says not fully accelerated)"
-    by_reason: dict[str, list[str]] = {}
-    for o in left:
-        by_reason.setdefault(o["why"], []).append(o["op"])
-    total = sum(row["op_counts"].values())
-    return f"{len(left)} of {total} ops not: " + "; ".join(
-        f"{', '.join(sorted(set(ops)))} ({why})" for why, ops in by_reason.items())
-
-
-def op_table(report: dict) -> str:
-    """Each format's op counts, one column per format."""
-    ok = [r for r in report["formats"] if not r.get("error")]
-    ops = sorted({op for r in ok for op in r["op_counts"]})
-    lines = ["| op | " + " | ".join(r["format"] for r in ok) + " |", "|---|" + "---|" * len(ok)]
-    for op in ops:
-        lines.append(f"| {op} | " + " | ".join(str(r["op_counts"].get(op, 0)) for r in ok) + " |")
-    lines.append("| total | " + " | ".join(str(sum(r["op_counts"].values())) for r in ok) + " |")
-    return "\n".join(lines)
-
-
-def report_markdown(report: dict) -> str:
-    rec = report["recommendation"]
-    ship = f"**Ship `{rec['file']}`** ({rec['format']}): {rec['reason']}" if rec.get("format") else rec["reason"]
-    accuracy = (f"Keras float top-1 {report['keras_top1']:.2%}" if report["labelled"]
-                else "no labelled data, so no accuracy: agreement with the Keras float model only")
-    lines = [
-        f"# TFLite export of {report['model_name']}",
-        "",
-        f"Model `{report['model']}` (version {report['model_version']}), {report['image_size']} px, "
-        f"{len(report['class_names'])} classes (labels from {report['labels_source']}). Evaluated on "
-        f"{report['evaluation']}; {accuracy}. Calibration: {report['calibration'] or 'none'}. Latency: LiteRT "
-        f"CompiledModel API on the CPU (XNNPACK), batch 1, median of {report['latency_runs']} runs on "
-        f"{report['host']}, {report['date']}. Every file carries TFLite metadata (name, version, labels, and the "
-        f"input normalisation of float inputs) for MediaPipe Tasks and the Android Task Library.",
-        "",
-        format_table(report),
-        "",
-        ship,
-        "",
-        "## Ops per format",
-        "",
-        op_table(report),
-        "",
-    ]
-    mixed = report.get("int8_mixed")
-    if mixed:
-        if mixed.get("error"):
-            lines += [f"{MIXED}: {mixed['error']}", ""]
-        else:
-            lines += [f"## {MIXED}", "", mixed.get("summary", ""), "", f"Layers kept in float (worst RMSE/scale "
-                      "first): " + ", ".join(f"`{n}`" for n in mixed["float_layers"]), ""]
-    if report.get("qat"):
-        lines += [f"QAT: {json.dumps(report['qat'], sort_keys=True)}", ""]
-    lines += [_gpu_line(report), ""]
-    if report.get("calibration_audit"):
-        lines += [report["calibration_audit"]["summary"] + ".", ""]
-    if report.get("saved_model"):
-        lines += [_saved_model_line(report), ""]
-    if report.get("diagnostics"):
-        lines += ["## int8 per-layer error (largest first)", ""]
-        for fmt, rows in report["diagnostics"].items():
-            if isinstance(rows, str):
-                lines += [f"{fmt}: {rows}", ""]
-                continue
-            lines += [f"### {fmt}", "", "| tensor | relative RMS error | max abs error |", "|---|---|---|"]
-            lines += [f"| {r['tensor']} | {r['rel_rmse']:.3g} | {r['max_abs']:.3g} |" for r in rows]
-            lines.append("")
-    return "\n".join(lines)
-
-
-def _gpu_line(report: dict) -> str:
-    gpu = report.get("gpu_delegate") or {}
-    source = next((r["gpu_delegate"].get("source") for r in report["formats"]
-                   if not r.get("error") and r["gpu_delegate"].get("source")), "not checked")
-    head = f"**GPU delegate: use `{model_file(gpu['format'])}`** ({gpu['format']})" if gpu.get("format") \
-        else "GPU delegate: no format"
-    return f"{head}: {gpu.get('reason', '')} Per format, the GPU delegate column names the ops it would leave to " \
-           f"the CPU (source: {source})."
-
-
-def _saved_model_line(report: dict) -> str:
-    sm = report["saved_model"]
-    if sm.get("error"):
-        return f"SavedModel for serving: FAILED: {_one_line(sm['error'])}"
-    return (f"SavedModel for serving: `{sm['dir']}/`, signatures " + ", ".join(f"`{s}`" for s in sm["signatures"])
-            + " (any batch; probabilities, class_names, top_class).")
-
-
-def _one_line(text: str, limit: int = 160) -> str:
-    text = " ".join(str(text).split()).replace("|", "/")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 # ------------------------------------------------------------------------------------------------ command line
 
 def run(config: ExportConfig) -> int:
@@ -919,12 +789,14 @@ def run(config: ExportConfig) -> int:
         raise cli.UsageError(str(exc)) from None
     if config.qat_dir and os.path.abspath(config.qat_dir) == os.path.abspath(os.path.join(config.out, QAT_SUBDIR)):
         stale = [e for e in stale if e != QAT_SUBDIR]
+    from edge import report as report_lib
+
     report = write_export(config, inputs, stale)
-    print(format_table(report))
+    print(report_lib.format_table(report))
     rec = report["recommendation"]
-    print(_gpu_line(report).replace("**", ""))
+    print(report_lib.gpu_line(report).replace("**", ""))
     if report.get("saved_model"):
-        print(_saved_model_line(report).replace("`", ""))
+        print(report_lib.saved_model_line(report).replace("`", ""))
     if report.get("calibration_audit"):
         print(report["calibration_audit"]["summary"])
     if (report.get("int8_mixed") or {}).get("summary"):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from edge import data, export, litert, metadata, mixed
+from edge import report as report_lib
 from common import cli
 
 from edge_support import CLASSES, SIZE, run_module
@@ -46,7 +47,7 @@ def test_every_format_is_written_and_evaluated(b0_export):
     assert all("dynamic-range" in o["why"] for o in rows["dynamic"]["not_on_xnnpack"])
     assert not rows["int16x8"]["fully_accelerated"]
     assert all("16-bit" in o["why"] for o in rows["int16x8"]["not_on_xnnpack"] if "int16" in (o["input"], o["output"]))
-    table = export.format_table(report)
+    table = report_lib.format_table(report)
     assert "XNNPACK has no 16-bit activation kernels" in table
     # GPU delegate: every float file runs whole; int16 activations do not; float16 is the one to use.
     for fmt in ("float32", "float16", "int8"):
@@ -92,9 +93,9 @@ def test_report_files_labels_ops_and_recommendation(b0_export):
     with open(os.path.join(out, export.LABELS)) as f:
         assert f.read().split() == report["class_names"] == ["circle", "square", "triangle"]
     md = open(os.path.join(out, export.REPORT_MD)).read()
-    table = export.format_table(report)
+    table = report_lib.format_table(report)
     assert table in md and table.count("\n") == 1 + len(report["formats"])
-    assert export.op_table(report) in md and "| CONV_2D |" in md and "| total |" in md
+    assert report_lib.op_table(report) in md and "| CONV_2D |" in md and "| total |" in md
     assert "CompiledModel" in md
     rec = report["recommendation"]
     assert rec["format"] in export.FORMATS + (export.MIXED,) and f"Ship `{rec['file']}`" in md
