@@ -46,9 +46,9 @@ def _recorded(calibrated: bytes):
     return model, rec
 
 
-def observed_ranges(calibrated: bytes, images, indices) -> dict:
-    """{tensor index: (min, max)} of the float graph of `calibrated` on `images` (float32 0..255), reference
-    kernels, every intermediate tensor kept."""
+def observed_ranges(calibrated: bytes, images, indices) -> tuple[dict, dict]:
+    """({tensor index: (min, max)}, {tensor index: the op that writes it}) of the float graph of `calibrated` on
+    `images` (float32 0..255), reference kernels, every intermediate tensor kept."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     with warnings.catch_warnings():
@@ -56,6 +56,7 @@ def observed_ranges(calibrated: bytes, images, indices) -> dict:
         interp = Interpreter(model_content=bytes(calibrated), experimental_preserve_all_tensors=True,
                              experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
     interp.allocate_tensors()
+    producer = {int(i): op["op_name"] for op in interp._get_ops_details() for i in op["outputs"]}
     inp = interp.get_input_details()[0]["index"]
     low = {i: np.inf for i in indices}
     high = {i: -np.inf for i in indices}
@@ -66,18 +67,18 @@ def observed_ranges(calibrated: bytes, images, indices) -> dict:
             v = interp.get_tensor(i)
             low[i] = min(low[i], float(v.min()))
             high[i] = max(high[i], float(v.max()))
-    return {i: (low[i], high[i]) for i in indices}
+    return {i: (low[i], high[i]) for i in indices}, producer
 
 
 def audit(calibrated: bytes, images) -> dict:
     """Compare the recorded ranges of `calibrated` with the reference kernels' on the same `images`.
 
-    Returns {"tensors": n checked, "max_rel_diff", "wrong": [{"index", "tensor", "recorded", "observed",
-    "rel_diff"}] (largest first), "observed": {index: (min, max)}}; rel_diff is the largest difference of an end,
-    over the observed range's width.
+    Returns {"tensors": n checked, "max_rel_diff", "wrong": [{"index", "tensor", "op", "recorded", "observed",
+    "rel_diff"}] (largest first, LOGISTIC outputs last), "observed": {index: (min, max)}}; rel_diff is the largest
+    difference of an end, over the observed range's width.
     """
     _, rec = _recorded(calibrated)
-    obs = observed_ranges(calibrated, images, list(rec))
+    obs, producer = observed_ranges(calibrated, images, list(rec))
     names = _names(calibrated)
     wrong, worst = [], 0.0
     for i, (lo, hi) in rec.items():
@@ -86,9 +87,10 @@ def audit(calibrated: bytes, images) -> dict:
         diff = max(abs(lo - olo), abs(hi - ohi)) / width
         worst = max(worst, diff)
         if diff > TOLERANCE:
-            wrong.append({"index": i, "tensor": names[i], "recorded": [lo, hi], "observed": [olo, ohi],
-                          "rel_diff": float(diff)})
-    wrong.sort(key=lambda r: -r["rel_diff"])
+            wrong.append({"index": i, "tensor": names[i], "op": producer.get(i, "input"), "recorded": [lo, hi],
+                          "observed": [olo, ohi], "rel_diff": float(diff)})
+    # LOGISTIC outputs last: their int8 scale is fixed (1/256), so a wrong recorded range does not change the graph.
+    wrong.sort(key=lambda r: (r["op"] == "LOGISTIC", -r["rel_diff"]))
     return {"tensors": len(rec), "max_rel_diff": float(worst), "wrong": wrong, "observed": obs}
 
 
@@ -115,8 +117,10 @@ def summary(result: dict) -> str:
         return (f"calibration audit: the {result['tensors']} recorded activation ranges match LiteRT's reference "
                 f"kernels (largest difference {result['max_rel_diff']:.2g} of a range)")
     worst = result["wrong"][0]
+    logistic = sum(w["op"] == "LOGISTIC" for w in result["wrong"])
     return (f"calibration audit: {len(result['wrong'])} of {result['tensors']} recorded activation ranges differ "
-            f"from LiteRT's reference kernels by more than {TOLERANCE:.0%} of their width (worst "
+            f"from LiteRT's reference kernels by more than {TOLERANCE:.0%} of their width ({logistic} of them "
+            f"LOGISTIC outputs, whose int8 scale is fixed; {'worst' if worst['op'] == 'LOGISTIC' else 'worst other'} "
             f"{worst['tensor'].split(';')[0]}: recorded [{worst['recorded'][0]:.3g}, {worst['recorded'][1]:.3g}], "
             f"observed [{worst['observed'][0]:.3g}, {worst['observed'][1]:.3g}]); int8 was built from the "
             f"observed ranges")
