@@ -15,7 +15,11 @@ for a float input, and the labels as an associated file, which is what MediaPipe
 the Android Task Library read. Each file is run by LiteRT on the evaluation images and compared with the Keras
 float model; its latency is measured with LiteRT's CompiledModel API (what `litert-benchmark` and Android's
 LiteRT run), and the ops XNNPACK does not take are named with the reason. A format that fails is recorded with
-its error and the others are still written. Results: `E/report.json` and `E/report.md`.
+its error and the others are still written. Results: `E/report.json` and `E/report.md` (`edge.report`).
+
+Beside the .tflite files: the calibrator's recorded ranges are audited before int8 is built (`edge.calibration`),
+int8_mixed says what it keeps in float (`edge.mixed`), each file gets a GPU-delegate verdict
+(`edge.gpu_delegate`), and `saved_model` writes a SavedModel for a server (`edge.saved_model`).
 """
 
 from __future__ import annotations
