@@ -134,7 +134,7 @@ def describe(info: dict) -> str:
     s = info["share"]
     sizes = ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in info["sizes"].items() if v)
     text = (f"{len(info['float_layers'])} of {info['num_layers']} layers kept in float: {s['float_ops']} of "
-            f"{s['ops']} ops and {s["float_mac_share"]:.1%} of the MACs compute in float ({sizes})")
+            f"{s['ops']} ops and {s['float_mac_share']:.1%} of the MACs compute in float ({sizes})")
     if not info["is_int8"]:
         text += (f"; more than {MAX_FLOAT_MAC_SHARE:.0%} of the MACs in float: in effect a float model, not "
                  "recommended as int8")
