@@ -6,9 +6,10 @@ min and max of each op's inputs and outputs). Every scale of the int8 graph foll
 wrong recorded range gives a wrong graph whatever kernel later runs it, and more calibration images do not
 fix it.
 
-The calibrator does record wrong ranges on keras_effnet graphs: it logs an op's inputs after the op has run,
-and LiteRT runs some element-wise ops in place (the output written over an input's buffer), so that input's
-recorded range is the union of its own and the op's output. Measured on the `make demo` B0 (32 px): the
+The calibrator does record wrong ranges on keras_effnet graphs: the recorded range of an element-wise op's
+input is the union of its own range and the op's output range, which is what logging an op's inputs after
+an in-place op (its output written over an input's buffer) has run gives; that mechanism is inferred from the
+ranges, not read in the calibrator's source. Measured on the `make demo` B0 (32 px): the
 rescaled input, recorded [-0.49, 1] instead of [0, 1] (the normalisation's SUB wrote over it); the
 normalisation's SUB, [-2.12, 2.63] instead of [-0.49, 0.59] (its MUL); each block's projection output that
 feeds a residual ADD, up to 2.3x too wide (block6d: [-29.1, 31.1] instead of [-12.4, 10.5]); and the swish
