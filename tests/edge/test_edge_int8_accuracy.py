@@ -72,15 +72,16 @@ def _drop_points(float_top1, int8_top1):
 def exported(trained, tmp_path_factory):
     """float32 and int8 of the trained model by edge.export (calibration audited, the default); (report, rows)."""
     model, data_dir = trained
-    report = export.export_all(model, data_dir, str(tmp_path_factory.mktemp("edge_int8_export") / "E"),
-                               formats="float32,int8", latency_runs=2, num_calibration=60, mixed_int8=False)
+    out = str(tmp_path_factory.mktemp("edge_int8_export") / "E")
+    report = export.export_all(model, data_dir, out, formats="float32,int8", latency_runs=2, num_calibration=60,
+                               mixed_int8=False)
     rows = {r["format"]: r for r in report["formats"]}
     assert not rows["float32"].get("error") and not rows["int8"].get("error"), rows
-    return report, rows
+    return report, rows, out
 
 
 def test_int8_keeps_the_float_accuracy_of_a_trained_model(exported):
-    report, rows = exported
+    report, rows, _ = exported
     assert report["num_val_images"] == 180 and report["keras_top1"] >= MIN_FLOAT_TOP1
     assert rows["float32"]["top1"] == pytest.approx(report["keras_top1"])
     assert _drop_points(rows["float32"]["top1"], rows["int8"]["top1"]) <= MAX_DROP_POINTS, rows["int8"]["top1"]
@@ -89,7 +90,7 @@ def test_int8_keeps_the_float_accuracy_of_a_trained_model(exported):
     assert audit["repaired"] >= 1 and any(w["op"] != "LOGISTIC" for w in audit["wrong"])
 
 
-def test_wrong_calibrated_ranges_collapse_int8_unless_audited(trained, exported, tmp_path):
+def test_wrong_calibrated_ranges_collapse_int8_unless_audited(trained, exported):
     """The assertion above fails on a collapse: with every recorded range 50x too wide (a calibrator fault
     of the kind `edge.calibration` finds, made larger) int8 falls far below float32; the audit restores it."""
     from ai_edge_litert import schema_py_generated as schema
@@ -97,11 +98,11 @@ def test_wrong_calibrated_ranges_collapse_int8_unless_audited(trained, exported,
 
     from edge import calibration, data, litert
 
-    report, rows = exported
-    model_path, data_dir = trained
-    model = data.load_model(model_path)
+    _, rows, out = exported
+    _, data_dir = trained
     images = data.calibration_images(data_dir, 60, SIZE)
-    calibrated = export.calibrate(export.export_saved_model(model, str(tmp_path / "sm")), images)
+    with open(os.path.join(out, "model_float32.tflite"), "rb") as f:
+        calibrated = export.calibrate_float(f.read(), images)  # the converter's calibrator, on the float32 file
     faulty = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(calibrated), 0))
     for t in faulty.subgraphs[0].tensors:
         q = t.quantization
