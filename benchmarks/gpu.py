@@ -1,6 +1,6 @@
 """B0 at 224 px, bf16 + XLA, from cached data, on one GPU and on all GPUs: `python benchmarks/gpu.py`.
 
-    python benchmarks/gpu.py                    # on a GPU machine: appends its rows to docs/benchmarks.md
+    python benchmarks/gpu.py                    # on a GPU machine: appends its rows to docs/measurements/benchmarks.md
     python benchmarks/gpu.py --image_size=32 --steps=3 --per_class=4 --out=/tmp/x.md   # the logic, on CPU
 
 Each configuration is one `training.loop.run` of the trainer's GPU recipe
@@ -11,7 +11,7 @@ compilation, filling the cache) and the steady-state rate of epoch 2 is
 reported, in images per second over all devices. Data: the synthetic set
 (generated locally; no download), decoded at --image_size.
 
-Rows are appended to `--out` (default docs/benchmarks.md) under "GPU
+Rows are appended to `--out` (default docs/measurements/benchmarks.md) under "GPU
 throughput", with the device name, TensorFlow version, date and load
 average. Without a GPU the rows say "CPU (smoke run)" and are not GPU
 figures: that mode only checks the logic, with a tiny size.

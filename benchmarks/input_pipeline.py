@@ -10,7 +10,7 @@
    cache file: every image opened and fully decoded) and warm (the cache file
    vouches for every file by size and mtime).
 
-Prints one JSON object; `--markdown` prints table rows for docs/benchmarks.md.
+Prints one JSON object; `--markdown` prints table rows for docs/measurements/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class PipelineBenchConfig:
     scan_size: int = cli.flag(64, "Side of the small JPEGs.", group="scan")
     workdir: str | None = cli.flag(None, "Where to write the generated images (none: a temporary folder, removed).",
                                    group="output")
-    markdown: bool = cli.flag(False, "Print table rows for docs/benchmarks.md instead of JSON.", group="output")
+    markdown: bool = cli.flag(False, "Print table rows for docs/measurements/benchmarks.md instead of JSON.", group="output")
 
 
 def _write_jpegs(root: str, n: int, size: int, classes: int = 10) -> None:

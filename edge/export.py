@@ -41,6 +41,7 @@ import numpy as np
 from edge import litert
 from edge import metadata as metadata_lib
 from common import cli
+from common import lock as folder_lock
 from common.files import atomic_write
 
 FORMATS = ("float32", "float16", "dynamic", "int8", "int16x8", "qat_int8")
@@ -457,7 +458,7 @@ def check_out_dir(out_dir: str) -> list[str]:
     it holds anything else (an export never mixes its files with others)."""
     if not os.path.isdir(out_dir):
         return []
-    entries = sorted(os.listdir(out_dir))
+    entries = sorted(e for e in os.listdir(out_dir) if e != folder_lock.LOCK_NAME)  # held while we run
     foreign = [e for e in entries if not _is_owned(e)]
     if foreign:
         raise ValueError(f"out: {out_dir!r} holds files that edge.export did not write ({', '.join(foreign[:3])}"
@@ -580,10 +581,16 @@ def export_all(model_path: str, data_dir: str | None, out_dir: str, **kwargs) ->
     config = ExportConfig(model=os.fspath(model_path), data_dir=os.fspath(data_dir) if data_dir else None,
                           out=os.fspath(out_dir), **kwargs)
     inputs = load_inputs(config)
-    stale = check_out_dir(out_dir)
-    if config.qat_dir and os.path.abspath(config.qat_dir) == os.path.abspath(os.path.join(out_dir, QAT_SUBDIR)):
+    with folder_lock.exclusive(config.out, command="keras-effnet-export"):
+        return write_export(config, inputs, _stale_entries(config))
+
+
+def _stale_entries(config: ExportConfig) -> list[str]:
+    """What an earlier export left in --out, to remove (under the folder's lock); refuses foreign files."""
+    stale = check_out_dir(config.out)
+    if config.qat_dir and os.path.abspath(config.qat_dir) == os.path.abspath(os.path.join(config.out, QAT_SUBDIR)):
         stale = [e for e in stale if e != QAT_SUBDIR]
-    return write_export(config, inputs, stale)
+    return stale
 
 
 def write_export(config: ExportConfig, inputs: Inputs, stale=()) -> dict:
@@ -786,16 +793,15 @@ def _qat_model(model, config: ExportConfig, out_dir: str):
 def run(config: ExportConfig) -> int:
     """Check every input, export, print the table; exit code 1 when no format succeeded."""
     check_config(config)
-    try:
-        inputs = load_inputs(config)
-        stale = check_out_dir(config.out)
-    except (ValueError, FileNotFoundError) as exc:
-        raise cli.UsageError(str(exc)) from None
-    if config.qat_dir and os.path.abspath(config.qat_dir) == os.path.abspath(os.path.join(config.out, QAT_SUBDIR)):
-        stale = [e for e in stale if e != QAT_SUBDIR]
     from edge import report as report_lib
 
-    report = write_export(config, inputs, stale)
+    with folder_lock.exclusive(config.out, command="keras-effnet-export"):
+        try:
+            inputs = load_inputs(config)
+            stale = _stale_entries(config)
+        except (ValueError, FileNotFoundError) as exc:
+            raise cli.UsageError(str(exc)) from None
+        report = write_export(config, inputs, stale)
     print(report_lib.format_table(report))
     rec = report["recommendation"]
     print(report_lib.gpu_line(report).replace("**", ""))

@@ -97,7 +97,7 @@ def report_markdown(report: dict) -> str:
         if mixed.get("error"):
             lines += [f"{MIXED}: {mixed['error']}", ""]
         else:
-            lines += [f"## {MIXED}", "", mixed.get("summary", ""), "", f"Layers kept in float (worst RMSE/scale "
+            lines += [f"## {MIXED}", "", mixed.get("summary", ""), "", "Layers kept in float (worst RMSE/scale "
                       "first): " + ", ".join(f"`{n}`" for n in mixed["float_layers"]), ""]
     if report.get("qat"):
         lines += [f"QAT: {json.dumps(report['qat'], sort_keys=True)}", ""]

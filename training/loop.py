@@ -29,11 +29,12 @@ for what it does that `fit` does not here: the per-replica BatchNorm moving
 statistics, which Keras 3 keeps apart without sync BN, are averaged before
 every evaluation and checkpoint; a mid-epoch checkpoint records the partial
 epoch's sums beside the variables; and every worker checks that it sees the
-chief's checkpoint. Its speed against `fit` is in docs/benchmarks.md.
+chief's checkpoint. Its speed against `fit` is in docs/measurements/benchmarks.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -42,6 +43,8 @@ import time
 
 import numpy as np
 
+from common import lock as folder_lock
+from common.files import atomic_write
 from training import checkpoints as ckpt_lib
 from training import contract, data as data_lib, datasets, regularization, schedule, strategy as strategy_lib, synthetic
 from training import config as config_lib
@@ -296,8 +299,12 @@ def run(config: TrainConfig, *, log=print, model_fn=None) -> dict:
     from keras_effnet import flavours
 
     policy = flavours.keras3().config.dtype_policy()
+    # One writer per folder: the chief holds --out for the whole run; the other workers of its run share it.
+    owner = (folder_lock.exclusive(config.out, command="keras-effnet-train", run=strategy_lib.run_key(strategy))
+             if chief else contextlib.nullcontext())
     try:
-        return _run(config, strategy, chief, write_dir, say, model_fn or contract.build_model)
+        with owner:
+            return _run(config, strategy, chief, write_dir, say, model_fn or contract.build_model)
     finally:
         flavours.keras3().config.set_dtype_policy(policy)  # the run's mixed precision ends with it
         if not chief:
@@ -333,6 +340,8 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
         strategy.gather(strategy.run(lambda: tf.zeros([1])), axis=0)  # a barrier: the chief has written run.json
         ckpt_lib.check_workers_agree(strategy, config.out, ckpt_lib.read_run_id(config.out),
                                      ckpt_lib.latest_number(config.out))
+        if not chief:
+            folder_lock.check_shared(config.out, run=strategy_lib.run_key(strategy))
     steps_per_epoch = min(full_steps, config.steps_per_epoch or full_steps)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
@@ -373,7 +382,7 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
         "regularization": {str(s): r.as_dict() for s, r in stage_reg.items()},
     }
     if chief:
-        ckpt_lib.atomic_write(os.path.join(write_dir, ckpt_lib.LABELS), "\n".join(splits.class_names) + "\n")
+        atomic_write(os.path.join(write_dir, ckpt_lib.LABELS), "\n".join(splits.class_names) + "\n")
         ckpt_lib.write_json(os.path.join(write_dir, ckpt_lib.METRICS), {**info, "epochs": history})
     say(f"{info['strategy']} with {replicas} replica(s); global batch {global_batch} = {global_batch // replicas} per replica; "
         f"{len(splits.train_files)} train / {len(splits.val_files)} val images, {num_classes} classes; "

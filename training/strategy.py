@@ -108,6 +108,19 @@ def is_chief(strategy) -> bool:
     return resolver.task_type == "worker" and int(resolver.task_id) == 0 and "chief" not in cluster
 
 
+def run_key(strategy) -> str:
+    """The cluster a multi-worker run is made of (its sorted task addresses), "" for a single process.
+
+    Workers of one run share `--out`: the chief's folder lock records this key and the other workers check it.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return ""
+    cluster = resolver.cluster_spec().as_dict()
+    return ",".join(sorted(str(address) for tasks in cluster.values() for address in
+                           (tasks.values() if isinstance(tasks, dict) else tasks)))
+
+
 def strategy_name(strategy) -> str:
     """The public name: MultiWorkerMirroredStrategy's class is CollectiveAllReduceStrategy inside TensorFlow."""
     import tensorflow as tf

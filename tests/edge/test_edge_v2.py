@@ -2,7 +2,6 @@
 ones, constant input statistics) converts and runs in LiteRT; float32 matches Keras, the quantized formats
 track it, and the QAT model converts to full integer."""
 
-import os
 
 import numpy as np
 import pytest
@@ -50,6 +49,8 @@ def test_efficientnetv2_qat_model_converts_to_full_integer(v2_b0, tmp_path):
     saved = export.export_saved_model(q, str(tmp_path / "qat"))
     blob = export.float_softmax(export.convert_saved_model(saved, "qat_int8", io_dtype="float32"))
     got = _run(blob, tmp_path, "qat_int8", images)
-    assert got.shape == (8, CLASSES) and np.all(np.isfinite(got))
-    np.testing.assert_allclose(got.sum(-1), 1.0, atol=0.02)
+    want = np.asarray(q(images, training=False))
+    assert got.shape == want.shape == (8, CLASSES)
+    error = np.abs(got - want).max()  # the integer file computes what the fake-quantized Keras model computes
+    assert error < 0.05, error
     assert export.float_ops(blob) == []
