@@ -12,7 +12,7 @@ given), the same image size, epochs and batch size, one device, trained twice:
   `evaluate` on the val folder.
 
 Wall time covers everything each side does (data loading, tracing, training,
-evaluation). With `--docs=docs/benchmarks.md` the table replaces the rows
+evaluation). With `--docs=docs/measurements/benchmarks.md` the table replaces the rows
 between this benchmark's markers there (written atomically); without it, the
 table is printed.
 """

@@ -266,9 +266,9 @@ def bench(config: ThroughputConfig) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if config.json:
-        from common.files import atomic_write
+        from common.files import write_json
 
-        atomic_write(config.json, json.dumps(results, indent=1) + "\n")
+        write_json(config.json, results)
     return 0
 
 

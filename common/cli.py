@@ -218,20 +218,20 @@ def run_main(main_fn: Callable[[], int]) -> None:
 
 # ---------------------------------------------------------------- checks every command needs
 
-def require_dir(flag_name: str, path: str | None, *, what: str = "an existing folder") -> str:
+def _require_path(flag_name: str, path: str | None, what: str, exists, kind: str) -> str:
     if not path:
         raise UsageError(f"--{flag_name} is required ({what})")
-    if not os.path.isdir(path):
-        raise UsageError(flag_name, path, what + (" (it does not exist)" if not os.path.exists(path) else " (it is not a folder)"))
+    if not exists(path):
+        raise UsageError(flag_name, path, what + (" (it does not exist)" if not os.path.exists(path) else f" (it is not a {kind})"))
     return path
+
+
+def require_dir(flag_name: str, path: str | None, *, what: str = "an existing folder") -> str:
+    return _require_path(flag_name, path, what, os.path.isdir, "folder")
 
 
 def require_file(flag_name: str, path: str | None, *, what: str = "an existing file") -> str:
-    if not path:
-        raise UsageError(f"--{flag_name} is required ({what})")
-    if not os.path.isfile(path):
-        raise UsageError(flag_name, path, what + (" (it does not exist)" if not os.path.exists(path) else " (it is not a file)"))
-    return path
+    return _require_path(flag_name, path, what, os.path.isfile, "file")
 
 
 def require_writable_dir(flag_name: str, path: str | None) -> str:

@@ -10,6 +10,7 @@ file the user creates (0666 less the umask, usually 0644), not the 0600 that
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 
@@ -51,3 +52,11 @@ def atomic_write(path: str, data: str | bytes) -> str:
             f.flush()
             os.fsync(f.fileno())
     return path
+
+
+def write_json(path: str, value, *, sort_keys: bool = False, default=None) -> str:
+    """The one JSON writer: `value` as indented JSON with a final newline, written atomically; return `path`.
+
+    `default` converts values json cannot (numpy scalars, say), as in `json.dumps`.
+    """
+    return atomic_write(path, json.dumps(value, indent=1, sort_keys=sort_keys, default=default) + "\n")

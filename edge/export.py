@@ -15,16 +15,18 @@ for a float input, and the labels as an associated file, which is what MediaPipe
 the Android Task Library read. Each file is run by LiteRT on the evaluation images and compared with the Keras
 float model; its latency is measured with LiteRT's CompiledModel API (what `litert-benchmark` and Android's
 LiteRT run), and the ops XNNPACK does not take are named with the reason. A format that fails is recorded with
-its error and the others are still written. Results: `E/report.json` and `E/report.md`.
+its error and the others are still written. Results: `E/report.json` and `E/report.md` (`edge.report`).
+
+Beside the .tflite files: the calibrator's recorded ranges are audited before int8 is built (`edge.calibration`),
+int8_mixed says what it keeps in float (`edge.mixed`), each file gets a GPU-delegate verdict
+(`edge.gpu_delegate`), and `saved_model` writes a SavedModel for a server (`edge.saved_model`).
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import datetime
 import hashlib
-import io
 import json
 import os
 import platform
@@ -39,9 +41,12 @@ import numpy as np
 from edge import litert
 from edge import metadata as metadata_lib
 from common import cli
+from common import lock as folder_lock
 from common.files import atomic_write
 
 FORMATS = ("float32", "float16", "dynamic", "int8", "int16x8", "qat_int8")
+SAVED_MODEL = "saved_model"  # not a .tflite: the serving SavedModel of `edge.saved_model`, a folder
+ALL_FORMATS = FORMATS + (SAVED_MODEL,)
 FLOAT_FORMATS = ("float32", "float16", "dynamic")
 CALIBRATED_FORMATS = ("int8", "int16x8")
 MIXED = "int8_mixed"
@@ -65,7 +70,7 @@ FORMAT_NOTES = {
     "int8": "full-integer int8, post-training quantization",
     "int16x8": "int16 activations, int8 weights, post-training quantization",
     "qat_int8": "full-integer int8 from quantization-aware training",
-    MIXED: "post-training int8 with the fewest layers kept in float within 1 top-1 point",
+    MIXED: "post-training int8 with the fewest layers kept in float within 1 top-1 point of the Keras model",
 }
 
 
@@ -77,9 +82,9 @@ def check_formats(formats) -> tuple[str, ...]:
     if isinstance(formats, str):
         formats = [f.strip() for f in formats.split(",") if f.strip()]
     formats = tuple(formats)
-    unknown = [f for f in formats if f not in FORMATS]
+    unknown = [f for f in formats if f not in ALL_FORMATS]
     if unknown or not formats:
-        raise ValueError(f"formats: unknown format(s) {unknown or list(formats)!r}; allowed: {', '.join(FORMATS)}.")
+        raise ValueError(f"formats: unknown format(s) {unknown or list(formats)!r}; allowed: {', '.join(ALL_FORMATS)}.")
     if len(set(formats)) != len(formats):
         raise ValueError(f"formats: {formats!r} lists a format twice.")
     return formats
@@ -330,7 +335,8 @@ def recommend(rows: list[dict], keras_top1: float | None) -> dict:
     """The fastest format whose top-1 is within MAX_TOP1_DROP_POINTS of the Keras float model (ties: smaller
     file); when none is, the most accurate one. Without labelled data (`keras_top1` None) the agreement of
     its top-1 with the Keras model stands in for top-1 (the Keras model counts as 100%)."""
-    ok = [r for r in rows if not r.get("error")]
+    # An int8_mixed file with most of its MACs in float is a float model in an int8 wrapper: never shipped as int8.
+    ok = [r for r in rows if not r.get("error") and r.get("mixed", {}).get("is_int8", True)]
     if not ok:
         return {"format": None, "reason": "every format failed; see the errors."}
     labelled = keras_top1 is not None
@@ -347,68 +353,6 @@ def recommend(rows: list[dict], keras_top1: float | None) -> dict:
     best = max(ok, key=lambda r: (_quality(r, labelled), -r["latency_ms"]))
     return {"format": best["format"], "file": best["file"], "reason": (
         f"no format is within {MAX_TOP1_DROP_POINTS:g} {what}; this is the most accurate.")}
-
-
-# ------------------------------------------------------------------------------------------------ int8_mixed
-
-def rank_layers(calibrated: bytes, float_tflite: bytes, images) -> list[dict]:
-    """The layers of the int8 model ordered by their quantization error, worst first, from TensorFlow's
-    QuantizationDebugger: [{"node": output tensor name, "rmse_over_scale", "mean_squared_error"}].
-
-    RMSE divided by the output scale is the debugger guide's measure (tensorflow.org/lite/performance/
-    quantization_debugger): about 0.29 (the error of rounding, 1/sqrt(12)) for a healthy layer, much more for
-    one whose range the int8 grid cannot hold.
-    """
-    import tensorflow as tf
-    from tensorflow.lite.python import convert as tfl_convert
-
-    debug_model = tfl_convert.mlir_quantize(calibrated, fully_quantize=False, enable_numeric_verify=True,
-                                            denylisted_ops=["SOFTMAX"])
-    debugger = tf.lite.experimental.QuantizationDebugger(
-        quant_debug_model_content=bytes(debug_model), float_model_content=bytes(float_tflite),
-        debug_dataset=_representative(images),
-        debug_options=tf.lite.experimental.QuantizationDebugOptions(model_debug_metrics={}),
-    )
-    debugger.run()
-    dump = io.StringIO()
-    debugger.layer_statistics_dump(dump)  # the documented view: tensor_name, op_name, scale, metrics
-    dump.seek(0)
-    rows = []
-    for rec in csv.DictReader(dump):
-        scale, mse = float(rec["scale"] or 0.0), float(rec["mean_squared_error"] or 0.0)
-        rows.append({"node": rec["tensor_name"], "op": rec["op_name"], "mean_squared_error": mse,
-                     "rmse_over_scale": float(np.sqrt(mse) / scale) if scale > 0 else 0.0})
-    rows.sort(key=lambda r: -r["rmse_over_scale"])
-    return rows
-
-
-def fewest_float_layers(ranked: list[str], good_enough) -> tuple[int, list[dict]] | None:
-    """The smallest k such that keeping the k worst layers of `ranked` in float is `good_enough(nodes)`, found by
-    doubling k and then bisecting between the last failure and the first success (the error falls as layers
-    are added, so this tries O(log n) candidates). Returns (k, tries) or None when not even all layers do."""
-    tries = []
-
-    def ok(k):
-        result = bool(good_enough(ranked[:k]))
-        tries.append({"float_layers": k, "ok": result})
-        return result
-
-    low, k = 0, 1
-    while True:
-        k = min(k, len(ranked))
-        if ok(k):
-            break
-        if k == len(ranked):
-            return None
-        low, k = k, k * 2
-    high = k
-    while high - low > 1:
-        mid = (low + high) // 2
-        if ok(mid):
-            high = mid
-        else:
-            low = mid
-    return high, tries
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -504,7 +448,7 @@ def load_inputs(config: "ExportConfig") -> Inputs:
 
 
 def _is_owned(name: str) -> bool:
-    return (name in (LABELS, REPORT_JSON, REPORT_MD, QAT_SUBDIR)
+    return (name in (LABELS, REPORT_JSON, REPORT_MD, QAT_SUBDIR, SAVED_MODEL)
             or (name.startswith("model_") and name.endswith(".tflite"))
             or name.startswith((".edge-export-", f".{REPORT_JSON}.", f".{REPORT_MD}.", f".{LABELS}.", ".model_")))
 
@@ -514,7 +458,7 @@ def check_out_dir(out_dir: str) -> list[str]:
     it holds anything else (an export never mixes its files with others)."""
     if not os.path.isdir(out_dir):
         return []
-    entries = sorted(os.listdir(out_dir))
+    entries = sorted(e for e in os.listdir(out_dir) if e != folder_lock.LOCK_NAME)  # held while we run
     foreign = [e for e in entries if not _is_owned(e)]
     if foreign:
         raise ValueError(f"out: {out_dir!r} holds files that edge.export did not write ({', '.join(foreign[:3])}"
@@ -549,7 +493,7 @@ class ExportConfig:
     out: str | None = cli.flag(None, "Output folder: one .tflite per format, labels.txt, report.json, report.md.",
                                group="output", required=True)
     formats: tuple[str, ...] = cli.flag((), "Formats, comma-separated (default: every one the inputs allow).",
-                                        group="output", choices=FORMATS)
+                                        group="output", choices=ALL_FORMATS)
     io_dtype: str = cli.flag("float32", "Input/output type of int8 and qat_int8 (float32 runs fully on XNNPACK).",
                              group="output", choices=IO_DTYPES)
     model_version: str | None = cli.flag(None, "Version written into the metadata (default: sha256 of the "
@@ -566,6 +510,8 @@ class ExportConfig:
     threads: int = cli.flag(1, "CPU threads for the latency measurement.", group="timing")
     latency_runs: int = cli.flag(50, "Timed runs per format (after 5 warm-up runs).", group="timing")
     diagnostics: bool = cli.flag(False, "Per-layer float-vs-int8 error of the int8 format.", group="output")
+    audit_ranges: bool = cli.flag(True, "Check the calibrator's activation ranges against LiteRT's reference kernels "
+                                  "and build int8 from the observed ones where they differ.", group="data")
     seed: int = cli.flag(0, "Seed for the calibration-image choice and the QAT shuffle.", group="data")
 
     def __post_init__(self):
@@ -578,9 +524,9 @@ class ExportConfig:
             raise cli.UsageError("qat_epochs", self.qat_epochs, "an integer >= 0")
         if len(set(self.formats)) != len(self.formats):
             raise cli.UsageError("formats", ",".join(self.formats), "each format at most once")
-        unknown = [f for f in self.formats if f not in FORMATS]
+        unknown = [f for f in self.formats if f not in ALL_FORMATS]
         if unknown:
-            raise cli.UsageError("formats", ",".join(self.formats), "formats among " + ", ".join(FORMATS))
+            raise cli.UsageError("formats", ",".join(self.formats), "formats among " + ", ".join(ALL_FORMATS))
         if self.io_dtype not in IO_DTYPES:
             raise cli.UsageError("io_dtype", self.io_dtype, "one of " + ", ".join(IO_DTYPES))
 
@@ -593,7 +539,7 @@ class ExportConfig:
             out += CALIBRATED_FORMATS
         if self.data_dir and (self.qat_epochs or self.qat_dir):
             out.append("qat_int8")
-        return tuple(out)
+        return tuple(out) + (SAVED_MODEL,)
 
 
 def check_config(config: ExportConfig) -> None:
@@ -635,10 +581,16 @@ def export_all(model_path: str, data_dir: str | None, out_dir: str, **kwargs) ->
     config = ExportConfig(model=os.fspath(model_path), data_dir=os.fspath(data_dir) if data_dir else None,
                           out=os.fspath(out_dir), **kwargs)
     inputs = load_inputs(config)
-    stale = check_out_dir(out_dir)
-    if config.qat_dir and os.path.abspath(config.qat_dir) == os.path.abspath(os.path.join(out_dir, QAT_SUBDIR)):
+    with folder_lock.exclusive(config.out, command="keras-effnet-export"):
+        return write_export(config, inputs, _stale_entries(config))
+
+
+def _stale_entries(config: ExportConfig) -> list[str]:
+    """What an earlier export left in --out, to remove (under the folder's lock); refuses foreign files."""
+    stale = check_out_dir(config.out)
+    if config.qat_dir and os.path.abspath(config.qat_dir) == os.path.abspath(os.path.join(config.out, QAT_SUBDIR)):
         stale = [e for e in stale if e != QAT_SUBDIR]
-    return write_export(config, inputs, stale)
+    return stale
 
 
 def write_export(config: ExportConfig, inputs: Inputs, stale=()) -> dict:
@@ -654,7 +606,7 @@ def write_export(config: ExportConfig, inputs: Inputs, stale=()) -> dict:
     os.makedirs(out_dir, exist_ok=True)
     _write(os.path.join(out_dir, LABELS), "".join(f"{name}\n" for name in inputs.class_names))
     work = tempfile.mkdtemp(prefix=".edge-export-", dir=out_dir)
-    rows, qat_info, diagnostics, mixed_info = [], None, {}, None
+    rows, qat_info, diagnostics, mixed_info, serving = [], None, {}, None, None
     state = {}
 
     def add_row(fmt, make_blob):
@@ -670,6 +622,7 @@ def write_export(config: ExportConfig, inputs: Inputs, stale=()) -> dict:
                                        threads=config.threads, latency_runs=config.latency_runs))
             if fmt in INT8_FORMATS:
                 row["float_ops"] = float_ops(path)
+            row["gpu_delegate"] = _gpu_verdict(blob)
         except Exception as exc:  # noqa: BLE001 - one format's failure is reported, the others go on
             row["error"] = f"{type(exc).__name__}: {exc}"
         row["seconds"] = round(time.perf_counter() - start, 1)
@@ -684,6 +637,8 @@ def write_export(config: ExportConfig, inputs: Inputs, stale=()) -> dict:
     def calibrated():
         if "calibrated" not in state:
             state["calibrated"] = calibrate(float_saved_model(), inputs.representative)
+            if config.audit_ranges:
+                state["calibrated"], state["audit"] = _audited(state["calibrated"], inputs.representative)
         return state["calibrated"]
 
     def qat_blob():
@@ -694,7 +649,9 @@ def write_export(config: ExportConfig, inputs: Inputs, stale=()) -> dict:
 
     try:
         for fmt in config.chosen_formats():
-            if fmt == "int8":
+            if fmt == SAVED_MODEL:
+                serving = _serving_saved_model(model, inputs.class_names, out_dir, work)
+            elif fmt == "int8":
                 add_row(fmt, lambda: quantize_calibrated(calibrated(), io_dtype=config.io_dtype))
             elif fmt == "qat_int8":
                 add_row(fmt, qat_blob)
@@ -705,7 +662,7 @@ def write_export(config: ExportConfig, inputs: Inputs, stale=()) -> dict:
         int8 = next((r for r in rows if r["format"] == "int8" and not r.get("error")), None)
         if (config.mixed_int8 and labelled and int8 is not None
                 and (keras_top1 - int8["top1"]) * 100 > MAX_TOP1_DROP_POINTS):
-            mixed_info = _mixed_int8(config, inputs, keras_top1, calibrated(), out_dir, add_row)
+            mixed_info = _mixed_int8(config, inputs, keras_top1, calibrated(), out_dir, add_row, rows)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -728,40 +685,87 @@ def write_export(config: ExportConfig, inputs: Inputs, stale=()) -> dict:
         "labelled": labelled, "keras_top1": keras_top1, "io_dtype": config.io_dtype,
         "latency_runs": config.latency_runs, "host": _host(), "date": datetime.date.today().isoformat(),
         "formats": rows, "recommendation": recommend(rows, keras_top1), "qat": qat_info,
-        "int8_mixed": mixed_info, "diagnostics": diagnostics or None,
+        "int8_mixed": mixed_info, "diagnostics": diagnostics or None, "saved_model": serving,
+        "calibration_audit": state.get("audit"),
+        "gpu_delegate": _gpu_recommendation(rows),
         "config": dataclasses.asdict(config),
     }
     _write(os.path.join(out_dir, REPORT_JSON), json.dumps(report, indent=1) + "\n")
-    _write(os.path.join(out_dir, REPORT_MD), report_markdown(report))
+    from edge import report as report_lib
+
+    _write(os.path.join(out_dir, REPORT_MD), report_lib.report_markdown(report))
     return report
 
 
-def _mixed_int8(config, inputs, keras_top1, calibrated, out_dir, add_row) -> dict:
-    """Rank the layers, find the fewest to keep in float within MAX_TOP1_DROP_POINTS, write that as int8_mixed."""
+def _mixed_int8(config, inputs, keras_top1, calibrated, out_dir, add_row, rows) -> dict:
+    """`edge.mixed.search`, then write the file as int8_mixed with what it keeps in float beside int8 and float32."""
+    from edge import mixed
+
     float_path = os.path.join(out_dir, model_file("float32"))
-    float_blob = open(float_path, "rb").read() if os.path.isfile(float_path) else None
-    if float_blob is None:
+    if not os.path.isfile(float_path):
         return {"error": "int8_mixed needs the float32 format in --formats (the debugger compares against it)."}
-    try:
-        ranked = rank_layers(calibrated, float_blob, inputs.representative[:16])
-    except Exception as exc:  # noqa: BLE001 - the search is optional; say why it did not run
-        return {"error": f"QuantizationDebugger failed: {type(exc).__name__}: {exc}"}
-    nodes = [r["node"] for r in ranked]
+    with open(float_path, "rb") as f:
+        float_blob = f.read()
 
-    def good_enough(float_nodes):
-        blob = quantize_calibrated(calibrated, io_dtype=config.io_dtype, float_nodes=float_nodes)
+    def quantize(float_nodes):
+        return quantize_calibrated(calibrated, io_dtype=config.io_dtype, float_nodes=float_nodes)
+
+    def evaluate(blob):
         probs = litert.TFLiteModel(blob).predict(inputs.eval_images)
-        return (keras_top1 - float((probs.argmax(1) == inputs.eval_labels).mean())) * 100 <= MAX_TOP1_DROP_POINTS
+        return float((probs.argmax(1) == inputs.eval_labels).mean())
 
-    found = fewest_float_layers(nodes, good_enough)
-    info = {"ranked_layers": ranked[:20], "num_layers": len(nodes)}
-    if found is None:
-        info["error"] = "no subset of layers kept in float brings int8 within the target."
+    info = mixed.search(calibrated, float_blob, quantize=quantize, evaluate=evaluate,
+                        images=inputs.representative[:16], max_drop_points=MAX_TOP1_DROP_POINTS, keras_top1=keras_top1)
+    blob = info.pop("blob", None)
+    if blob is None:
         return info
-    k, tries = found
-    info.update(float_layers=nodes[:k], tries=tries)
-    add_row(MIXED, lambda: quantize_calibrated(calibrated, io_dtype=config.io_dtype, float_nodes=nodes[:k]))
+    row = add_row(MIXED, lambda: blob)
+    sizes = {r["format"]: r.get("bytes") for r in rows if r["format"] in ("int8", "float32", MIXED)}
+    info = mixed.account(info, blob, sizes)
+    row["mixed"] = {k: info[k] for k in ("share", "is_int8", "summary")}
     return info
+
+
+def _audited(calibrated: bytes, images) -> tuple[bytes, dict]:
+    """`edge.calibration.audit` of the recorded ranges, and the model rebuilt from the observed ones if any is wrong."""
+    from edge import calibration
+
+    result = calibration.audit(calibrated, images)
+    fixed = calibration.repair(calibrated, result)
+    return fixed, {"tensors": result["tensors"], "max_rel_diff": result["max_rel_diff"], "repaired": len(result["wrong"]),
+                   "wrong": [{k: w[k] for k in ("tensor", "op", "recorded", "observed", "rel_diff")}
+                             for w in result["wrong"][:10]],
+                   "summary": calibration.summary(result)}
+
+
+def _serving_saved_model(model, class_names, out_dir: str, work: str) -> dict:
+    """`edge.saved_model.write` into the work folder, then renamed to OUT/saved_model (never half written)."""
+    from edge import saved_model
+
+    start = time.perf_counter()
+    try:
+        staged = saved_model.write(model, class_names, os.path.join(work, SAVED_MODEL))
+        os.replace(staged, os.path.join(out_dir, SAVED_MODEL))
+    except Exception as exc:  # noqa: BLE001 - reported like a failed format; the others are still written
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {"dir": SAVED_MODEL, "signatures": [saved_model.SERVING, saved_model.BYTES],
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
+def _gpu_verdict(blob: bytes) -> dict:
+    from edge import gpu_delegate
+
+    try:
+        return gpu_delegate.verdict(blob)
+    except Exception as exc:  # noqa: BLE001 - the verdict is advice; its failure does not fail the format
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _gpu_recommendation(rows) -> dict:
+    from edge import gpu_delegate
+
+    return gpu_delegate.recommend({r["format"]: r["gpu_delegate"] for r in rows
+                                   if not r.get("error") and not r["gpu_delegate"].get("error")})
 
 
 def _qat_model(model, config: ExportConfig, out_dir: str):
@@ -784,128 +788,33 @@ def _qat_model(model, config: ExportConfig, out_dir: str):
     return qat_model, {"fine_tune": dataclasses.asdict(tune), "history": history}
 
 
-# ------------------------------------------------------------------------------------------------ report
-
-def _pct(value) -> str:
-    return "-" if value is None else f"{value:.2%}"
-
-
-def format_table(report: dict) -> str:
-    """The report's formats as a Markdown table (what the command prints)."""
-    lines = [
-        "| format | file | MB | top-1 | agree w/ Keras | max prob diff | latency ms (p5-p95) | XNNPACK | I/O | note |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in report["formats"]:
-        if r.get("error"):
-            lines.append(f"| {r['format']} | {r.get('file') or '-'} | - | - | - | - | - | - | - | FAILED: {_one_line(r['error'])} |")
-            continue
-        note = FORMAT_NOTES[r["format"]]
-        if r.get("float_ops"):
-            note += f"; float ops: {', '.join(r['float_ops'])}"
-        xnn = _xnnpack_summary(r)
-        lines.append(
-            f"| {r['format']} | {r['file']} | {r['bytes'] / 1e6:.2f} | {_pct(r.get('top1'))} "
-            f"| {r['agreement_with_keras']:.2%} | {r['max_prob_diff']:.2g} "
-            f"| {r['latency_ms']:.2f} ({r['latency_p5_ms']:.2f}-{r['latency_p95_ms']:.2f}) | {_one_line(xnn, 300)} "
-            f"| {r['input_dtype']}/{r['output_dtype']} | {note} |"
-        )
-    return "\n".join(lines)
-
-
-def _xnnpack_summary(row: dict) -> str:
-    """'all ops', or per reason the ops XNNPACK leaves to the reference kernels."""
-    left = row.get("not_on_xnnpack") or []
-    if not left:
-        return "all ops" if row["fully_accelerated"] else "partly (CompiledModel says not fully accelerated)"
-    by_reason: dict[str, list[str]] = {}
-    for o in left:
-        by_reason.setdefault(o["why"], []).append(o["op"])
-    total = sum(row["op_counts"].values())
-    return f"{len(left)} of {total} ops not: " + "; ".join(
-        f"{', '.join(sorted(set(ops)))} ({why})" for why, ops in by_reason.items())
-
-
-def op_table(report: dict) -> str:
-    """Each format's op counts, one column per format."""
-    ok = [r for r in report["formats"] if not r.get("error")]
-    ops = sorted({op for r in ok for op in r["op_counts"]})
-    lines = ["| op | " + " | ".join(r["format"] for r in ok) + " |", "|---|" + "---|" * len(ok)]
-    for op in ops:
-        lines.append(f"| {op} | " + " | ".join(str(r["op_counts"].get(op, 0)) for r in ok) + " |")
-    lines.append("| total | " + " | ".join(str(sum(r["op_counts"].values())) for r in ok) + " |")
-    return "\n".join(lines)
-
-
-def report_markdown(report: dict) -> str:
-    rec = report["recommendation"]
-    ship = f"**Ship `{rec['file']}`** ({rec['format']}): {rec['reason']}" if rec.get("format") else rec["reason"]
-    accuracy = (f"Keras float top-1 {report['keras_top1']:.2%}" if report["labelled"]
-                else "no labelled data, so no accuracy: agreement with the Keras float model only")
-    lines = [
-        f"# TFLite export of {report['model_name']}",
-        "",
-        f"Model `{report['model']}` (version {report['model_version']}), {report['image_size']} px, "
-        f"{len(report['class_names'])} classes (labels from {report['labels_source']}). Evaluated on "
-        f"{report['evaluation']}; {accuracy}. Calibration: {report['calibration'] or 'none'}. Latency: LiteRT "
-        f"CompiledModel API on the CPU (XNNPACK), batch 1, median of {report['latency_runs']} runs on "
-        f"{report['host']}, {report['date']}. Every file carries TFLite metadata (name, version, labels, and the "
-        f"input normalisation of float inputs) for MediaPipe Tasks and the Android Task Library.",
-        "",
-        format_table(report),
-        "",
-        ship,
-        "",
-        "## Ops per format",
-        "",
-        op_table(report),
-        "",
-    ]
-    mixed = report.get("int8_mixed")
-    if mixed:
-        if mixed.get("error"):
-            lines += [f"{MIXED}: {mixed['error']}", ""]
-        else:
-            lines += [f"## {MIXED}", "", f"Layers kept in float ({len(mixed['float_layers'])} of "
-                      f"{mixed['num_layers']}, worst RMSE/scale first): "
-                      + ", ".join(f"`{n}`" for n in mixed["float_layers"]), ""]
-    if report.get("qat"):
-        lines += [f"QAT: {json.dumps(report['qat'], sort_keys=True)}", ""]
-    if report.get("diagnostics"):
-        lines += ["## int8 per-layer error (largest first)", ""]
-        for fmt, rows in report["diagnostics"].items():
-            if isinstance(rows, str):
-                lines += [f"{fmt}: {rows}", ""]
-                continue
-            lines += [f"### {fmt}", "", "| tensor | relative RMS error | max abs error |", "|---|---|---|"]
-            lines += [f"| {r['tensor']} | {r['rel_rmse']:.3g} | {r['max_abs']:.3g} |" for r in rows]
-            lines.append("")
-    return "\n".join(lines)
-
-
-def _one_line(text: str, limit: int = 160) -> str:
-    text = " ".join(str(text).split()).replace("|", "/")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 # ------------------------------------------------------------------------------------------------ command line
 
 def run(config: ExportConfig) -> int:
     """Check every input, export, print the table; exit code 1 when no format succeeded."""
     check_config(config)
-    try:
-        inputs = load_inputs(config)
-        stale = check_out_dir(config.out)
-    except (ValueError, FileNotFoundError) as exc:
-        raise cli.UsageError(str(exc)) from None
-    if config.qat_dir and os.path.abspath(config.qat_dir) == os.path.abspath(os.path.join(config.out, QAT_SUBDIR)):
-        stale = [e for e in stale if e != QAT_SUBDIR]
-    report = write_export(config, inputs, stale)
-    print(format_table(report))
+    from edge import report as report_lib
+
+    with folder_lock.exclusive(config.out, command="keras-effnet-export"):
+        try:
+            inputs = load_inputs(config)
+            stale = _stale_entries(config)
+        except (ValueError, FileNotFoundError) as exc:
+            raise cli.UsageError(str(exc)) from None
+        report = write_export(config, inputs, stale)
+    print(report_lib.format_table(report))
     rec = report["recommendation"]
+    print(report_lib.gpu_line(report).replace("**", ""))
+    if report.get("saved_model"):
+        print(report_lib.saved_model_line(report).replace("`", ""))
+    if report.get("calibration_audit"):
+        print(report["calibration_audit"]["summary"])
+    if (report.get("int8_mixed") or {}).get("summary"):
+        print(f"\n{MIXED}: {report['int8_mixed']['summary']}")
     print(f"\nrecommendation: {rec.get('file') or '-'}: {rec['reason']}")
     print(f"report: {os.path.join(config.out, REPORT_MD)}")
-    if all(r.get("error") for r in report["formats"]):
+    outputs = report["formats"] + ([report["saved_model"]] if report.get("saved_model") else [])
+    if all(r.get("error") for r in outputs):
         print("error: no format was exported; see the errors above", file=sys.stderr)
         return 1
     return 0

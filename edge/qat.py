@@ -16,13 +16,13 @@ import contextlib
 import dataclasses
 import json
 import os
-import tempfile
 
 import numpy as np
 
 from common import cli
 from keras_effnet import flavours
-from common.files import atomic_write
+from common import lock as folder_lock
+from common.files import atomic_path, write_json
 from training.strategy import STRATEGIES
 from keras_effnet import twin as twin_lib
 
@@ -319,20 +319,11 @@ def fine_tune(model, data_dir: str, config: FineTuneConfig = FineTuneConfig(), *
 
 def save(qat_model, out_dir: str, info: dict) -> dict:
     """Write the QAT weights and a JSON note of how they were made, atomically; returns the paths."""
-    os.makedirs(out_dir, exist_ok=True)
     weights = os.path.join(out_dir, QAT_WEIGHTS)
-    fd, tmp = tempfile.mkstemp(prefix=".qat-", suffix=".weights.h5", dir=out_dir)
-    os.close(fd)
-    try:
+    with atomic_path(weights, suffix=".weights.h5") as tmp:
         qat_model.save_weights(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, weights)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     note = os.path.join(out_dir, QAT_INFO)
-    atomic_write(note, json.dumps(info, indent=1, sort_keys=True) + "\n")
-    os.chmod(note, 0o644)
+    write_json(note, info)
     return {"weights": weights, "info": note}
 
 
@@ -383,12 +374,17 @@ class QatConfig:
 
 
 def run(config: QatConfig) -> None:
-    """Check the inputs, fine-tune, save; print the paths written."""
-    from edge import data as data_lib
-
+    """Check the inputs, fine-tune, save (holding --out); print the paths written."""
     cli.require_file("model", config.model, what="a .keras model file")
     cli.require_dir("data_dir", config.data_dir, what="a folder with train/<class>/ and val/<class>/ images")
     cli.require_writable_dir("out", config.out)
+    with folder_lock.exclusive(config.out, command="keras-effnet-qat"):
+        _run(config)
+
+
+def _run(config: QatConfig) -> None:
+    from edge import data as data_lib
+
     try:
         data_lib.load_splits(config.data_dir)
     except ValueError as exc:

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import time
 
-from common import cli
+from common import cli, markdown
 
 FAMILY_CHOICES = ("efficientnet", "lite", "v2", "all")
 
@@ -96,19 +96,17 @@ def family_rows(family: str = "all", resolution: str | int = "native", formula_p
 
 
 def format_table(rows: list[dict]) -> str:
-    head = ("| variant | φ | width | depth | res | train res | params | GMACs | activations (M) | paper params "
-            "| paper GFLOPs |\n|---|---|---|---|---|---|---|---|---|---|---|")
-    lines = [head]
+    header = ["variant", "φ", "width", "depth", "res", "train res", "params", "GMACs", "activations (M)",
+              "paper params", "paper GFLOPs"]
+    cells = []
     for r in rows:
         paper_p = "—" if r["paper_params_m"] is None else f"{r['paper_params_m']:g}M"
         paper_f = "—" if r["paper_gflops"] is None else f"{r['paper_gflops']:g}B"
         phi = "—" if r["phi"] is None else f"{r['phi']:g}" + (" (formula)" if r["source"] == "formula" else "")
-        lines.append(
-            f"| {r['variant']} | {phi} | {r['width']:.3f} | {r['depth']:.3f} | {r['resolution']} | "
-            f"{r['train_resolution']} | {r['params']:,} | {r['gmacs']:.3f} | {r['activations_m']:.1f} | "
-            f"{paper_p} | {paper_f} |"
-        )
-    return "\n".join(lines)
+        cells.append([r["variant"], phi, f"{r['width']:.3f}", f"{r['depth']:.3f}", r["resolution"],
+                      r["train_resolution"], f"{r['params']:,}", f"{r['gmacs']:.3f}", f"{r['activations_m']:.1f}",
+                      paper_p, paper_f])
+    return markdown.table(header, cells)
 
 
 def table(config: TableConfig) -> None:

@@ -153,7 +153,7 @@ MINUS_ONE_TO_ONE = Preprocessing(1.0 / 128.0, -1.0)
 """V2-S/M/L: x / 128 - 1, as keras.applications (the V2 checkpoints were trained on it)."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class FamilyRules:
     """What sets a family apart, besides its stage tables: data, not branches in the builder.
 
@@ -184,9 +184,18 @@ class FamilyRules:
 
 
 RULES: dict[str, FamilyRules] = {
-    "efficientnet": FamilyRules("swish", BN_MOMENTUM, None, True, True, (), True, "explicit", "dwconv", "b0"),
-    "lite": FamilyRules("relu6", BN_MOMENTUM, None, True, False, (0, -1), False, "explicit", "dwconv", "b0"),
-    "v2": FamilyRules("swish", V2_BN_MOMENTUM, 8, False, True, (), True, "same", "dwconv2", "v2-b0"),
+    "efficientnet": FamilyRules(
+        activation="swish", bn_momentum=BN_MOMENTUM, min_depth=None, rounding_guard=True, scale_stem_head=True,
+        fixed_repeat_stages=(), squeeze_excite=True, padding="explicit", depthwise_name="dwconv",
+        default_stages="b0"),
+    "lite": FamilyRules(
+        activation="relu6", bn_momentum=BN_MOMENTUM, min_depth=None, rounding_guard=True, scale_stem_head=False,
+        fixed_repeat_stages=(0, -1), squeeze_excite=False, padding="explicit", depthwise_name="dwconv",
+        default_stages="b0"),
+    "v2": FamilyRules(
+        activation="swish", bn_momentum=V2_BN_MOMENTUM, min_depth=8, rounding_guard=False, scale_stem_head=True,
+        fixed_repeat_stages=(), squeeze_excite=True, padding="same", depthwise_name="dwconv2",
+        default_stages="v2-b0"),
 }
 
 

@@ -87,7 +87,8 @@ def convert_member(job: Job) -> dict:
     except RuntimeError:
         pass  # in-process (a test calling this directly): TensorFlow already runs
     from edge import export
-    from study import measure, store
+    from common.files import atomic_write
+    from study import measure
 
     start = time.perf_counter()
     model = build_or_load(job.member, job.trained_model, job.classes, job.seed)
@@ -96,13 +97,13 @@ def convert_member(job: Job) -> dict:
     try:
         saved = export.export_saved_model(model, os.path.join(directory, "model"))
         del model
-        float_blob = measure.convert(saved, "float32")  # int8 is calibrated on it
+        float_blob = export.convert_saved_model(saved, "float32", io_dtype="uint8")  # int8 is calibrated on it
         for precision in job.precisions:
             rep, blob = None, float_blob
             if precision == "int8":
                 rep = representative_images(job.member, job.calibration, job.data_dir, job.seed)
                 blob = export.quantize_calibrated(export.calibrate_float(float_blob, rep), io_dtype="uint8")
-            store.atomic_write(job.paths[precision], blob)
+            atomic_write(job.paths[precision], blob)
             out[precision] = {"bytes": os.path.getsize(job.paths[precision]), "seconds": time.perf_counter() - start,
                               "calibration_samples": None if rep is None else len(rep)}
             start = time.perf_counter()

@@ -95,13 +95,6 @@ def litert_call(tflite_path: str, threads: int, seed: int = 0):
     return lambda: model.time_invokes(image, runs=1, warmup=0)
 
 
-def convert(saved_model_dir: str, precision: str, representative=None) -> bytes:
-    """The project's converter: "float32", or "int8" full-integer post-training quantization (uint8 in/out)."""
-    from edge import export
-
-    return export.convert_saved_model(saved_model_dir, precision, representative=representative, io_dtype="uint8")
-
-
 def warm_up(fn, rounds: Rounds) -> int:
     """Call `fn` once untimed (tracing, allocation), then once timed; return the calls one sample needs."""
     fn()

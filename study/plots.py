@@ -14,7 +14,8 @@ import os
 
 import json
 
-from study import report, store
+from common.files import atomic_write
+from study import report
 
 MARKERS = {"family": "o", "v2": "v", "fused": "P", "baseline": "s", "grid": "^", "formula": "D"}
 COLOURS = {"family": "tab:blue", "v2": "tab:orange", "fused": "tab:cyan", "baseline": "tab:red", "grid": "tab:green",
@@ -48,7 +49,7 @@ def _save(fig, out: str, name: str) -> str:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    store.atomic_write(os.path.join(out, name), buf.getvalue())
+    atomic_write(os.path.join(out, name), buf.getvalue())
     return name
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from common import markdown
 from study import costmodel, hardware, published
 
 # (measurement, backend) -> column of the wide table
@@ -132,35 +133,28 @@ def answer(table: list[dict]) -> list[str]:
 
 
 def model_table(table: list[dict], roles=("family", "v2", "baseline", "fused")) -> str:
-    lines = [
-        "| model | res | params (M) | GMACs | activations (M) | layers | Keras b1 ms | Keras ms/img (batch) | "
-        "LiteRT f32 ms | LiteRT int8 ms |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    header = ["model", "res", "params (M)", "GMACs", "activations (M)", "layers", "Keras b1 ms",
+              "Keras ms/img (batch)", "LiteRT f32 ms", "LiteRT int8 ms"]
+    rows = []
     for m in table:
         if m["role"] not in roles:
             continue
         batch = f" ({m['keras_batch']})" if m.get("keras_batch") else ""
-        lines.append(
-            f"| {m['model']} | {m['resolution']} | {_fmt(_scale(m.get('params'), 1e6), '.2f')} | "
-            f"{_fmt(_scale(m.get('macs'), 1e9), '.3f')} | {_fmt(_scale(m.get('activations'), 1e6), '.1f')} | "
-            f"{_fmt(m.get('layers'), 'd')} | {timing_cell(m, 'keras_b1_ms')} | "
-            f"{timing_cell(m, 'keras_img_ms', '.2f')}{batch} | {timing_cell(m, 'tflite_f32_ms')} | "
-            f"{timing_cell(m, 'tflite_int8_ms')} |"
-        )
-    return "\n".join(lines)
+        rows.append([m["model"], m["resolution"], _fmt(_scale(m.get("params"), 1e6), ".2f"),
+                     _fmt(_scale(m.get("macs"), 1e9), ".3f"), _fmt(_scale(m.get("activations"), 1e6), ".1f"),
+                     _fmt(m.get("layers"), "d"), timing_cell(m, "keras_b1_ms"),
+                     timing_cell(m, "keras_img_ms", ".2f") + batch, timing_cell(m, "tflite_f32_ms"),
+                     timing_cell(m, "tflite_int8_ms")])
+    return markdown.table(header, rows)
 
 
 def cost_model_table(fits: dict) -> str:
-    lines = ["| backend | members | " + " | ".join(f"{name}: LOO error (worst)" for name in costmodel.MODELS)
-             + " | best |", "|---|---|" + "---|" * len(costmodel.MODELS) + "---|"]
-    for column, fit in fits.items():
-        if fit is None:
-            continue
-        cells = [f"{fit['models'][n]['loo_error']:.0%} ({fit['models'][n]['loo_max_error']:.0%})"
-                 for n in costmodel.MODELS]
-        lines.append(f"| {BACKEND_TITLES[column]} | {fit['n']} | " + " | ".join(cells) + f" | {fit['best']} |")
-    return "\n".join(lines) if len(lines) > 2 else ""
+    header = ["backend", "members", *(f"{name}: LOO error (worst)" for name in costmodel.MODELS), "best"]
+    rows = [[BACKEND_TITLES[column], fit["n"],
+             *(f"{fit['models'][n]['loo_error']:.0%} ({fit['models'][n]['loo_max_error']:.0%})"
+               for n in costmodel.MODELS), fit["best"]]
+            for column, fit in fits.items() if fit is not None]
+    return markdown.table(header, rows, empty="")
 
 
 def fused_table(table: list[dict]) -> str:
@@ -169,8 +163,8 @@ def fused_table(table: list[dict]) -> str:
     sweep = sorted((m for m in table if m["role"] == "fused"), key=lambda m: m["fused_stages"])
     if b0 is None or not sweep:
         return ""
-    lines = ["| fused stages k | GMACs | activations (M) | layers | " + " | ".join(t for _, t in LATENCY_BACKENDS)
-             + " |", "|---|---|---|---|" + "---|" * len(LATENCY_BACKENDS)]
+    header = ["fused stages k", "GMACs", "activations (M)", "layers", *(t for _, t in LATENCY_BACKENDS)]
+    rows = []
     for k, m in [(0, b0)] + [(m["fused_stages"], m) for m in sweep]:
         cells = []
         for column, _ in LATENCY_BACKENDS:
@@ -178,34 +172,28 @@ def fused_table(table: list[dict]) -> str:
                 cells.append(f"{timing_cell(m, column, '.2f')} ({m[column] / b0[column]:.2f}× B0)")
             else:
                 cells.append("—")
-        lines.append(f"| {k} | {_fmt(_scale(m.get('macs'), 1e9), '.3f')} | "
-                     f"{_fmt(_scale(m.get('activations'), 1e6), '.1f')} | {_fmt(m.get('layers'), 'd')} | "
-                     + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append([k, _fmt(_scale(m.get("macs"), 1e9), ".3f"), _fmt(_scale(m.get("activations"), 1e6), ".1f"),
+                     _fmt(m.get("layers"), "d"), *cells])
+    return markdown.table(header, rows)
 
 
 def training_table(table: list[dict], target: float) -> str:
-    lines = [f"| model | res | head dropout | stochastic depth | min crop | RandAugment | BN momentum, zero head | "
-             f"epochs | val top-1 (best) | plateau | train img/s | train s | s to {target:.0%} |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for m in table:
-        if m.get("epochs") is None:
-            continue
-        plateau = "yes" if m.get("plateaued") else "no"
-        lines.append(
-            f"| {m['model']} | {m['resolution']} | {_fmt(m.get('train_dropout'), '.3f')} | "
-            f"{_fmt(m.get('train_drop_connect'), '.3f')} | {_fmt(m.get('train_crop_scale_min'), '.2f')} | "
-            f"{_fmt(m.get('train_randaugment'), '.1f')} | {m.get('contract_bn_momentum')}, "
-            f"{'yes' if m.get('contract_zero_head') else 'no'} | {m['epochs']:g} | {_fmt(m.get('val_top1'), '.3f')} "
-            f"({_fmt(m.get('best_val_top1'), '.3f')}) | {plateau} | {_fmt(m.get('train_img_s'), '.1f')} | "
-            f"{_fmt(m.get('train_seconds'), '.0f')} | {_fmt(m.get('time_to_target_s'), '.0f')} |")
-    return "\n".join(lines) if len(lines) > 2 else ""
+    header = ["model", "res", "head dropout", "stochastic depth", "min crop", "RandAugment", "BN momentum, zero head",
+              "epochs", "val top-1 (best)", "plateau", "train img/s", "train s", f"s to {target:.0%}"]
+    rows = [[m["model"], m["resolution"], _fmt(m.get("train_dropout"), ".3f"), _fmt(m.get("train_drop_connect"), ".3f"),
+             _fmt(m.get("train_crop_scale_min"), ".2f"), _fmt(m.get("train_randaugment"), ".1f"),
+             f"{m.get('contract_bn_momentum')}, {'yes' if m.get('contract_zero_head') else 'no'}", f"{m['epochs']:g}",
+             f"{_fmt(m.get('val_top1'), '.3f')} ({_fmt(m.get('best_val_top1'), '.3f')})",
+             "yes" if m.get("plateaued") else "no", _fmt(m.get("train_img_s"), ".1f"),
+             _fmt(m.get("train_seconds"), ".0f"), _fmt(m.get("time_to_target_s"), ".0f")]
+            for m in table if m.get("epochs") is not None]
+    return markdown.table(header, rows, empty="")
 
 
 def formula_table(table: list[dict]) -> str:
     """Each formula member beside the preset with the same phi (Tan & Le eq. 3 vs the hand-rounded B1..B7)."""
     presets = {m["phi"]: m for m in table if m["role"] == "family" and m["family"] == "efficientnet"}
-    lines = ["| φ | build | res | params (M) | GMACs | activations (M) | Keras b1 ms |", "|---|---|---|---|---|---|---|"]
+    rows = []
     for m in table:
         if m["role"] != "formula":
             continue
@@ -213,12 +201,11 @@ def formula_table(table: list[dict]) -> str:
             if row is None:
                 continue
             kind = "formula" if row["role"] == "formula" else "preset"
-            lines.append(
-                f"| {m['phi']:g} | {kind} | {row['resolution']} | {_fmt(_scale(row.get('params'), 1e6), '.2f')} | "
-                f"{_fmt(_scale(row.get('macs'), 1e9), '.3f')} | {_fmt(_scale(row.get('activations'), 1e6), '.1f')} | "
-                f"{timing_cell(row, 'keras_b1_ms')} |"
-            )
-    return "\n".join(lines) if len(lines) > 2 else ""
+            rows.append([f"{m['phi']:g}", kind, row["resolution"], _fmt(_scale(row.get("params"), 1e6), ".2f"),
+                         _fmt(_scale(row.get("macs"), 1e9), ".3f"), _fmt(_scale(row.get("activations"), 1e6), ".1f"),
+                         timing_cell(row, "keras_b1_ms")])
+    header = ["φ", "build", "res", "params (M)", "GMACs", "activations (M)", "Keras b1 ms"]
+    return markdown.table(header, rows, empty="")
 
 
 def grid_table(table: list[dict]) -> tuple[str, dict | None]:
@@ -227,15 +214,12 @@ def grid_table(table: list[dict]) -> tuple[str, dict | None]:
         return "", None
     scored = [m for m in grid if m.get("val_top1") is not None]
     best = max(scored, key=lambda m: (m["val_top1"], -(m.get("macs") or 0))) if scored else None
-    lines = ["| α | β | γ | α·β²·γ² | res | GMACs | val top-1 | train s |", "|---|---|---|---|---|---|---|---|"]
-    for m in grid:
-        mark = " **best**" if m is best else ""
-        lines.append(
-            f"| {m['alpha']:.2f} | {m['beta']:.2f} | {m['gamma']:.2f} | {m['alpha'] * m['beta'] ** 2 * m['gamma'] ** 2:.3f} | "
-            f"{m['resolution']} | {_fmt(_scale(m.get('macs'), 1e9), '.3f')} | {_fmt(m.get('val_top1'), '.3f')}{mark} | "
-            f"{_fmt(m.get('train_seconds'), '.0f')} |"
-        )
-    return "\n".join(lines), best
+    rows = [[f"{m['alpha']:.2f}", f"{m['beta']:.2f}", f"{m['gamma']:.2f}",
+             f"{m['alpha'] * m['beta'] ** 2 * m['gamma'] ** 2:.3f}", m["resolution"],
+             _fmt(_scale(m.get("macs"), 1e9), ".3f"),
+             _fmt(m.get("val_top1"), ".3f") + (" **best**" if m is best else ""), _fmt(m.get("train_seconds"), ".0f")]
+            for m in grid]
+    return markdown.table(["α", "β", "γ", "α·β²·γ²", "res", "GMACs", "val top-1", "train s"], rows), best
 
 
 def recipe_text(recipe: dict) -> str:
@@ -290,10 +274,11 @@ def render(results: dict) -> str:
     agree = results.get("agreement")
     if agree and agree["backends"]:
         out += ["## Repeatability", "", f"Against the study in `{agree['with']}` (written {agree['written']}), "
-                "same members and settings:", "", "| backend | members | Spearman of medians | largest median "
-                "difference |", "|---|---|---|---|"]
-        out += [f"| {BACKEND_TITLES[c]} | {a['members']} | {a['spearman']:.3f} | {a['max_median_difference']:.1%} |"
-                for c, a in agree["backends"].items()] + [""]
+                "same members and settings:", ""]
+        out += markdown.table_lines(
+            ["backend", "members", "Spearman of medians", "largest median difference"],
+            [[BACKEND_TITLES[c], a["members"], f"{a['spearman']:.3f}", f"{a['max_median_difference']:.1%}"]
+             for c, a in agree["backends"].items()]) + [""]
     ft = fused_table(table)
     if ft:
         out += ["## Fused-stage sweep: B0 with its first k stages as Fused-MBConv", "",

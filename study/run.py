@@ -19,8 +19,10 @@ import tempfile
 import time
 
 from common import cli
+from common import lock as folder_lock
+from common.files import atomic_write
 
-from study import convert, costmodel, hardware, measure, members as members_lib, plots, report, store, training_link
+from study import convert, costmodel, hardware, measure, members as members_lib, plots, report, store, member_training
 from study.config import StudyConfig
 
 CSV_COLUMNS = [
@@ -217,8 +219,8 @@ class Study:
                 if not self.done(sid):
                     self.say(f"train {m.key}")
                     start = time.perf_counter()
-                    metrics = training_link.train_member(c, m, self.splits, run_dir(c, m))
-                    self.save(sid, {"member": m.as_dict(), "rows": training_link.metrics_rows(metrics, c)}, start)
+                    metrics = member_training.train_member(c, m, self.splits, run_dir(c, m))
+                    self.save(sid, {"member": m.as_dict(), "rows": member_training.metrics_rows(metrics, c)}, start)
         for m in self.members:
             sid = step_id(m, "cost")
             if not self.done(sid):
@@ -226,7 +228,7 @@ class Study:
                 model = self.models.get(m)
                 cst = measure.cost(model)
                 self.save(sid, {"member": m.as_dict(), "cost": cst,
-                                "regularisation": training_link.regularisation(model)}, start)
+                                "regularisation": member_training.regularisation(model)}, start)
             if not member_backends(c, m):
                 self.models.drop(m)
         if any(not self.done(round_id(r)) for r in range(1, c.rounds + 1)):
@@ -316,14 +318,16 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> dict:
     """Run (or resume) the study in `config.out`; return the merged results (also written to disk)."""
     wall = time.perf_counter()
     threads = measure.fix_threads(config.thread_count)  # before anything starts TensorFlow; writes nothing
-    data_dir = check_inputs(config)
-    hw = {**hardware.describe(), "threads": threads}
-    store.open_study(config.out, fingerprint(config, hw))
-    splits = prepare_data(config, data_dir)
-    study = Study(config, splits, progress)
-    study.run()
-    return write_outputs(config, hw, study.members, time.perf_counter() - wall, study.conversion_peak_gb,
-                         study.conversion_wall_s)
+    cli.require_writable_dir("out", config.out)
+    with folder_lock.exclusive(config.out, command="keras-effnet-study"):  # one study per folder at a time
+        data_dir = check_inputs(config)
+        hw = {**hardware.describe(), "threads": threads}
+        store.open_study(config.out, fingerprint(config, hw))
+        splits = prepare_data(config, data_dir)
+        study = Study(config, splits, progress)
+        study.run()
+        return write_outputs(config, hw, study.members, time.perf_counter() - wall, study.conversion_peak_gb,
+                             study.conversion_wall_s)
 
 
 def member_columns(m) -> dict:
@@ -398,7 +402,7 @@ def write_outputs(config: StudyConfig, hw: dict, chosen, wall_s: float, tree_pea
         "peak_memory_gb": max(tree_peak_gb, measure.peak_rss_gb()),
         "conversion": {"wall_seconds": conversion_wall_s, "workers": config.convert_worker_count},
         "step_seconds": {s["step"]: s["seconds"] for s in steps}, "study_seconds": sum(s["seconds"] for s in steps),
-        "recipe": training_link.recipe(config) if not config.measure_only else None,
+        "recipe": member_training.recipe(config) if not config.measure_only else None,
         "rows": rows, "models": table, "cost_model": fits,
     }
     if config.compare_with:
@@ -413,6 +417,6 @@ def write_outputs(config: StudyConfig, hw: dict, chosen, wall_s: float, tree_pea
                                                             [c for c, _ in report.LATENCY_BACKENDS])}
     store.write_csv(os.path.join(config.out, "results.csv"), rows, CSV_COLUMNS)
     results["plots"] = plots.write_all(table, fits, config.out)
-    store.atomic_write_json(os.path.join(config.out, "results.json"), results)
-    store.atomic_write(os.path.join(config.out, "report.md"), report.render(results))
+    store.write_json(os.path.join(config.out, "results.json"), results)
+    atomic_write(os.path.join(config.out, "report.md"), report.render(results))
     return results

@@ -15,14 +15,15 @@ import json
 import os
 
 from common import cli
-from common.files import atomic_write
+from common import files
 
 STUDY_FILE = "study.json"
 STEPS_DIR = "steps"
 
 
-def atomic_write_json(path: str, obj) -> None:
-    atomic_write(path, json.dumps(obj, indent=1, sort_keys=True, default=_jsonable) + "\n")
+def write_json(path: str, obj) -> None:
+    """Study files are JSON with sorted keys; numpy scalars are written as numbers."""
+    files.write_json(path, obj, sort_keys=True, default=_jsonable)
 
 
 def _jsonable(value):
@@ -54,7 +55,7 @@ def open_study(out: str, fingerprint: dict) -> None:
     if os.path.isdir(out) and [n for n in os.listdir(out) if not n.startswith(".")]:
         raise cli.UsageError("out", out, f"a new or empty folder, or a study folder (this one is not empty "
                              f"and has no {STUDY_FILE})")
-    atomic_write_json(path, fingerprint)
+    write_json(path, fingerprint)
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -82,7 +83,7 @@ def load_step(out: str, step_id: str):
 
 
 def save_step(out: str, step_id: str, record: dict) -> None:
-    atomic_write_json(step_path(out, step_id), record)
+    write_json(step_path(out, step_id), record)
 
 
 def all_steps(out: str) -> list[dict]:
@@ -102,4 +103,4 @@ def write_csv(path: str, rows: list[dict], columns: list[str]) -> None:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
-    atomic_write(path, buf.getvalue())
+    files.atomic_write(path, buf.getvalue())

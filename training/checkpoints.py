@@ -45,7 +45,7 @@ import signal
 import threading
 
 from training import config as config_lib
-from common.files import atomic_path, atomic_write
+from common.files import atomic_path, write_json
 
 METRICS = "metrics.json"
 LABELS = "labels.txt"
@@ -96,10 +96,6 @@ def read_json(path: str) -> dict | None:
 
 def read_metrics(model_dir: str) -> dict:
     return read_json(os.path.join(model_dir, METRICS)) or {"epochs": []}
-
-
-def write_json(path: str, value: dict) -> None:
-    atomic_write(path, json.dumps(value, indent=1) + "\n")
 
 
 def save_model(model, path: str) -> None:

@@ -25,6 +25,7 @@ import os
 
 from common import cli
 from keras_effnet.architecture import FAMILIES
+from training.cluster import CLUSTERS, DEFAULT_PORT
 
 DATASETS = ("synthetic", "imagenette", "imagewoof", "folder")
 OPTIMIZERS = ("adamw", "rmsprop", "sgd")
@@ -48,6 +49,7 @@ DEFAULT_WEIGHT_DECAY = {"adamw": 0.05, "rmsprop": 1e-5, "sgd": 5e-5}
 RESUMABLE_CHANGES = frozenset({
     "epochs", "verbose", "tensorboard", "wandb", "wandb_project", "overwrite", "steps_per_loop",
     "checkpoint_every_steps", "cache", "strategy", "num_gpus", "cpu_replicas", "jit_compile", "out",
+    "cluster", "cluster_port", "record_ids",
 })
 
 
@@ -93,6 +95,12 @@ class TrainConfig:
     class_weight: str = cli.flag("none", "none, or balanced: weight each class's loss by its inverse frequency.",
                                  group="data", choices=CLASS_WEIGHTS)
     synthetic_per_class: int = cli.flag(100, "Synthetic dataset: training images per class.", group="data")
+    label_offset: int | None = cli.flag(None, "TFRecord shards: subtracted from image/class/label (none: index.json's, "
+                                        "else 1 as tensorflow/tpu's imagenet_to_gcs.py; 0 for writers that count from 0).",
+                                        group="data")
+    record_ids: str | None = cli.flag(None, "TFRecord shards: each worker appends '<epoch> <step> <id>' for every "
+                                      "training example its pipeline reads to DIR/worker-<w>.txt (checks the split).",
+                                      group="data")
     # optimisation
     epochs: int = cli.flag(15, "Epochs.", group="optimisation")
     batch_size: int = cli.flag(64, "Global batch size, across all replicas and workers.", group="optimisation")
@@ -134,6 +142,11 @@ class TrainConfig:
     steps_per_loop: int | None = cli.flag(None, "Training steps per graph call; loss and accuracy stay on the device in between "
                                           "(none: as many as take about 0.25 s, so the progress bar moves a few times a second).",
                                           group="devices")
+    cluster: str = cli.flag("auto", "Multi-worker cluster: auto (TF_CONFIG when set), tf_config (a Kubernetes TFJob) or "
+                            "slurm (srun's variables; implies --strategy=multi_worker).", group="devices",
+                            choices=CLUSTERS)
+    cluster_port: int = cli.flag(DEFAULT_PORT, "--cluster=slurm: port of each node's first task (the next tasks take the next "
+                                 "ports).", group="devices")
     # output
     seed: int = cli.flag(0, "Random seed (data order, augmentation, initialisation).", group="output")
     out: str = cli.flag("runs/effnet", "Output: model.keras, labels.txt, metrics.json, checkpoints/, logs/. A rerun resumes.",
@@ -186,6 +199,10 @@ class TrainConfig:
         _integer("cpu_replicas", self.cpu_replicas, 1)
         _integer("seed", self.seed, 0)
         _integer("synthetic_per_class", self.synthetic_per_class, 1)
+        _choice("cluster", self.cluster, CLUSTERS)
+        _integer("cluster_port", self.cluster_port, 1)
+        if self.label_offset is not None:
+            _integer("label_offset", self.label_offset, 0)
         for name in ("image_size", "steps_per_epoch", "num_gpus", "steps_per_loop", "checkpoint_every_steps"):
             value = getattr(self, name)
             if value is not None:

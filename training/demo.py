@@ -11,19 +11,18 @@ swung by 3 points between epochs and ended at 0.883 after 14 epochs, against
 synchronised BatchNorm); the multi-replica paths are tested on their own.
 It evaluates the saved model with
 training.evaluate and prints a summary. Sized to finish in a few minutes on a
-2-core CPU; the measured accuracy and time are in docs/benchmarks.md.
+2-core CPU; the measured accuracy and time are in docs/measurements/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 
 from common import cli
 
-# 2,000 distinct images seen 12 times (measured: docs/benchmarks.md).
+# 2,000 distinct images seen 12 times (measured: docs/measurements/benchmarks.md).
 EPOCHS = 12
 IMAGE_SIZE = 32
 PER_CLASS = 200
@@ -85,7 +84,7 @@ def run_demo(out: str, **kw) -> dict:
 def demo(config: DemoConfig) -> int:
     from absl import logging
 
-    from common.files import atomic_write
+    from common.files import write_json
 
     cli.require_writable_dir("out", config.out)
     logging.set_verbosity(logging.WARNING)
@@ -97,7 +96,7 @@ def demo(config: DemoConfig) -> int:
     print(f"demo: validation top-1 {s['val_top1']:.3f} (chance {s['chance']:.3f}), top-5 {s['val_top5']:.3f} "
           f"on {s['val_images']} images; {s['images_per_sec']:.0f} images/s; {s['total_seconds']:.0f} s in all")
     print(f"demo: model {s['model']}")
-    atomic_write(os.path.join(config.out, "demo_summary.json"), json.dumps(s, indent=1) + "\n")
+    write_json(os.path.join(config.out, "demo_summary.json"), s)
     return 0
 
 

@@ -21,7 +21,7 @@ import os
 import zipfile
 
 from common import cli
-from training import confusion, data as data_lib, folder_split
+from training import confusion, data as data_lib, folder_split, shards as shards_lib
 
 MODEL_WHAT = "a .keras model written by training.train"
 
@@ -31,7 +31,8 @@ class EvaluateConfig:
     model: str | None = cli.flag(None, "A model.keras written by training.train (labels.txt beside it names the classes); "
                                  "required unless --run is given.", group="input")
     data_dir: str | None = cli.flag(None, "A folder of images: its val/<class>/* is evaluated (or DIR/<class>/* when there "
-                                    "is no val/); required unless --run is given.", group="input")
+                                    "is no val/), or TFRecord shards (their validation-* shards); required unless "
+                                    "--run is given.", group="input")
     run: str | None = cli.flag(None, "A training run's --out folder: its model on exactly its validation images "
                                "(OUT/split.json for a one-folder dataset, else the data folder's val/).", group="input")
     out: str | None = cli.flag(None, "Where the confusion matrix (CSV, PNG) and report.txt go (none: evaluation/ beside "
@@ -116,6 +117,8 @@ def evaluate(model_path: str | None, data_dir: str | None, *, batch_size: int = 
         cli.require_dir("data_dir", data_dir, what="a folder of images (val/<class>/* or <class>/*)")
     model = load_model(model_path)
     names = load_labels(model_path, int(model.output_shape[-1]))
+    if files is None and shards_lib.is_shard_dir(data_dir):  # TFRecord shards: their validation split
+        return {**shards_lib.evaluate(model, names, data_dir, batch_size=batch_size), "model": model_path}
     if files is None:
         split_dir = os.path.join(data_dir, "val") if os.path.isdir(os.path.join(data_dir, "val")) else data_dir
         try:

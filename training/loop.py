@@ -29,11 +29,12 @@ for what it does that `fit` does not here: the per-replica BatchNorm moving
 statistics, which Keras 3 keeps apart without sync BN, are averaged before
 every evaluation and checkpoint; a mid-epoch checkpoint records the partial
 epoch's sums beside the variables; and every worker checks that it sees the
-chief's checkpoint. Its speed against `fit` is in docs/benchmarks.md.
+chief's checkpoint. Its speed against `fit` is in docs/measurements/benchmarks.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -42,9 +43,12 @@ import time
 
 import numpy as np
 
+from common import lock as folder_lock
+from common.files import atomic_write
 from training import checkpoints as ckpt_lib
 from training import contract, data as data_lib, datasets, regularization, schedule, strategy as strategy_lib, synthetic
 from training import confusion, finetune, folder_split, imbalance
+from training import cluster as cluster_lib, shards as shards_lib
 from training import config as config_lib
 from training.config import ConfigError, TrainConfig
 
@@ -57,7 +61,12 @@ class NonFiniteLossError(RuntimeError):
 
 
 def prepare_data(config: TrainConfig, *, log=print) -> data_lib.Splits:
-    """Generate, download or scan the dataset of `config`; report skipped files."""
+    """Generate, download or scan the dataset of `config`; report skipped files (or TFRecord records)."""
+    if config.dataset == "folder" and shards_lib.is_shard_dir(config.data_dir):
+        splits = shards_lib.load_shards(config.data_dir, label_offset=config.label_offset)
+        for s in splits.skipped:
+            log(f"skipped: {s}")
+        return splits
     if config.dataset == "synthetic":
         root = config.data_dir or os.path.join(config.out, "synthetic_data")
         per_class = config.synthetic_per_class
@@ -298,7 +307,8 @@ def run(config: TrainConfig, *, log=print, model_fn=None) -> dict:
     config = config.validated()
     if config.wandb:
         _import_wandb()
-    strategy = strategy_lib.get_strategy(config.strategy, num_gpus=config.num_gpus, cpu_replicas=config.cpu_replicas)
+    strategy = strategy_lib.get_strategy(config.strategy, num_gpus=config.num_gpus, cpu_replicas=config.cpu_replicas,
+                                         cluster=config.cluster, port_base=config.cluster_port)
     chief = strategy_lib.is_chief(strategy)
     say = log if chief else (lambda *a, **k: None)
     # Every worker saves (variables may need collective reads); only the chief writes model_dir.
@@ -306,8 +316,12 @@ def run(config: TrainConfig, *, log=print, model_fn=None) -> dict:
     from keras_effnet import flavours
 
     policy = flavours.keras3().config.dtype_policy()
+    # One writer per folder: the chief holds --out for the whole run; the other workers of its run share it.
+    owner = (folder_lock.exclusive(config.out, command="keras-effnet-train", run=strategy_lib.run_key(strategy))
+             if chief else contextlib.nullcontext())
     try:
-        return _run(config, strategy, chief, write_dir, say, model_fn or contract.build_model)
+        with owner:
+            return _run(config, strategy, chief, write_dir, say, model_fn or contract.build_model)
     finally:
         flavours.keras3().config.set_dtype_policy(policy)  # the run's mixed precision ends with it
         if not chief:
@@ -327,7 +341,14 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
     replicas = strategy.num_replicas_in_sync
     if global_batch % replicas:
         raise ConfigError("batch_size", global_batch, f"a multiple of the {replicas} replicas in sync")
-    full_steps = len(splits.train_files) // global_batch
+    sharded = isinstance(splits, shards_lib.ShardSplits)
+    if config.record_ids and not sharded:
+        raise ConfigError("record_ids", config.record_ids, "no value unless --data_dir holds TFRecord shards")
+    workers = strategy_lib.num_workers(strategy)
+    if sharded:  # each worker reads its own part: the smallest part decides
+        full_steps = shards_lib.steps_per_epoch(splits.train_files, global_batch, workers)
+    else:
+        full_steps = len(splits.train_files) // global_batch
     if full_steps < 1:
         raise ConfigError("batch_size", global_batch, f"at most the {len(splits.train_files)} training images")
     plan = finetune.plan(config)
@@ -351,6 +372,8 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
         strategy.gather(strategy.run(lambda: tf.zeros([1])), axis=0)  # a barrier: the chief has written run.json
         ckpt_lib.check_workers_agree(strategy, config.out, ckpt_lib.read_run_id(config.out),
                                      ckpt_lib.latest_number(config.out))
+        if not chief:
+            folder_lock.check_shared(config.out, run=strategy_lib.run_key(strategy))
     steps_per_epoch = min(full_steps, config.steps_per_epoch or full_steps)
     warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
     base_lr = schedule.scaled_learning_rate(config.learning_rate, global_batch)
@@ -406,11 +429,16 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
             "trainable_parameters": trainable},
     }
     if chief:
-        ckpt_lib.atomic_write(os.path.join(write_dir, ckpt_lib.LABELS), "\n".join(splits.class_names) + "\n")
+        atomic_write(os.path.join(write_dir, ckpt_lib.LABELS), "\n".join(splits.class_names) + "\n")
         ckpt_lib.write_json(os.path.join(write_dir, ckpt_lib.METRICS), {**info, "epochs": history})
     say(f"{info['strategy']} with {replicas} replica(s); global batch {global_batch} = {global_batch // replicas} per replica; "
         f"{len(splits.train_files)} train / {len(splits.val_files)} val images, {num_classes} classes; "
         f"{steps_per_epoch} steps/epoch; lr {base_lr:.4g}; {policy}; jit_compile={jit}")
+    if multi_worker:
+        say(cluster_lib.describe(strategy.cluster_resolver))
+    if sharded:
+        for name, part in (("train", splits.train_files), ("val", splits.val_files)):
+            say(f"{name}: {shards_lib.split_plan(part, workers).describe(len(part.paths))}")
 
     writers = None
     if chief and config.tensorboard:
@@ -422,6 +450,9 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
     val_cache = {}
 
     def val_dataset(size):
+        if size not in val_cache and sharded:
+            val_cache[size] = shards_lib.distribute(strategy, splits.val_files, global_batch=global_batch, image_size=size,
+                                                    training=False, label_offset=splits.label_offset)
         if size not in val_cache:
             ds = data_lib.make_dataset(splits.val_files, splits.val_labels, image_size=size, batch_size=global_batch,
                                        training=False, augment="none", cache=config.cache, drop_remainder=False)
@@ -456,14 +487,21 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
         if config.progressive_resize:
             regularization.apply_rates(model, dropout_rate=reg.dropout_rate, drop_connect_rate=reg.drop_connect_rate,
                                        built_drop_connect_rate=model_config.drop_connect_rate)
-        ds = data_lib.make_dataset(
-            splits.train_files, splits.train_labels, image_size=size, batch_size=global_batch, training=True,
-            augment=config.augment, seed=config.seed, cache=config.cache, drop_remainder=True, repeat=True,
-            start_epoch=epoch - 1, crop_area=(reg.crop_scale_min, 1.0), randaugment_magnitude=reg.randaugment_magnitude,
-        )
-        if done:
-            ds = ds.skip(done)
-        iterator = iter(strategy.experimental_distribute_dataset(ds))
+        if sharded:
+            iterator = iter(shards_lib.distribute(
+                strategy, splits.train_files, global_batch=global_batch, skip_steps=done, record_ids=config.record_ids,
+                image_size=size, training=True, label_offset=splits.label_offset, augment=config.augment,
+                seed=config.seed, repeat=True, start_epoch=epoch - 1, crop_area=(reg.crop_scale_min, 1.0),
+                randaugment_magnitude=reg.randaugment_magnitude))
+        else:
+            ds = data_lib.make_dataset(
+                splits.train_files, splits.train_labels, image_size=size, batch_size=global_batch, training=True,
+                augment=config.augment, seed=config.seed, cache=config.cache, drop_remainder=True, repeat=True,
+                start_epoch=epoch - 1, crop_area=(reg.crop_scale_min, 1.0), randaugment_magnitude=reg.randaugment_magnitude,
+            )
+            if done:
+                ds = ds.skip(done)
+            iterator = iter(strategy.experimental_distribute_dataset(ds))
         bar = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["loss", "accuracy", "lr"], verbose=config.verbose if chief else 0)
         loss_sum = partial.get("loss_sum", 0.0)
         correct_sum = partial.get("correct_sum", 0.0)

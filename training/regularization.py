@@ -120,6 +120,26 @@ def table(sizes=(32, 64, 128, 224, 380), data=(1_000, 10_000, 100_000), **kw) ->
     return [(s, n, for_stage(s, n, **kw)) for s in sizes for n in data]
 
 
+HEAD_DROPOUT = "top_dropout"
+
+
+def dropout_layers(model) -> tuple[object | None, list]:
+    """The model's head dropout layer (`top_dropout`, or None) and its stochastic-depth layers (`*drop`).
+
+    Stochastic depth drops whole samples of a residual branch, so its layers have a `noise_shape`; the
+    names are keras.applications' (`block2b_drop`), which every model of the family keeps.
+    """
+    head, depth = None, []
+    for layer in model.layers:
+        if type(layer).__name__ != "Dropout":
+            continue
+        if layer.name == HEAD_DROPOUT:
+            head = layer
+        elif layer.name.endswith("drop") and getattr(layer, "noise_shape", None) is not None:
+            depth.append(layer)
+    return head, depth
+
+
 def apply_rates(model, *, dropout_rate: float, drop_connect_rate: float, built_drop_connect_rate: float) -> int:
     """Set the dropout rates of a built model for one stage; returns the number of layers changed.
 
@@ -132,21 +152,15 @@ def apply_rates(model, *, dropout_rate: float, drop_connect_rate: float, built_d
     A model without such layers (ResNet-50) is left as it is.
     """
     ratio = drop_connect_rate / built_drop_connect_rate if built_drop_connect_rate > 0 else 0.0
-    changed = 0
-    for layer in model.layers:
-        if type(layer).__name__ != "Dropout":
-            continue
-        if layer.name == "top_dropout":
-            layer.rate = float(dropout_rate)
-        elif layer.name.endswith("drop") and getattr(layer, "noise_shape", None) is not None:
-            base = getattr(layer, "_built_rate", None)
-            if base is None:
-                base = layer._built_rate = float(layer.rate)
-            layer.rate = base * ratio
-        else:
-            continue
-        changed += 1
-    return changed
+    head, depth = dropout_layers(model)
+    if head is not None:
+        head.rate = float(dropout_rate)
+    for layer in depth:
+        base = getattr(layer, "_built_rate", None)
+        if base is None:
+            base = layer._built_rate = float(layer.rate)
+        layer.rate = base * ratio
+    return len(depth) + (head is not None)
 
 
 def _clip(x: float) -> float:

@@ -4,14 +4,14 @@
 back to the CPU so the same trainer runs in CI. `cpu_replicas=N` splits the
 CPU into N logical devices (tf.config.set_logical_device_configuration), so
 MirroredStrategy with N replicas runs and is tested on a machine without GPUs.
-"multi_worker" is MultiWorkerMirroredStrategy configured by the TF_CONFIG
-environment variable (one process per machine).
+"multi_worker" is MultiWorkerMirroredStrategy over the cluster that
+`training.cluster` resolves: TF_CONFIG (a Kubernetes TFJob, or set by hand)
+or Slurm's variables (`cluster="slurm"`), one process per machine.
 """
 
 from __future__ import annotations
 
-import json
-import os
+from training import cluster as cluster_lib
 
 STRATEGIES = ("auto", "mirrored", "one_device", "multi_worker")
 
@@ -43,12 +43,15 @@ def configure_cpu_replicas(cpu_replicas: int) -> int:
     return have
 
 
-def get_strategy(name: str = "auto", *, num_gpus: int | None = None, cpu_replicas: int = 1):
+def get_strategy(name: str = "auto", *, num_gpus: int | None = None, cpu_replicas: int = 1, cluster: str = "auto",
+                 port_base: int = cluster_lib.DEFAULT_PORT):
     """A tf.distribute.Strategy by name: "auto", "mirrored", "one_device" or "multi_worker".
 
     auto: MirroredStrategy on the GPUs if there are any, else MirroredStrategy
     on `cpu_replicas` logical CPUs when that is > 1, else OneDeviceStrategy on
-    the CPU. `num_gpus` limits the GPUs used (default: all).
+    the CPU. `num_gpus` limits the GPUs used (default: all). `cluster` ("auto":
+    TF_CONFIG when set, "tf_config", "slurm") describes the workers of
+    "multi_worker"; "slurm" makes "auto" mean "multi_worker".
     """
     import tensorflow as tf
 
@@ -56,16 +59,15 @@ def get_strategy(name: str = "auto", *, num_gpus: int | None = None, cpu_replica
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {name!r}.")
     if num_gpus is not None and (isinstance(num_gpus, bool) or not isinstance(num_gpus, int) or num_gpus < 0):
         raise ValueError(f"num_gpus must be None (all) or an integer >= 0, got {num_gpus!r}.")
+    if cluster != "auto" and name == "auto":
+        name = "multi_worker"
+    if cluster != "auto" and name != "multi_worker":
+        raise cluster_lib.ClusterError("cluster", cluster, f"auto with --strategy={name} (a cluster is for multi_worker)")
     if name == "multi_worker":
-        if not os.environ.get("TF_CONFIG"):
-            raise ValueError(
-                "strategy='multi_worker' needs the TF_CONFIG environment variable "
-                '(e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type": "worker", "index": 0}}).'
-            )
-        _check_tf_config(os.environ["TF_CONFIG"])
+        resolver = cluster_lib.resolve("tf_config" if cluster == "auto" else cluster, port_base=port_base)
         if cpu_replicas > 1:
             configure_cpu_replicas(cpu_replicas)
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
 
     gpus = tf.config.list_physical_devices("GPU")
     if num_gpus is not None:
@@ -84,19 +86,6 @@ def get_strategy(name: str = "auto", *, num_gpus: int | None = None, cpu_replica
     return tf.distribute.MirroredStrategy(devices=devices)
 
 
-def _check_tf_config(text: str) -> None:
-    try:
-        config = json.loads(text)
-        workers = config["cluster"]["worker"]
-        task = config["task"]
-        assert isinstance(workers, list) and workers and task["type"] in ("worker", "chief")
-    except Exception as e:  # noqa: BLE001 - any malformed TF_CONFIG gets the same explanation
-        raise ValueError(
-            f"TF_CONFIG is not a valid cluster description ({type(e).__name__}: {e}); got {text!r}. Expected "
-            '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": i}}.'
-        ) from None
-
-
 def is_chief(strategy) -> bool:
     """True for the worker that writes model_dir: the only worker of a single-machine strategy, or worker 0 (or "chief")."""
     resolver = getattr(strategy, "cluster_resolver", None)
@@ -106,6 +95,28 @@ def is_chief(strategy) -> bool:
         return True
     cluster = resolver.cluster_spec().as_dict()
     return resolver.task_type == "worker" and int(resolver.task_id) == 0 and "chief" not in cluster
+
+
+def num_workers(strategy) -> int:
+    """Worker processes taking part (1 for a single-machine strategy)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return 1
+    spec = resolver.cluster_spec().as_dict()
+    return max(1, len(spec.get("worker", [])) + len(spec.get("chief", [])))
+
+
+def run_key(strategy) -> str:
+    """The cluster a multi-worker run is made of (its sorted task addresses), "" for a single process.
+
+    Workers of one run share `--out`: the chief's folder lock records this key and the other workers check it.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return ""
+    cluster = resolver.cluster_spec().as_dict()
+    return ",".join(sorted(str(address) for tasks in cluster.values() for address in
+                           (tasks.values() if isinstance(tasks, dict) else tasks)))
 
 
 def strategy_name(strategy) -> str:

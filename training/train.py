@@ -22,7 +22,6 @@ from common import cli
 from training.checkpoints import LABELS, METRICS, MODEL, read_metrics  # noqa: F401  (the trainer's file names)
 from training.config import TrainConfig
 from training.contract import build_model, make_optimizer  # noqa: F401  (used by callers of training.train)
-from common.files import atomic_write as atomic_write_text  # noqa: F401
 from training.loop import NonFiniteLossError, Trainer, run  # noqa: F401
 
 __all__ = ["TrainConfig", "run", "Trainer", "NonFiniteLossError", "build_model", "make_optimizer", "main"]

@@ -9,7 +9,8 @@ import stat
 import numpy as np
 import pytest
 
-from edge import data, export, litert, metadata
+from edge import data, export, litert, metadata, mixed
+from edge import report as report_lib
 from common import cli
 
 from edge_support import CLASSES, SIZE, run_module
@@ -46,8 +47,13 @@ def test_every_format_is_written_and_evaluated(b0_export):
     assert all("dynamic-range" in o["why"] for o in rows["dynamic"]["not_on_xnnpack"])
     assert not rows["int16x8"]["fully_accelerated"]
     assert all("16-bit" in o["why"] for o in rows["int16x8"]["not_on_xnnpack"] if "int16" in (o["input"], o["output"]))
-    table = export.format_table(report)
+    table = report_lib.format_table(report)
     assert "XNNPACK has no 16-bit activation kernels" in table
+    # GPU delegate: every float file runs whole; int16 activations do not; float16 is the one to use.
+    for fmt in ("float32", "float16", "int8"):
+        assert rows[fmt]["gpu_delegate"]["gpu_compatible"], (fmt, rows[fmt]["gpu_delegate"])
+    assert not rows["int16x8"]["gpu_delegate"]["gpu_compatible"] and "int16" in table
+    assert report["gpu_delegate"]["format"] == "float16"
     assert sorted(f for f in os.listdir(out) if not f.startswith("model_")) == ["labels.txt", "qat", "report.json", "report.md"]
     assert _mode(os.path.join(out, "report.json")) == _mode(os.path.join(out, "labels.txt")) == 0o644
 
@@ -87,9 +93,9 @@ def test_report_files_labels_ops_and_recommendation(b0_export):
     with open(os.path.join(out, export.LABELS)) as f:
         assert f.read().split() == report["class_names"] == ["circle", "square", "triangle"]
     md = open(os.path.join(out, export.REPORT_MD)).read()
-    table = export.format_table(report)
+    table = report_lib.format_table(report)
     assert table in md and table.count("\n") == 1 + len(report["formats"])
-    assert export.op_table(report) in md and "| CONV_2D |" in md and "| total |" in md
+    assert report_lib.op_table(report) in md and "| CONV_2D |" in md and "| total |" in md
     assert "CompiledModel" in md
     rec = report["recommendation"]
     assert rec["format"] in export.FORMATS + (export.MIXED,) and f"Ship `{rec['file']}`" in md
@@ -121,6 +127,12 @@ def test_recommend_prefers_the_fastest_accurate_format():
     assert export.recommend(rows[3:], keras_top1=0.9)["format"] is None
     unlabelled = export.recommend(rows, keras_top1=None)  # agreement stands in for accuracy
     assert unlabelled["format"] == "qat_int8" and "no labelled data" in unlabelled["reason"]
+    # An int8_mixed with most MACs in float is not shipped as int8, however fast it measured.
+    mixed_rows = [rows[0], {"format": export.MIXED, "file": "m", "top1": 0.90, "agreement_with_keras": 1.0,
+                            "latency_ms": 1.0, "bytes": 90, "latency_threads": 1, "mixed": {"is_int8": False}}]
+    assert export.recommend(mixed_rows, keras_top1=0.90)["format"] == "float32"
+    mixed_rows[1]["mixed"]["is_int8"] = True
+    assert export.recommend(mixed_rows, keras_top1=0.90)["format"] == export.MIXED
 
 
 def test_fewest_float_layers_doubles_then_bisects():
@@ -131,11 +143,11 @@ def test_fewest_float_layers_doubles_then_bisects():
         calls.append(len(nodes))
         return len(nodes) >= 11
 
-    k, tries = export.fewest_float_layers(ranked, good_enough)
+    k, tries = mixed.fewest_float_layers(ranked, good_enough)
     assert k == 11 and calls[:5] == [1, 2, 4, 8, 16] and len(calls) <= 9
     assert [t["float_layers"] for t in tries] == calls
-    assert export.fewest_float_layers(ranked, lambda nodes: False) is None
-    assert export.fewest_float_layers(ranked, lambda nodes: True)[0] == 1
+    assert mixed.fewest_float_layers(ranked, lambda nodes: False) is None
+    assert mixed.fewest_float_layers(ranked, lambda nodes: True)[0] == 1
 
 
 def test_quantization_debugger_ranks_real_layers(b0_export, probe_path, dataset, tmp_path):
@@ -144,13 +156,25 @@ def test_quantization_debugger_ranks_real_layers(b0_export, probe_path, dataset,
     saved = export.export_saved_model(model, str(tmp_path / "sm"))
     images = data.calibration_images(dataset, 4, SIZE)
     calibrated = export.calibrate(saved, images)
-    ranked = export.rank_layers(calibrated, open(os.path.join(out, "model_float32.tflite"), "rb").read(), images)
+    ranked = mixed.rank_layers(calibrated, open(os.path.join(out, "model_float32.tflite"), "rb").read(), images)
     assert len(ranked) > 50 and all(r["rmse_over_scale"] >= 0 for r in ranked)
     assert [r["rmse_over_scale"] for r in ranked] == sorted((r["rmse_over_scale"] for r in ranked), reverse=True)
     worst = [r["node"] for r in ranked[:3]]
-    mixed = export.quantize_calibrated(calibrated, float_nodes=worst)
-    assert export.float_ops(mixed)  # the denylisted layers compute in float
+    mixed_blob = export.quantize_calibrated(calibrated, float_nodes=worst)
+    assert export.float_ops(mixed_blob)  # the denylisted layers compute in float
     assert export.float_ops(export.quantize_calibrated(calibrated)) == []
+    # What the mixed file keeps in float, measured on the file: a few layers, a small share of the MACs; every
+    # layer in float: nearly all MACs, and it says it is not an int8 model.
+    int8_share = mixed.float_share(export.quantize_calibrated(calibrated))
+    assert int8_share["float_ops"] == 0 and int8_share["float_mac_share"] == 0.0 and int8_share["macs"] > 1e6
+    few = mixed.float_share(mixed_blob)
+    assert 0 < few["float_ops"] <= 6 and few["float_mac_share"] < 0.5 and few["macs"] == int8_share["macs"]
+    everything = export.quantize_calibrated(calibrated, float_nodes=[r["node"] for r in ranked])
+    sizes = {"int8": 5_000_000, "float32": 16_000_000}
+    info = mixed.account({"float_layers": [r["node"] for r in ranked], "num_layers": len(ranked)}, everything, sizes)
+    assert info["share"]["float_mac_share"] > 0.9 and not info["is_int8"]
+    assert "not recommended as int8" in info["summary"] and "int8 5.00 MB, float32 16.00 MB" in info["summary"]
+    assert mixed.account({"float_layers": worst, "num_layers": len(ranked)}, mixed_blob, sizes)["is_int8"]
 
 
 def test_a_failing_format_is_reported_and_the_others_kept(monkeypatch, b0_path, dataset, tmp_path):
@@ -208,7 +232,7 @@ def test_pretrained_model_without_data_exports_the_float_formats(b0_path, tmp_pa
     assert "top1" not in report["formats"][0] and report["formats"][0]["agreement_with_keras"] == 1.0
     assert metadata.associated_files((out / "model_float32.tflite").read_bytes())["labels.txt"] == b"cat\ndog\nbird\n"
     assert report["recommendation"]["format"] == "float32"
-    assert export.ExportConfig(model="m", out="o").chosen_formats() == export.FLOAT_FORMATS
+    assert export.ExportConfig(model="m", out="o").chosen_formats() == export.FLOAT_FORMATS + (export.SAVED_MODEL,)
 
     images = tmp_path / "photos" / "nested"
     images.mkdir(parents=True)

@@ -40,6 +40,12 @@ CASES = [
     ("training.predict", ["--model={notmodel}", "--images={notimage}"], "--images"),
     ("training.predict", ["--model={notmodel}", "--images={image}"], "--model"),
     ("training.predict", ["--model={notmodel}"], "--images"),
+    ("training.train", ["--cluster=slurm", "--out={out}"], "SLURM_PROCID"),
+    ("training.train", ["--cluster=nope", "--out={out}"], "--cluster"),
+    ("training.make_shards", ["--data_dir={missing}", "--out={out}"], "--data_dir"),
+    ("training.make_shards", ["--data_dir={empty}", "--out={out}"], "--data_dir"),
+    ("training.make_shards", ["--data_dir={empty}", "--out={out}", "--train_shards=0"], "--train_shards"),
+    ("training.make_shards", ["--data_dir={empty}", "--out={file}/shards"], "--out"),
     ("training.demo", ["--epochs=0", "--out={out}"], "--epochs"),
     ("training.demo", ["--out={file}/demo"], "--out"),
     ("edge.export", ["--model={notmodel}", "--out={out}"], "--model"),
@@ -126,7 +132,7 @@ def test_every_console_script_names_a_main_that_takes_argv():
     import inspect
 
     scripts = _console_scripts()
-    assert len(scripts) == 10, [ep.name for ep in scripts]
+    assert len(scripts) == 11, [ep.name for ep in scripts]
     for ep in scripts:
         main = ep.load()
         assert list(inspect.signature(main).parameters) == ["argv"], ep.value

@@ -4,7 +4,7 @@ Every other accuracy check in the suite only bounds accuracy to [0, 1]. This one
 trains the real path (folder loader, tf.data pipeline, adaptive regularisation,
 the custom loop, evaluation of the saved model) on held-out images and asserts
 top-1 far above chance (10 classes: 0.1). The threshold comes from measurement
-(docs/benchmarks.md, "Trainer defaults"), with margin for other seeds of
+(docs/measurements/benchmarks.md, "Trainer defaults"), with margin for other seeds of
 TensorFlow's kernels and other CPUs: measured 0.563 with these 7 epochs (0.687 with 9), on a loaded 2-core
 CPU; 0.40 is 4x chance. The run is the `learned_b0` session fixture (conftest.py), which
 test_finetune_learning reuses as its pretrained model.

@@ -67,7 +67,10 @@ def test_one_step_two_replicas_then_evaluate_and_predict(tmp_path, data_dir):
     proc = _module("training.evaluate", f"--model={model_dir}/model.keras", f"--data_dir={data_dir}", "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["num_images"] == 10 and 0 <= result["top1"] <= result["top5"] <= 1
+    assert result["num_images"] == 10
+    # The saved model on the same validation images: the accuracy the trainer recorded for its last epoch.
+    assert result["top1"] == pytest.approx(m["epochs"][-1]["val_accuracy"])
+    assert result["top5"] == pytest.approx(m["epochs"][-1]["val_top5"])
     assert set(result["per_class"]) == set(synthetic.CLASSES)
 
     images = [os.path.join(data_dir, "val", c, f"{c}_00000.jpg") for c in ("circle", "dots")]
@@ -92,6 +95,12 @@ def _wait_for_epochs(proc, model_dir, count, timeout=400):
     raise AssertionError(f"the run ended or stalled before epoch {count} was recorded: {proc.communicate()[0][-3000:]}")
 
 
+def _snapshot(folder):
+    """Every file under `folder` with its size and modification time."""
+    return {os.path.join(root, n): (os.stat(os.path.join(root, n)).st_size, os.stat(os.path.join(root, n)).st_mtime_ns)
+            for root, _, files in os.walk(folder) for n in files}
+
+
 def _leftovers(model_dir):
     return [os.path.join(root, n) for root, dirs, files in os.walk(model_dir) for n in files + dirs
             if n.startswith(".") or n.endswith(".tmp") or "_temp" in n]
@@ -105,8 +114,9 @@ def _sigint_at_default():
 
 
 def test_ctrl_c_then_sigkill_then_the_rerun_trains_only_what_is_not_recorded(tmp_path, data_dir):
-    """Ctrl-C after epoch 1 is recorded: one line, exit 130, no half-written file. SIGKILL the moment epoch 2 is
-    recorded. The third run resumes after epoch 2 and trains epoch 3 only; each epoch is recorded once."""
+    """Ctrl-C after epoch 1 is recorded: one line, exit 130, no half-written file. Stop the rerun the moment
+    epoch 2 is recorded: the same command started beside it is refused in one line (the folder is locked) and
+    writes nothing. SIGKILL it; the third run resumes after epoch 2 and trains epoch 3 only; each epoch is recorded once."""
     model_dir = str(tmp_path / "run")
     args = [sys.executable, "-m", "training.train", f"--out={model_dir}", f"--data_dir={data_dir}",
             "--epochs=3", "--steps_per_epoch=2", *TINY]
@@ -121,7 +131,15 @@ def test_ctrl_c_then_sigkill_then_the_rerun_trains_only_what_is_not_recorded(tmp
 
     proc = subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     recorded = _wait_for_epochs(proc, model_dir, 2)
-    proc.send_signal(signal.SIGKILL)
+    proc.send_signal(signal.SIGSTOP)  # still running, and holding --out: the same command again is refused
+    before = _snapshot(model_dir)
+    second = subprocess.run(args, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 2 and second.stdout == "", second.stderr[-3000:]
+    errors = [line for line in second.stderr.splitlines() if line.startswith("error: ")]  # TensorFlow logs aside
+    assert len(errors) == 1 and "Traceback" not in second.stderr, second.stderr[-3000:]
+    assert errors[0].startswith(f"error: --out={model_dir}: the folder is in use by pid {proc.pid} on host "), errors
+    assert _snapshot(model_dir) == before  # the refused process wrote nothing
+    proc.send_signal(signal.SIGKILL)  # SIGKILL releases the lock: the rerun below takes it
     out = proc.communicate(timeout=60)[0]
     assert proc.returncode == -signal.SIGKILL and recorded[-1] == 2, out[-3000:]
 

@@ -66,15 +66,11 @@ def recipe(config) -> dict:
 
 def regularisation(model) -> dict:
     """What the built model itself regularises with: head dropout and the largest stochastic-depth rate."""
-    head, depth = 0.0, 0.0
-    for layer in model.layers:
-        if type(layer).__name__ != "Dropout":
-            continue
-        if layer.name == "top_dropout":
-            head = float(layer.rate)
-        else:
-            depth = max(depth, float(layer.rate))
-    return {"head_dropout": head, "stochastic_depth_max": depth}
+    from training import regularization
+
+    head, depth = regularization.dropout_layers(model)
+    return {"head_dropout": float(head.rate) if head is not None else 0.0,
+            "stochastic_depth_max": max((float(layer.rate) for layer in depth), default=0.0)}
 
 
 def train_member(config, member, splits, model_dir: str) -> dict:
