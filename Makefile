@@ -9,7 +9,7 @@ MP_VENV := .venv-mediapipe
 MP_STAMP := $(MP_VENV)/.installed
 DEMO_DIR ?= demo_out
 
-.PHONY: demo test test-all install clean
+.PHONY: demo test test-all lint install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "keras_effnet needs Python 3.11, got " + sys.version'
@@ -32,7 +32,11 @@ demo: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m edge.export --model=$(DEMO_DIR)/training/train/model.keras \
 		--data_dir=$(DEMO_DIR)/training/data --out=$(DEMO_DIR)/edge --max_val_images=300
 
-test: $(STAMP) $(MP_STAMP)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: $(STAMP) $(MP_STAMP) lint
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -m "not slow" -q -p no:cacheprovider -n 2 --dist loadgroup
 
 test-all: $(STAMP) $(MP_STAMP)
