@@ -35,11 +35,14 @@ class DefaultsVsFitConfig:
     sizes: tuple[int, ...] = cli.flag((32, 64, 128), "Image sizes, comma-separated.", group="run")
     epochs: int = cli.flag(8, "Epochs, both sides.", group="run")
     batch_size: int = cli.flag(32, "Batch size, both sides.", group="run")
-    data_dir: str | None = cli.flag(None, "A folder of images (train/<class>/*, val/<class>/*); none: the synthetic set.",
-                                    group="data")
+    data_dir: str | None = cli.flag(
+        None, "A folder of images (train/<class>/*, val/<class>/*); none: the synthetic set.", group="data"
+    )
     per_class: int = cli.flag(200, "Synthetic set: training images per class (validation: 30% of that).", group="data")
     out: str | None = cli.flag(None, "Work folder (none: a temporary one).", group="output")
-    docs: str | None = cli.flag(None, "Markdown file whose table between the benchmark's markers is replaced.", group="output")
+    docs: str | None = cli.flag(
+        None, "Markdown file whose table between the benchmark's markers is replaced.", group="output"
+    )
     seed: int = cli.flag(0, "Seed, both sides.", group="run")
 
 
@@ -48,9 +51,19 @@ def train_defaults(data_dir: str, model_dir: str, *, image_size: int, epochs: in
     from training.config import TrainConfig
 
     start = time.perf_counter()
-    config = TrainConfig(dataset="folder", data_dir=data_dir, out=model_dir, image_size=image_size, epochs=epochs,
-                         batch_size=batch_size, seed=seed, strategy="one_device", tensorboard=False, verbose=0,
-                         overwrite=True)
+    config = TrainConfig(
+        dataset="folder",
+        data_dir=data_dir,
+        out=model_dir,
+        image_size=image_size,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        strategy="one_device",
+        tensorboard=False,
+        verbose=0,
+        overwrite=True,
+    )
     train.run(config, log=lambda *a, **k: None)
     top1 = evaluate.evaluate(os.path.join(model_dir, train.MODEL), data_dir)["top1"]
     return {"top1": top1, "seconds": time.perf_counter() - start}
@@ -109,19 +122,36 @@ def bench(config: DefaultsVsFitConfig) -> int:
     if config.docs:
         cli.require_file("docs", config.docs)
     work = config.out or tempfile.mkdtemp(prefix="defaults-vs-fit-")
-    data_dir = config.data_dir or synthetic.generate(os.path.join(work, "data"), train_per_class=config.per_class,
-                                                     val_per_class=max(1, config.per_class * 3 // 10), image_size=64)
+    data_dir = config.data_dir or synthetic.generate(
+        os.path.join(work, "data"),
+        train_per_class=config.per_class,
+        val_per_class=max(1, config.per_class * 3 // 10),
+        image_size=64,
+    )
     splits = data.load_splits(data_dir)
     rows = []
     for size in config.sizes:
-        d = train_defaults(data_dir, os.path.join(work, f"defaults_{size}"), image_size=size, epochs=config.epochs,
-                           batch_size=config.batch_size, seed=config.seed)
+        d = train_defaults(
+            data_dir,
+            os.path.join(work, f"defaults_{size}"),
+            image_size=size,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            seed=config.seed,
+        )
         f = train_fit(data_dir, image_size=size, epochs=config.epochs, batch_size=config.batch_size, seed=config.seed)
         rows.append((size, d, f))
-        print(f"{size} px: defaults {d['top1']:.3f} in {d['seconds']:.0f} s; fit {f['top1']:.3f} in {f['seconds']:.0f} s",
-              flush=True)
-    text = table(rows, num_train=len(splits.train_files), num_val=len(splits.val_files), epochs=config.epochs,
-                 batch_size=config.batch_size)
+        print(
+            f"{size} px: defaults {d['top1']:.3f} in {d['seconds']:.0f} s; fit {f['top1']:.3f} in {f['seconds']:.0f} s",
+            flush=True,
+        )
+    text = table(
+        rows,
+        num_train=len(splits.train_files),
+        num_val=len(splits.val_files),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+    )
     if config.docs:
         replace_section(config.docs, text)
     print(text)
@@ -129,8 +159,13 @@ def bench(config: DefaultsVsFitConfig) -> int:
 
 
 def main(argv=None) -> int:
-    return cli.main(DefaultsVsFitConfig, bench, argv, prog="keras-effnet-defaults-vs-fit",
-                    description="Train one folder with the trainer's defaults and with keras.applications B0 + fit + Adam.")
+    return cli.main(
+        DefaultsVsFitConfig,
+        bench,
+        argv,
+        prog="keras-effnet-defaults-vs-fit",
+        description="Train one folder with the trainer's defaults and with keras.applications B0 + fit + Adam.",
+    )
 
 
 if __name__ == "__main__":

@@ -52,17 +52,25 @@ class FinetuneBenchConfig:
     sizes: tuple[int, ...] = cli.flag((10, 50, 200), "Training images per class, comma-separated.", group="run")
     epochs: tuple[int, ...] = cli.flag((30, 12, 6), "Epochs for each size (the budget every method gets).", group="run")
     methods: tuple[str, ...] = cli.flag(METHODS, "Methods, comma-separated: " + ", ".join(METHODS) + ".", group="run")
-    variants: tuple[str, ...] = cli.flag((), "Extra rows of the trainer's recipe, each key=value[;key=value], "
-                                              "comma-separated (e.g. finetune_lr_scale=0.3).", group="run")
+    variants: tuple[str, ...] = cli.flag(
+        (),
+        "Extra rows of the trainer's recipe, each key=value[;key=value], comma-separated (e.g. finetune_lr_scale=0.3).",
+        group="run",
+    )
     image_size: int = cli.flag(32, "Image size.", group="run")
     batch_size: int = cli.flag(16, "Batch size.", group="run")
     val_per_class: int = cli.flag(60, "Validation images per class.", group="data")
     pretrain_per_class: int = cli.flag(300, "Pretraining: training images per class of the first half.", group="data")
     pretrain_epochs: int = cli.flag(12, "Pretraining epochs.", group="data")
     seed: int = cli.flag(0, "Seed.", group="run")
-    out: str | None = cli.flag(None, "Work folder, reused: the data and the pretrained model are made once "
-                                     "(none: a temporary one).", group="output")
-    docs: str | None = cli.flag(None, "Markdown file whose table between the benchmark's markers is replaced.", group="output")
+    out: str | None = cli.flag(
+        None,
+        "Work folder, reused: the data and the pretrained model are made once (none: a temporary one).",
+        group="output",
+    )
+    docs: str | None = cli.flag(
+        None, "Markdown file whose table between the benchmark's markers is replaced.", group="output"
+    )
 
 
 def _quiet(*a, **k):
@@ -74,13 +82,22 @@ def make_data(work: str, config: FinetuneBenchConfig) -> tuple[str, dict]:
     from training import synthetic
 
     per_class = max(config.pretrain_per_class, max(config.sizes))
-    full = synthetic.generate(os.path.join(work, "full"), num_classes=len(synthetic.CLASSES), train_per_class=per_class,
-                              val_per_class=config.val_per_class, image_size=64, seed=0)
+    full = synthetic.generate(
+        os.path.join(work, "full"),
+        num_classes=len(synthetic.CLASSES),
+        train_per_class=per_class,
+        val_per_class=config.val_per_class,
+        image_size=64,
+        seed=0,
+    )
     pre = os.path.join(work, "pretrain")
     for split in ("train", "val"):
         for name in synthetic.CLASSES[:PRETRAIN_CLASSES]:
-            _link_files(os.path.join(full, split, name), os.path.join(pre, split, name),
-                        config.pretrain_per_class if split == "train" else None)
+            _link_files(
+                os.path.join(full, split, name),
+                os.path.join(pre, split, name),
+                config.pretrain_per_class if split == "train" else None,
+            )
     folders = {}
     for n in config.sizes:
         root = os.path.join(work, f"finetune_{n}")
@@ -105,8 +122,18 @@ def pretrain(pre: str, work: str, config: FinetuneBenchConfig) -> tuple[str, flo
     from training.config import TrainConfig
 
     out = os.path.join(work, "pretrained_b0")
-    cfg = TrainConfig(dataset="folder", data_dir=pre, out=out, image_size=config.image_size, epochs=config.pretrain_epochs,
-                      batch_size=32, seed=config.seed, strategy="one_device", tensorboard=False, verbose=0)
+    cfg = TrainConfig(
+        dataset="folder",
+        data_dir=pre,
+        out=out,
+        image_size=config.image_size,
+        epochs=config.pretrain_epochs,
+        batch_size=32,
+        seed=config.seed,
+        strategy="one_device",
+        tensorboard=False,
+        verbose=0,
+    )
     result = train.run(cfg, log=_quiet)
     return os.path.join(out, train.MODEL), result["final"]["val_accuracy"]
 
@@ -116,9 +143,20 @@ def run_trainer(data_dir: str, out: str, *, epochs: int, config: FinetuneBenchCo
     from training.config import TrainConfig
 
     start = time.perf_counter()
-    cfg = TrainConfig(dataset="folder", data_dir=data_dir, out=out, image_size=config.image_size, epochs=epochs,
-                      batch_size=config.batch_size, seed=config.seed, strategy="one_device", tensorboard=False,
-                      verbose=0, overwrite=True, **fields)
+    cfg = TrainConfig(
+        dataset="folder",
+        data_dir=data_dir,
+        out=out,
+        image_size=config.image_size,
+        epochs=epochs,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        strategy="one_device",
+        tensorboard=False,
+        verbose=0,
+        overwrite=True,
+        **fields,
+    )
     result = train.run(cfg, log=_quiet)
     accuracy = sum(int(r[i]) for i, r in enumerate(result["evaluation"]["confusion_matrix"]))
     return {"top1": accuracy / result["num_val"], "seconds": time.perf_counter() - start}
@@ -160,9 +198,18 @@ def run_keras_io(data_dir: str, pretrained: str, *, epochs: int, head_epochs: in
     model = keras.Model(base.input, outputs)
 
     def dataset(files, labels, training, epoch=0):
-        ds = data_lib.make_dataset(files, labels, image_size=size, batch_size=config.batch_size, training=training,
-                                   augment="basic" if training else "none", seed=config.seed, cache=True,
-                                   start_epoch=epoch, drop_remainder=training)
+        ds = data_lib.make_dataset(
+            files,
+            labels,
+            image_size=size,
+            batch_size=config.batch_size,
+            training=training,
+            augment="basic" if training else "none",
+            seed=config.seed,
+            cache=True,
+            start_epoch=epoch,
+            drop_remainder=training,
+        )
         return ds.map(lambda im, y: (im, keras.ops.one_hot(y, classes)))
 
     train_ds = dataset(splits.train_files, splits.train_labels, True)
@@ -208,17 +255,27 @@ def machine() -> dict:
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    model = next((line.split(":", 1)[1].strip() for line in sh(["lscpu"]).splitlines() if line.startswith("Model name")), platform.processor())
-    return {"cpu": model, "cpus": os.cpu_count(), "uptime": sh(["uptime"]).strip(),
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    model = next(
+        (line.split(":", 1)[1].strip() for line in sh(["lscpu"]).splitlines() if line.startswith("Model name")),
+        platform.processor(),
+    )
+    return {
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "uptime": sh(["uptime"]).strip(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
 
 
 def table(rows, names) -> str:
     lines = ["| images per class | epochs | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for n, epochs, results in rows:
         best = max(results[k]["top1"] for k in names)
-        cells = [(f"**{results[k]['top1']:.3f}**" if results[k]["top1"] == best else f"{results[k]['top1']:.3f}")
-                 + f" ({results[k]['seconds']:.0f} s)" for k in names]
+        cells = [
+            (f"**{results[k]['top1']:.3f}**" if results[k]["top1"] == best else f"{results[k]['top1']:.3f}")
+            + f" ({results[k]['seconds']:.0f} s)"
+            for k in names
+        ]
         lines.append(f"| {n} | {epochs} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -248,28 +305,39 @@ def bench(config: FinetuneBenchConfig) -> int:
             if method == "defaults":
                 results[method] = run_trainer(folders[n], out, epochs=epochs, config=config, init_from=pretrained)
             elif method == "all_layers":
-                results[method] = run_trainer(folders[n], out, epochs=epochs, config=config, init_from=pretrained,
-                                              finetune="off")
+                results[method] = run_trainer(
+                    folders[n], out, epochs=epochs, config=config, init_from=pretrained, finetune="off"
+                )
             elif method == "scratch":
                 results[method] = run_trainer(folders[n], out, epochs=epochs, config=config)
             else:
-                results[method] = run_keras_io(folders[n], pretrained, epochs=epochs, head_epochs=head_epochs, config=config)
-            print(f"{n}/class, {epochs} epochs, {method}: {results[method]['top1']:.3f} ({results[method]['seconds']:.0f} s)",
-                  flush=True)
+                results[method] = run_keras_io(
+                    folders[n], pretrained, epochs=epochs, head_epochs=head_epochs, config=config
+                )
+            print(
+                f"{n}/class, {epochs} epochs, {method}: {results[method]['top1']:.3f} ({results[method]['seconds']:.0f} s)",
+                flush=True,
+            )
         for name, fields in variants.items():
             out = os.path.join(work, f"run_{n}_variant")
             results[name] = run_trainer(folders[n], out, epochs=epochs, config=config, init_from=pretrained, **fields)
-            print(f"{n}/class, {epochs} epochs, {name}: {results[name]['top1']:.3f} ({results[name]['seconds']:.0f} s)",
-                  flush=True)
+            print(
+                f"{n}/class, {epochs} epochs, {name}: {results[name]['top1']:.3f} ({results[name]['seconds']:.0f} s)",
+                flush=True,
+            )
         rows.append((n, epochs, results))
     names = list(config.methods) + list(variants)
     info = machine()
-    text = (f"{info['date']}; {info['cpu']}, {info['cpus']} CPUs; load at the end: `{info['uptime']}`. "
-            f"B0 at {config.image_size} px, batch {config.batch_size}, pretrained to {pre_top1:.3f} top-1 on the other "
-            f"{PRETRAIN_CLASSES} classes; validation: {config.val_per_class} images per class, "
-            f"{len(folders) and 5 * config.val_per_class} in all.\n\n" + table(rows, names))
+    text = (
+        f"{info['date']}; {info['cpu']}, {info['cpus']} CPUs; load at the end: `{info['uptime']}`. "
+        f"B0 at {config.image_size} px, batch {config.batch_size}, pretrained to {pre_top1:.3f} top-1 on the other "
+        f"{PRETRAIN_CLASSES} classes; validation: {config.val_per_class} images per class, "
+        f"{len(folders) and 5 * config.val_per_class} in all.\n\n" + table(rows, names)
+    )
     with open(os.path.join(work, "results.json"), "w") as f:
-        json.dump({"machine": info, "rows": [{"per_class": n, "epochs": e, "results": r} for n, e, r in rows]}, f, indent=1)
+        json.dump(
+            {"machine": info, "rows": [{"per_class": n, "epochs": e, "results": r} for n, e, r in rows]}, f, indent=1
+        )
     if config.docs:
         replace_section(config.docs, text)
     print(text)
@@ -289,8 +357,13 @@ def replace_section(path: str, text: str) -> None:
 
 
 def main(argv=None) -> int:
-    return cli.main(FinetuneBenchConfig, bench, argv, prog="keras-effnet-bench-finetune",
-                    description="Fine-tuning defaults vs all layers from the first step vs the keras-io recipe.")
+    return cli.main(
+        FinetuneBenchConfig,
+        bench,
+        argv,
+        prog="keras-effnet-bench-finetune",
+        description="Fine-tuning defaults vs all layers from the first step vs the keras-io recipe.",
+    )
 
 
 if __name__ == "__main__":

@@ -32,28 +32,51 @@ import tempfile
 import time
 
 HEADER = "## GPU throughput"
-TABLE = ("| date | device | devices | input | image size | global batch | precision | XLA | steps/loop | images/s | "
-         "images/s per device | load avg | TF |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+TABLE = (
+    "| date | device | devices | input | image size | global batch | precision | XLA | steps/loop | images/s | "
+    "images/s per device | load avg | TF |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+)
 
 
-def measure(data_dir, work, *, devices: int, image_size: int, batch_per_device: int, steps: int, gpu: bool,
-            model_fn=None) -> dict:
+def measure(
+    data_dir, work, *, devices: int, image_size: int, batch_per_device: int, steps: int, gpu: bool, model_fn=None
+) -> dict:
     """One run of the recipe on `devices` devices; `model_fn` (default: B0) is for the CPU smoke test."""
     from training import loop, shards
     from training.config import TrainConfig
 
     config = TrainConfig(
-        phi=0, data_dir=data_dir, out=os.path.join(work, f"run{devices}"), image_size=image_size,
-        batch_size=batch_per_device * devices, epochs=2, steps_per_epoch=steps, augment="none", cache=True,
-        mixed_precision="bf16", jit_compile="on", strategy="mirrored" if devices > 1 else "one_device",
-        num_gpus=devices if gpu else None, cpu_replicas=1, steps_per_loop=None, tensorboard=False, verbose=0,
-        overwrite=True, warmup_epochs=0.0,
+        phi=0,
+        data_dir=data_dir,
+        out=os.path.join(work, f"run{devices}"),
+        image_size=image_size,
+        batch_size=batch_per_device * devices,
+        epochs=2,
+        steps_per_epoch=steps,
+        augment="none",
+        cache=True,
+        mixed_precision="bf16",
+        jit_compile="on",
+        strategy="mirrored" if devices > 1 else "one_device",
+        num_gpus=devices if gpu else None,
+        cpu_replicas=1,
+        steps_per_loop=None,
+        tensorboard=False,
+        verbose=0,
+        overwrite=True,
+        warmup_epochs=0.0,
     )
     result = loop.run(config, log=lambda *a, **k: None, model_fn=model_fn)
     steady = result["epochs"][-1]["images_per_sec"]
-    return {"devices": devices, "input": "shards" if shards.is_shard_dir(data_dir) else "folder",
-            "global_batch": config.batch_size, "images_per_sec": steady,
-            "per_device": steady / devices, "dtype_policy": result["dtype_policy"], "jit": result["jit_compile"]}
+    return {
+        "devices": devices,
+        "input": "shards" if shards.is_shard_dir(data_dir) else "folder",
+        "global_batch": config.batch_size,
+        "images_per_sec": steady,
+        "per_device": steady / devices,
+        "dtype_policy": result["dtype_policy"],
+        "jit": result["jit_compile"],
+    }
 
 
 def device_name(gpu: bool) -> str:
@@ -76,11 +99,16 @@ def append_rows(path: str, rows: list[dict], *, device: str, image_size: int, st
         f"| {time.strftime('%Y-%m-%d')} | {device} | {r['devices']} | {r.get('input', 'folder')} | {image_size} | "
         f"{r['global_batch']} | "
         f"{r['dtype_policy']} | {'on' if r['jit'] else 'off'} | {steps_per_loop} | {r['images_per_sec']:,.0f} | "
-        f"{r['per_device']:,.0f} | {load:.2f} | {tf.__version__} |\n" for r in rows)
+        f"{r['per_device']:,.0f} | {load:.2f} | {tf.__version__} |\n"
+        for r in rows
+    )
     if HEADER not in text:
-        text = text.rstrip("\n") + f"\n\n{HEADER}\n\n`python benchmarks/gpu.py`: EfficientNet-B0, bf16 + XLA, decoded images " \
-            "cached in memory (input folder) or decoded every step (input shards), no augmentation; steady-state " \
+        text = (
+            text.rstrip("\n")
+            + f"\n\n{HEADER}\n\n`python benchmarks/gpu.py`: EfficientNet-B0, bf16 + XLA, decoded images "
+            "cached in memory (input folder) or decoded every step (input shards), no augmentation; steady-state "
             "images/s of epoch 2 over all devices.\n\n" + TABLE + lines
+        )
     else:
         head, tail = text.split(HEADER, 1)
         # Rows go at the end of this section's table (the first blank line after it, or the next section).
@@ -96,10 +124,19 @@ def main(argv=None) -> int:
     parser.add_argument("--batch_per_device", type=int, default=256)
     parser.add_argument("--steps", type=int, default=60, help="steps per epoch; epoch 2 is timed")
     parser.add_argument("--per_class", type=int, default=0, help="synthetic images per class (0: enough for the steps)")
-    parser.add_argument("--data_dir", help="a folder of images or TFRecord shards (default: the synthetic set, generated)")
-    parser.add_argument("--input", choices=("folder", "shards"), default="folder",
-                        help="shards: write the images as TFRecord shards first and train from them")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "benchmarks.md"))
+    parser.add_argument(
+        "--data_dir", help="a folder of images or TFRecord shards (default: the synthetic set, generated)"
+    )
+    parser.add_argument(
+        "--input",
+        choices=("folder", "shards"),
+        default="folder",
+        help="shards: write the images as TFRecord shards first and train from them",
+    )
+    parser.add_argument(
+        "--out",
+        default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "benchmarks.md"),
+    )
     args = parser.parse_args(argv)
 
     import tensorflow as tf
@@ -109,8 +146,9 @@ def main(argv=None) -> int:
     gpus = tf.config.list_physical_devices("GPU")
     work = tempfile.mkdtemp(prefix="gpu_bench-")
     per_class = args.per_class or max(1, -(-args.steps * args.batch_per_device * max(1, len(gpus)) // 10))
-    data_dir = args.data_dir or synthetic.generate(os.path.join(work, "data"), train_per_class=per_class, val_per_class=1,
-                                                   image_size=args.image_size, seed=0)
+    data_dir = args.data_dir or synthetic.generate(
+        os.path.join(work, "data"), train_per_class=per_class, val_per_class=1, image_size=args.image_size, seed=0
+    )
     if args.input == "shards" and not shards.is_shard_dir(data_dir):
         shard_dir = os.path.join(work, "shards")
         make_shards.write_shards(make_shards.ShardsConfig(data_dir=data_dir, out=shard_dir), log=lambda *a: None)
@@ -118,10 +156,20 @@ def main(argv=None) -> int:
     counts = [1] + ([len(gpus)] if len(gpus) > 1 else [])
     rows = []
     for devices in counts:
-        row = measure(data_dir, work, devices=devices, image_size=args.image_size, batch_per_device=args.batch_per_device,
-                      steps=args.steps, gpu=bool(gpus))
-        print(f"{devices} device(s), {row['input']}: {row['images_per_sec']:,.0f} images/s ({row['per_device']:,.0f} per "
-              "device)", flush=True)
+        row = measure(
+            data_dir,
+            work,
+            devices=devices,
+            image_size=args.image_size,
+            batch_per_device=args.batch_per_device,
+            steps=args.steps,
+            gpu=bool(gpus),
+        )
+        print(
+            f"{devices} device(s), {row['input']}: {row['images_per_sec']:,.0f} images/s ({row['per_device']:,.0f} per "
+            "device)",
+            flush=True,
+        )
         rows.append(row)
     append_rows(args.out, rows, device=device_name(bool(gpus)), image_size=args.image_size, steps_per_loop="auto")
     print(f"appended {len(rows)} row(s) to {args.out}")

@@ -43,12 +43,16 @@ class PipelineBenchConfig:
     batches: int = cli.flag(40, "Batches timed (after one warm-up pass).", group="pipeline")
     scan_images: int = cli.flag(10_000, "Small JPEGs for the scan measurement.", group="scan")
     scan_size: int = cli.flag(64, "Side of the small JPEGs.", group="scan")
-    workdir: str | None = cli.flag(None, "Where to write the generated images (none: a temporary folder, removed).",
-                                   group="output")
-    shards: bool = cli.flag(True, "Also time the same images from TFRecord shards and from the files without the cache.",
-                            group="pipeline")
+    workdir: str | None = cli.flag(
+        None, "Where to write the generated images (none: a temporary folder, removed).", group="output"
+    )
+    shards: bool = cli.flag(
+        True, "Also time the same images from TFRecord shards and from the files without the cache.", group="pipeline"
+    )
     num_shards: int = cli.flag(8, "Shards the source images are written to.", group="pipeline")
-    markdown: bool = cli.flag(False, "Print table rows for docs/measurements/benchmarks.md instead of JSON.", group="output")
+    markdown: bool = cli.flag(
+        False, "Print table rows for docs/measurements/benchmarks.md instead of JSON.", group="output"
+    )
 
 
 def _write_jpegs(root: str, n: int, size: int, classes: int = 10) -> None:
@@ -61,7 +65,9 @@ def _write_jpegs(root: str, n: int, size: int, classes: int = 10) -> None:
         os.makedirs(folder, exist_ok=True)
         # A smooth picture plus a little noise: JPEG sizes like a photo's, not like white noise.
         shifted = np.roll(base, (i * 7) % size, axis=0)
-        Image.fromarray(shifted).resize((size, size), Image.BILINEAR).save(os.path.join(folder, f"{i:06d}.jpg"), quality=90)
+        Image.fromarray(shifted).resize((size, size), Image.BILINEAR).save(
+            os.path.join(folder, f"{i:06d}.jpg"), quality=90
+        )
 
 
 def measure_pipeline(files, labels, *, image_size, batch_size, batches, threads, cache=True, shard_set=None):
@@ -71,11 +77,21 @@ def measure_pipeline(files, labels, *, image_size, batch_size, batches, threads,
     from training import data, shards
 
     if shard_set is not None:
-        ds = shards.make_dataset(shard_set, image_size=image_size, batch_size=batch_size, training=True, repeat=True,
-                                 crop_area=(0.08, 1.0))
+        ds = shards.make_dataset(
+            shard_set, image_size=image_size, batch_size=batch_size, training=True, repeat=True, crop_area=(0.08, 1.0)
+        )
     else:
-        ds = data.make_dataset(files, labels, image_size=image_size, batch_size=batch_size, training=True,
-                               augment="basic", cache=cache, repeat=True, crop_area=(0.08, 1.0))
+        ds = data.make_dataset(
+            files,
+            labels,
+            image_size=image_size,
+            batch_size=batch_size,
+            training=True,
+            augment="basic",
+            cache=cache,
+            repeat=True,
+            crop_area=(0.08, 1.0),
+        )
     options = tf.data.Options()
     if threads:
         options.threading.private_threadpool_size = threads
@@ -96,7 +112,16 @@ def bench(config: PipelineBenchConfig) -> int:
 
     from training import data
 
-    for name in ("image_size", "source_size", "num_images", "batch_size", "batches", "scan_images", "scan_size", "num_shards"):
+    for name in (
+        "image_size",
+        "source_size",
+        "num_images",
+        "batch_size",
+        "batches",
+        "scan_images",
+        "scan_size",
+        "num_shards",
+    ):
         cli.positive(name, getattr(config, name))
     work = config.workdir or tempfile.mkdtemp(prefix="pipeline-bench-")
     try:
@@ -107,25 +132,36 @@ def bench(config: PipelineBenchConfig) -> int:
         data.decoded_images(files, config.image_size)
         decode_seconds = time.perf_counter() - decode_start
         cores = os.cpu_count() or 1
-        one = measure_pipeline(files, labels, image_size=config.image_size, batch_size=config.batch_size,
-                               batches=config.batches, threads=1)
-        every = measure_pipeline(files, labels, image_size=config.image_size, batch_size=config.batch_size,
-                                 batches=config.batches, threads=0)
+        one = measure_pipeline(
+            files, labels, image_size=config.image_size, batch_size=config.batch_size, batches=config.batches, threads=1
+        )
+        every = measure_pipeline(
+            files, labels, image_size=config.image_size, batch_size=config.batch_size, batches=config.batches, threads=0
+        )
         sharded = {}
         if config.shards:
             from training import make_shards, shards
 
             _write_jpegs(os.path.join(work, "pipeline", "val"), 10, config.source_size)
             shard_dir = os.path.join(work, "shards")
-            make_shards.write_shards(make_shards.ShardsConfig(data_dir=os.path.dirname(src), out=shard_dir,
-                                                              train_shards=config.num_shards, val_shards=1),
-                                     log=lambda *a: None)
+            make_shards.write_shards(
+                make_shards.ShardsConfig(
+                    data_dir=os.path.dirname(src), out=shard_dir, train_shards=config.num_shards, val_shards=1
+                ),
+                log=lambda *a: None,
+            )
             shard_set = shards.load_shards(shard_dir).train_files
             for name, kwargs in (("files_no_cache", {"cache": False}), ("shards", {"shard_set": shard_set})):
                 for threads in (1, 0):
                     sharded[f"{name}_images_per_sec_{threads or cores}_threads"] = measure_pipeline(
-                        files, labels, image_size=config.image_size, batch_size=config.batch_size,
-                        batches=config.batches, threads=threads, **kwargs)
+                        files,
+                        labels,
+                        image_size=config.image_size,
+                        batch_size=config.batch_size,
+                        batches=config.batches,
+                        threads=threads,
+                        **kwargs,
+                    )
 
         scan_dir = os.path.join(work, "scan")
         _write_jpegs(scan_dir, config.scan_images, config.scan_size)
@@ -139,22 +175,37 @@ def bench(config: PipelineBenchConfig) -> int:
         if not config.workdir:
             shutil.rmtree(work, ignore_errors=True)
     result = {
-        "tensorflow": tf.__version__, "cpu_count": cores, "load_average": os.getloadavg(),
-        "pipeline": {"image_size": config.image_size, "source_size": config.source_size, "images": config.num_images,
-                     "batch_size": config.batch_size, "fill_cache_seconds": decode_seconds,
-                     "images_per_sec_1_thread": one, f"images_per_sec_{cores}_threads": every, **sharded},
+        "tensorflow": tf.__version__,
+        "cpu_count": cores,
+        "load_average": os.getloadavg(),
+        "pipeline": {
+            "image_size": config.image_size,
+            "source_size": config.source_size,
+            "images": config.num_images,
+            "batch_size": config.batch_size,
+            "fill_cache_seconds": decode_seconds,
+            "images_per_sec_1_thread": one,
+            f"images_per_sec_{cores}_threads": every,
+            **sharded,
+        },
         "scan": {"images": config.scan_images, "size": config.scan_size, "cold_seconds": cold, "warm_seconds": warm},
     }
     if config.markdown:
         p, s = result["pipeline"], result["scan"]
-        print(f"| pipeline from the in-memory cache, {p['image_size']} px out (random-resized-crop + flip + batch) "
-              f"| {one:,.0f} img/s on 1 thread | {every:,.0f} img/s on {cores} |")
-        for name, what in (("files_no_cache", "folder, files read and decoded every step (no cache)"),
-                           ("shards", f"TFRecord shards ({config.num_shards}), records decoded every step")):
+        print(
+            f"| pipeline from the in-memory cache, {p['image_size']} px out (random-resized-crop + flip + batch) "
+            f"| {one:,.0f} img/s on 1 thread | {every:,.0f} img/s on {cores} |"
+        )
+        for name, what in (
+            ("files_no_cache", "folder, files read and decoded every step (no cache)"),
+            ("shards", f"TFRecord shards ({config.num_shards}), records decoded every step"),
+        ):
             if sharded:
-                print(f"| pipeline from the {what}, {p['image_size']} px out | "
-                      f"{sharded[f'{name}_images_per_sec_1_threads']:,.0f} img/s on 1 thread | "
-                      f"{sharded[f'{name}_images_per_sec_{cores}_threads']:,.0f} img/s on {cores} |")
+                print(
+                    f"| pipeline from the {what}, {p['image_size']} px out | "
+                    f"{sharded[f'{name}_images_per_sec_1_threads']:,.0f} img/s on 1 thread | "
+                    f"{sharded[f'{name}_images_per_sec_{cores}_threads']:,.0f} img/s on {cores} |"
+                )
         print(f"| decode check of {s['images']:,} JPEGs ({s['size']} px) | cold {cold:.1f} s | warm {warm:.2f} s |")
     else:
         print(json.dumps(result, indent=1))
@@ -162,9 +213,14 @@ def bench(config: PipelineBenchConfig) -> int:
 
 
 def main(argv=None) -> int:
-    return cli.main(PipelineBenchConfig, bench, argv, prog="keras-effnet-bench-pipeline",
-                    description="Input pipeline throughput from the in-memory cache, from the files and from TFRecord "
-                                "shards, and the decode check cold and warm.")
+    return cli.main(
+        PipelineBenchConfig,
+        bench,
+        argv,
+        prog="keras-effnet-bench-pipeline",
+        description="Input pipeline throughput from the in-memory cache, from the files and from TFRecord "
+        "shards, and the decode check cold and warm.",
+    )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import glob
-import json
 import os
 import platform
 import shutil
@@ -42,16 +41,21 @@ from common import cli
 
 @dataclasses.dataclass(frozen=True)
 class ThroughputConfig:
-    data_dir: str | None = cli.flag(None, "train/<class>/* and val/<class>/* (default: generate the synthetic set).",
-                                    group="data")
+    data_dir: str | None = cli.flag(
+        None, "train/<class>/* and val/<class>/* (default: generate the synthetic set).", group="data"
+    )
     per_class: int = cli.flag(60, "Synthetic images per class.", group="data")
     image_size: int = cli.flag(128, "Training resolution of both.", group="training")
     batch_size: int = cli.flag(32, "Global batch size of both.", group="training")
     steps: int = cli.flag(12, "Timed steps per measurement (at least 2).", group="timing")
     warmup: int = cli.flag(3, "Untimed steps first (tracing, pipeline start).", group="timing")
     rounds: int = cli.flag(3, "Interleaved rounds of baseline and trainer.", group="timing")
-    profile: bool = cli.flag(False, "After the rounds, profile one measurement of each and print the host time "
-                             "per step of each TensorFlow op type, side by side.", group="timing")
+    profile: bool = cli.flag(
+        False,
+        "After the rounds, profile one measurement of each and print the host time "
+        "per step of each TensorFlow op type, side by side.",
+        group="timing",
+    )
     json: str | None = cli.flag(None, "Write the results here too.", group="output")
 
     def __post_init__(self):
@@ -69,8 +73,15 @@ def pipeline_images_per_sec(data_dir, image_size, batch_size, steps, warmup, aug
     from training import data
 
     splits = data.load_splits(data_dir)
-    ds = data.make_dataset(splits.train_files, splits.train_labels, image_size=image_size, batch_size=batch_size,
-                           training=True, augment=augment, repeat=True)
+    ds = data.make_dataset(
+        splits.train_files,
+        splits.train_labels,
+        image_size=image_size,
+        batch_size=batch_size,
+        training=True,
+        augment=augment,
+        repeat=True,
+    )
     it = iter(ds)
     for _ in range(warmup):
         next(it)
@@ -87,7 +98,12 @@ def baseline_images_per_sec(data_dir, image_size, batch_size, steps, warmup, pro
     keras = flavours.keras3()
     keras.config.set_dtype_policy("float32")
     ds = keras.utils.image_dataset_from_directory(
-        os.path.join(data_dir, "train"), image_size=(image_size, image_size), batch_size=batch_size, seed=0, verbose=False)
+        os.path.join(data_dir, "train"),
+        image_size=(image_size, image_size),
+        batch_size=batch_size,
+        seed=0,
+        verbose=False,
+    )
     classes = len(ds.class_names)
     ds = ds.repeat().prefetch(2)
     model = keras.applications.EfficientNetB0(weights=None, classes=classes, input_shape=(image_size, image_size, 3))
@@ -111,9 +127,20 @@ def trainer_images_per_sec(data_dir, image_size, batch_size, steps, warmup, mode
     from training.config import TrainConfig
 
     # Under the profiler every graph call runs `warmup` steps, so the profile starts on a call boundary.
-    config = TrainConfig(data_dir=data_dir, out=model_dir, image_size=image_size, batch_size=batch_size, epochs=1,
-                         steps_per_epoch=warmup + steps, augment="none", strategy="one_device", tensorboard=False,
-                         verbose=0, overwrite=True, steps_per_loop=warmup if profile_dir else None)
+    config = TrainConfig(
+        data_dir=data_dir,
+        out=model_dir,
+        image_size=image_size,
+        batch_size=batch_size,
+        epochs=1,
+        steps_per_epoch=warmup + steps,
+        augment="none",
+        strategy="one_device",
+        tensorboard=False,
+        verbose=0,
+        overwrite=True,
+        steps_per_loop=warmup if profile_dir else None,
+    )
     marks = []  # (steps done, time) after each graph call, synchronised
     profiling = []  # non-empty while the profiler runs
     original = loop.Trainer.train_loop
@@ -175,8 +202,10 @@ def op_self_times(logdir) -> dict[str, float]:
             continue
         names = {k: m.name for k, m in plane.event_metadata.items()}
         for line in plane.lines:
-            events = sorted(((e.offset_ps, e.duration_ps, names.get(e.metadata_id, "")) for e in line.events),
-                            key=lambda e: (e[0], -e[1]))
+            events = sorted(
+                ((e.offset_ps, e.duration_ps, names.get(e.metadata_id, "")) for e in line.events),
+                key=lambda e: (e[0], -e[1]),
+            )
             stack = []  # [end, name, self] of the open events
             for begin, duration, name in events:
                 while stack and stack[-1][0] <= begin:
@@ -207,31 +236,45 @@ def profile_table(baseline: dict, trainer: dict, steps: int, top: int = 15) -> l
     rest_b = sum(v for k, v in baseline.items() if k not in keys[:top])
     rest_t = sum(v for k, v in trainer.items() if k not in keys[:top])
     rows.append(f"| all other ops | {1000 * rest_b / steps:.1f} | {1000 * rest_t / steps:.1f} |")
-    rows.append(f"| **every op** | **{1000 * sum(baseline.values()) / steps:.1f}** | "
-                f"**{1000 * sum(trainer.values()) / steps:.1f}** |")
+    rows.append(
+        f"| **every op** | **{1000 * sum(baseline.values()) / steps:.1f}** | "
+        f"**{1000 * sum(trainer.values()) / steps:.1f}** |"
+    )
     return rows
 
 
 def bench(config: ThroughputConfig) -> int:
     import tensorflow as tf
 
-    from training import data as data_lib, synthetic
+    from training import data as data_lib
+    from training import synthetic
 
     work = tempfile.mkdtemp(prefix="train_throughput-")
     try:
-        data_dir = config.data_dir or synthetic.generate(os.path.join(work, "data"), train_per_class=config.per_class,
-                                                         val_per_class=2, image_size=config.image_size)
+        data_dir = config.data_dir or synthetic.generate(
+            os.path.join(work, "data"), train_per_class=config.per_class, val_per_class=2, image_size=config.image_size
+        )
         common = (data_dir, config.image_size, config.batch_size, config.steps, config.warmup)
         batches = len(data_lib.scan_folder(os.path.join(data_dir, "train"))[0]) // config.batch_size
         if batches < config.warmup + config.steps:
-            raise cli.UsageError(f"--warmup={config.warmup} and --steps={config.steps}: more steps than one epoch over "
-                                 f"the {batches} batches of the training folder (the trainer's epoch); lower them or "
-                                 "add images (--per_class)")
+            raise cli.UsageError(
+                f"--warmup={config.warmup} and --steps={config.steps}: more steps than one epoch over "
+                f"the {batches} batches of the training folder (the trainer's epoch); lower them or "
+                "add images (--per_class)"
+            )
         results = {
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.machine(), "cpus": os.cpu_count(),
-            "gpus": [g.name for g in tf.config.list_physical_devices("GPU")], "tensorflow": tf.__version__,
-            "image_size": config.image_size, "batch_size": config.batch_size, "steps": config.steps,
-            "warmup": config.warmup, "load_before": os.getloadavg(), "baseline": [], "trainer": [],
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "gpus": [g.name for g in tf.config.list_physical_devices("GPU")],
+            "tensorflow": tf.__version__,
+            "image_size": config.image_size,
+            "batch_size": config.batch_size,
+            "steps": config.steps,
+            "warmup": config.warmup,
+            "load_before": os.getloadavg(),
+            "baseline": [],
+            "trainer": [],
         }
         results["pipeline"] = pipeline_images_per_sec(*common)
         print(f"pipeline alone (decode + resize + batch): {results['pipeline']:8.1f} images/s", flush=True)
@@ -248,8 +291,11 @@ def bench(config: ThroughputConfig) -> int:
         results["ratio_of_medians"] = statistics.median(results["trainer"]) / statistics.median(results["baseline"])
         results["round_ratios"] = ratios
         results["load_after"] = os.getloadavg()
-        print(f"trainer / baseline: {results['ratio_of_medians']:.2f}x (ratio of medians); per round "
-              f"{', '.join(f'{x:.2f}' for x in ratios)}", flush=True)
+        print(
+            f"trainer / baseline: {results['ratio_of_medians']:.2f}x (ratio of medians); per round "
+            f"{', '.join(f'{x:.2f}' for x in ratios)}",
+            flush=True,
+        )
         if config.profile:
             profiled = {}
             for which in ("baseline", "trainer"):
@@ -273,8 +319,13 @@ def bench(config: ThroughputConfig) -> int:
 
 
 def main(argv=None) -> int:
-    return cli.main(ThroughputConfig, bench, argv, prog="keras-effnet-bench-throughput",
-                    description="Training throughput: this trainer against keras.applications B0 + model.fit.")
+    return cli.main(
+        ThroughputConfig,
+        bench,
+        argv,
+        prog="keras-effnet-bench-throughput",
+        description="Training throughput: this trainer against keras.applications B0 + model.fit.",
+    )
 
 
 if __name__ == "__main__":

@@ -59,12 +59,26 @@ class UsageError(Exception):
         self.flag = None if value is dataclasses.MISSING else flag_or_message
 
 
-def flag(default, help: str, *, group: str = "general", choices: Sequence | None = None,
-         metavar: str | None = None, required: bool = False):
+def flag(
+    default,
+    help: str,
+    *,
+    group: str = "general",
+    choices: Sequence | None = None,
+    metavar: str | None = None,
+    required: bool = False,
+):
     """A dataclass field that is also a command-line flag (its name is the field's name)."""
-    return dataclasses.field(default=default, metadata={
-        "help": help, "group": group, "choices": tuple(choices) if choices is not None else None,
-        "metavar": metavar, "required": required})
+    return dataclasses.field(
+        default=default,
+        metadata={
+            "help": help,
+            "group": group,
+            "choices": tuple(choices) if choices is not None else None,
+            "metavar": metavar,
+            "required": required,
+        },
+    )
 
 
 def _unwrap_optional(tp):
@@ -87,11 +101,15 @@ def _converter(name: str, tp) -> Callable[[str], object]:
     if base is bool:
         return _parse_bool
     if base in (int, float, str):
+
         def convert(text: str, base=base):
             try:
                 return base(text)
             except ValueError:
-                raise argparse.ArgumentTypeError(f"not a{'n' if base is int else ''} {base.__name__}: {text!r}") from None
+                raise argparse.ArgumentTypeError(
+                    f"not a{'n' if base is int else ''} {base.__name__}: {text!r}"
+                ) from None
+
         convert.__name__ = base.__name__
         return convert
     return str
@@ -121,8 +139,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(config_cls, *, prog: str, description: str) -> argparse.ArgumentParser:
     """An argparse parser whose flags are the fields of `config_cls`, grouped, each with its default."""
-    parser = _Parser(prog=prog, description=description, allow_abbrev=False,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(
+        prog=prog, description=description, allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     hints = typing.get_type_hints(config_cls)
     groups: dict[str, argparse._ArgumentGroup] = {}
     for field in dataclasses.fields(config_cls):
@@ -141,13 +160,32 @@ def build_parser(config_cls, *, prog: str, description: str) -> argparse.Argumen
         elif "(default:" not in text:  # a help text may explain its default itself
             text += f" (default: {_show(default)})"
         if base is bool:
-            group.add_argument(f"--{field.name}", dest=field.name, nargs="?", const=True, default=argparse.SUPPRESS,
-                               type=_parse_bool, metavar="BOOL", help=text)
-            group.add_argument(f"--no{field.name}", dest=field.name, action="store_false", default=argparse.SUPPRESS,
-                               help=argparse.SUPPRESS)
+            group.add_argument(
+                f"--{field.name}",
+                dest=field.name,
+                nargs="?",
+                const=True,
+                default=argparse.SUPPRESS,
+                type=_parse_bool,
+                metavar="BOOL",
+                help=text,
+            )
+            group.add_argument(
+                f"--no{field.name}",
+                dest=field.name,
+                action="store_false",
+                default=argparse.SUPPRESS,
+                help=argparse.SUPPRESS,
+            )
             continue
-        group.add_argument(f"--{field.name}", dest=field.name, type=_converter(field.name, tp), default=argparse.SUPPRESS,
-                           metavar=meta["metavar"] or field.name.upper(), help=text)
+        group.add_argument(
+            f"--{field.name}",
+            dest=field.name,
+            type=_converter(field.name, tp),
+            default=argparse.SUPPRESS,
+            metavar=meta["metavar"] or field.name.upper(),
+            help=text,
+        )
     return parser
 
 
@@ -186,8 +224,15 @@ def error_line(message: str) -> str:
     return "error: " + " ".join(str(message).split())
 
 
-def main(config_cls, run: Callable, argv: Sequence[str] | None = None, *, prog: str, description: str,
-         resumable: bool = False) -> int:
+def main(
+    config_cls,
+    run: Callable,
+    argv: Sequence[str] | None = None,
+    *,
+    prog: str,
+    description: str,
+    resumable: bool = False,
+) -> int:
     """Parse `argv` into `config_cls`, call `run(config)`, and turn expected failures into one line and an exit code.
 
     `run` returns None (success, 0), an int exit code, or raises. `resumable` says whether a rerun resumes: it
@@ -218,11 +263,14 @@ def run_main(main_fn: Callable[[], int]) -> None:
 
 # ---------------------------------------------------------------- checks every command needs
 
+
 def _require_path(flag_name: str, path: str | None, what: str, exists, kind: str) -> str:
     if not path:
         raise UsageError(f"--{flag_name} is required ({what})")
     if not exists(path):
-        raise UsageError(flag_name, path, what + (" (it does not exist)" if not os.path.exists(path) else f" (it is not a {kind})"))
+        raise UsageError(
+            flag_name, path, what + (" (it does not exist)" if not os.path.exists(path) else f" (it is not a {kind})")
+        )
     return path
 
 

@@ -54,12 +54,15 @@ def describe_holder(record: dict) -> str:
     if not record.get("pid"):
         return "another process (it has not yet written its pid)"
     return f"pid {record['pid']} on host {record.get('host', '?')}" + (
-        f" ({record['command']})" if record.get("command") else "")
+        f" ({record['command']})" if record.get("command") else ""
+    )
 
 
 def busy_message(flag: str, folder: str, record: dict) -> str:
-    return (f"--{flag}={folder}: the folder is in use by {describe_holder(record)}; wait for it to end "
-            "(a killed process releases it by itself) or give another folder")
+    return (
+        f"--{flag}={folder}: the folder is in use by {describe_holder(record)}; wait for it to end "
+        "(a killed process releases it by itself) or give another folder"
+    )
 
 
 def _open_locked(path: str) -> int | None:
@@ -126,11 +129,15 @@ def check_shared(folder: str, *, run: str, flag: str = "out") -> dict:
     if fd is not None:  # no lock file, or we could take it: no chief holds the folder
         if fd >= 0:
             os.close(fd)
-        raise FolderBusyError(f"--{flag}={folder}: no chief holds this folder; a worker writes only beside its "
-                              "running chief (start every worker of the run with the same --out)")
+        raise FolderBusyError(
+            f"--{flag}={folder}: no chief holds this folder; a worker writes only beside its "
+            "running chief (start every worker of the run with the same --out)"
+        )
     record = _holder(path)
     if record.get("run") != run:
-        raise FolderBusyError(f"--{flag}={folder}: the folder is in use by {describe_holder(record)} for another "
-                              f"run (cluster {record.get('run') or 'single-process'}, this worker's {run}); "
-                              "give this run its own folder")
+        raise FolderBusyError(
+            f"--{flag}={folder}: the folder is in use by {describe_holder(record)} for another "
+            f"run (cluster {record.get('run') or 'single-process'}, this worker's {run}); "
+            "give this run its own folder"
+        )
     return record

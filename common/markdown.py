@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 
 def table_lines(header: Sequence[str], rows: Iterable[Sequence]) -> list[str]:
     """The header row, the `|---|` rule and one line per row; each cell is `str(cell)` with `|` escaped."""
+
     def line(cells) -> str:
         return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 

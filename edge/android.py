@@ -22,12 +22,11 @@ line before the summary is the timed run, earlier ones are warm-up), and the BEN
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import shlex
-
-import dataclasses
 
 from common import cli
 from common.files import atomic_write
@@ -42,14 +41,26 @@ _SUMMARY = re.compile(
 _COUNT = re.compile(r"^(?:[A-Z]+: )?count=(\d+)\s+(.*)$")
 _KEYVAL = re.compile(rf"(\w+)={_NUMBER}")
 _DELEGATE = re.compile(r"Replacing (\d+) out of (\d+) node\(s\) with delegate \((\w+)\)")
-_MEMORY = re.compile(rf"(?:Memory footprint delta from the start of the tool|Peak memory footprint) \(MB\): init={_NUMBER} overall={_NUMBER}")
+_MEMORY = re.compile(
+    rf"(?:Memory footprint delta from the start of the tool|Peak memory footprint) \(MB\): init={_NUMBER} overall={_NUMBER}"
+)
 _MARK = re.compile(rf"^{re.escape(MARKER)} file=(\S+) config=(\S+)")
 # litert-benchmark (Python): "Inference (median):    1.25 ms", "Model initialization:  23.82 ms", ...
-_LITERT_LINE = re.compile(rf"^(Model initialization|Warmup \(first\)|Warmup \(avg\)|Inference \((?:avg|min|max|median|std|p5|p95)\)):\s+{_NUMBER} ms(?: \((\d+) runs\))?")
-_LITERT_KEYS = {"Model initialization": "init_us", "Warmup (first)": "first_inference_us",
-                "Warmup (avg)": "warmup_avg_us", "Inference (avg)": "inference_avg_us", "Inference (min)": "min_us",
-                "Inference (max)": "max_us", "Inference (median)": "median_us", "Inference (std)": "std_us",
-                "Inference (p5)": "p5_us", "Inference (p95)": "p95_us"}
+_LITERT_LINE = re.compile(
+    rf"^(Model initialization|Warmup \(first\)|Warmup \(avg\)|Inference \((?:avg|min|max|median|std|p5|p95)\)):\s+{_NUMBER} ms(?: \((\d+) runs\))?"
+)
+_LITERT_KEYS = {
+    "Model initialization": "init_us",
+    "Warmup (first)": "first_inference_us",
+    "Warmup (avg)": "warmup_avg_us",
+    "Inference (avg)": "inference_avg_us",
+    "Inference (min)": "min_us",
+    "Inference (max)": "max_us",
+    "Inference (median)": "median_us",
+    "Inference (std)": "std_us",
+    "Inference (p5)": "p5_us",
+    "Inference (p95)": "p95_us",
+}
 _FULLY = re.compile(r"^Fully accelerated:\s+(True|False)", re.M)
 
 
@@ -63,15 +74,24 @@ def configs(threads=(1, 4)) -> list[tuple[str, str, list[str]]]:
     runs = [(f"cpu_{n}t_xnnpack", BENCHMARK_MODEL, [f"--num_threads={n}", "--use_xnnpack=true"]) for n in threads]
     runs.append(("gpu", BENCHMARK_MODEL, ["--use_gpu=true"]))
     runs.append(("nnapi", BENCHMARK_MODEL, ["--use_nnapi=true"]))
-    runs += [(f"litert_cpu_{n}t", BENCHMARK_LITERT_MODEL, [f"--num_threads={n}", "--use_cpu=true", "--use_gpu=false"])
-             for n in threads]
+    runs += [
+        (f"litert_cpu_{n}t", BENCHMARK_LITERT_MODEL, [f"--num_threads={n}", "--use_cpu=true", "--use_gpu=false"])
+        for n in threads
+    ]
     runs.append(("litert_gpu", BENCHMARK_LITERT_MODEL, ["--use_gpu=true", "--use_cpu=false"]))
     return runs
 
 
-def write_script(files, out: str, *, benchmark_binary: str = BENCHMARK_MODEL,
-                 litert_benchmark_binary: str = BENCHMARK_LITERT_MODEL, threads=(1, 4),
-                 warmup_runs: int = 10, num_runs: int = 50) -> str:
+def write_script(
+    files,
+    out: str,
+    *,
+    benchmark_binary: str = BENCHMARK_MODEL,
+    litert_benchmark_binary: str = BENCHMARK_LITERT_MODEL,
+    threads=(1, 4),
+    warmup_runs: int = 10,
+    num_runs: int = 50,
+) -> str:
     """An sh script that pushes both benchmark binaries and `files` with adb and benchmarks each; written
     atomically, mode 0755."""
     files = [os.fspath(f) for f in files]
@@ -100,8 +120,10 @@ def write_script(files, out: str, *, benchmark_binary: str = BENCHMARK_MODEL,
     lines.append("adb shell getprop ro.product.model | sed 's/^/### device: /'")
     for name in names:
         for config, binary, flags in configs(threads):
-            cmd = (f"{DEVICE_DIR}/{binary} --graph={DEVICE_DIR}/{name} --warmup_runs={warmup_runs} "
-                   f"--num_runs={num_runs} {' '.join(flags)}")
+            cmd = (
+                f"{DEVICE_DIR}/{binary} --graph={DEVICE_DIR}/{name} --warmup_runs={warmup_runs} "
+                f"--num_runs={num_runs} {' '.join(flags)}"
+            )
             lines.append(f"echo {q(f'{MARKER} file={name} config={config}')}")
             lines.append(f"adb shell {q(cmd)} 2>&1 || echo {q(f'{MARKER} failed file={name} config={config}')}")
     atomic_write(out, "\n".join(lines) + "\n")
@@ -142,14 +164,18 @@ def parse_benchmark_output(text: str) -> dict:
     if litert_out is not None:
         return litert_out
     match = None
-    for match in _SUMMARY.finditer(text):
+    for match in _SUMMARY.finditer(text):  # noqa: B007 - the last match is the one read below
         pass
     if match is None:
-        raise ValueError("no 'Inference timings in us: Init: ..., Inference (avg): ...' line nor a BENCHMARK RESULTS "
-                         "block: not a completed benchmark_model / benchmark_litert_model run.")
+        raise ValueError(
+            "no 'Inference timings in us: Init: ..., Inference (avg): ...' line nor a BENCHMARK RESULTS "
+            "block: not a completed benchmark_model / benchmark_litert_model run."
+        )
     out = {
-        "init_us": _float(match.group(1)), "first_inference_us": _float(match.group(2)),
-        "warmup_avg_us": _float(match.group(3)), "inference_avg_us": _float(match.group(4)),
+        "init_us": _float(match.group(1)),
+        "first_inference_us": _float(match.group(2)),
+        "warmup_avg_us": _float(match.group(3)),
+        "inference_avg_us": _float(match.group(4)),
     }
     counts = []
     for line in text[: match.start()].splitlines():
@@ -209,8 +235,10 @@ def parse_log(text: str) -> list[dict]:
 
 def format_rows(rows: list[dict]) -> str:
     """The same kind of table as edge.benchmark, from device runs (ms)."""
-    lines = ["| file | config | median/avg ms | min-max ms | std ms | runs | init ms | delegated nodes / fully accelerated |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| file | config | median/avg ms | min-max ms | std ms | runs | init ms | delegated nodes / fully accelerated |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if r.get("error"):
             lines.append(f"| {r['file']} | {r['config']} | FAILED: {r['error'][:120]} | | | | | |")
@@ -221,8 +249,10 @@ def format_rows(rows: list[dict]) -> str:
         nodes = f"{r['delegated_nodes']}/{r['total_nodes']}" if "delegated_nodes" in r else "-"
         if "fully_accelerated" in r:
             nodes = "yes" if r["fully_accelerated"] else "no"
-        lines.append(f"| {r['file']} | {r['config']} | {centre:.2f} | {spread} | {std} | {r.get('runs', '-')} "
-                     f"| {r['init_us'] / 1e3:.1f} | {nodes} |")
+        lines.append(
+            f"| {r['file']} | {r['config']} | {centre:.2f} | {spread} | {std} | {r.get('runs', '-')} "
+            f"| {r['init_us'] / 1e3:.1f} | {nodes} |"
+        )
     return "\n".join(lines)
 
 
@@ -232,10 +262,12 @@ class AndroidConfig:
 
     model: tuple[str, ...] = cli.flag((), ".tflite files to benchmark on the device, comma-separated.", group="script")
     out: str = cli.flag("run_android.sh", "The adb script to write.", group="script")
-    benchmark_binary: str = cli.flag(BENCHMARK_MODEL, "Local path of LiteRT's benchmark_model for Android (arm64).",
-                                     group="script")
-    litert_benchmark_binary: str = cli.flag(BENCHMARK_LITERT_MODEL, "Local path of LiteRT's benchmark_litert_model "
-                                            "for Android (arm64).", group="script")
+    benchmark_binary: str = cli.flag(
+        BENCHMARK_MODEL, "Local path of LiteRT's benchmark_model for Android (arm64).", group="script"
+    )
+    litert_benchmark_binary: str = cli.flag(
+        BENCHMARK_LITERT_MODEL, "Local path of LiteRT's benchmark_litert_model for Android (arm64).", group="script"
+    )
     threads: tuple[int, ...] = cli.flag((1, 4), "CPU thread counts, comma-separated.", group="script")
     parse: str | None = cli.flag(None, "Read this saved output of the script instead of writing one.", group="parse")
     json: bool = cli.flag(False, "Print JSON instead of a table.", group="parse")
@@ -254,7 +286,9 @@ def run(config: AndroidConfig) -> None:
             try:
                 rows = parse_log(f.read())
             except ValueError as exc:
-                raise cli.UsageError("parse", config.parse, f"the output of a keras-effnet-android script ({exc})") from None
+                raise cli.UsageError(
+                    "parse", config.parse, f"the output of a keras-effnet-android script ({exc})"
+                ) from None
         print(json.dumps(rows, indent=1) if config.json else format_rows(rows))
         return
     for f in config.model:
@@ -263,18 +297,30 @@ def run(config: AndroidConfig) -> None:
             raise cli.UsageError("model", f, "a .tflite file")
     cli.require_writable_dir("out", os.path.dirname(os.path.abspath(config.out)))
     try:
-        write_script(config.model, config.out, benchmark_binary=config.benchmark_binary,
-                     litert_benchmark_binary=config.litert_benchmark_binary, threads=config.threads)
+        write_script(
+            config.model,
+            config.out,
+            benchmark_binary=config.benchmark_binary,
+            litert_benchmark_binary=config.litert_benchmark_binary,
+            threads=config.threads,
+        )
     except ValueError as exc:
         raise cli.UsageError(str(exc)) from None
-    print(f"wrote {config.out}: run it with a device attached (adb) and save its output, then "
-          f"`keras-effnet-android --parse=LOG`.")
+    print(
+        f"wrote {config.out}: run it with a device attached (adb) and save its output, then "
+        f"`keras-effnet-android --parse=LOG`."
+    )
 
 
 def main(argv=None) -> int:
-    return cli.main(AndroidConfig, run, argv, prog="keras-effnet-android",
-                    description="Write an adb script that runs LiteRT's benchmark_model and benchmark_litert_model "
-                                "on a phone, or parse its saved output.")
+    return cli.main(
+        AndroidConfig,
+        run,
+        argv,
+        prog="keras-effnet-android",
+        description="Write an adb script that runs LiteRT's benchmark_model and benchmark_litert_model "
+        "on a phone, or parse its saved output.",
+    )
 
 
 if __name__ == "__main__":

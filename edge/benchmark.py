@@ -23,12 +23,13 @@ import tempfile
 
 import numpy as np
 
-from edge import litert
 from common import cli
+from edge import litert
 
 
-def benchmark(path: str, *, threads=(1,), warmup: int = 5, runs: int = 50, seed: int = 0,
-              interpreter: bool = False) -> list[dict]:
+def benchmark(
+    path: str, *, threads=(1,), warmup: int = 5, runs: int = 50, seed: int = 0, interpreter: bool = False
+) -> list[dict]:
     """One row per thread count: file, bytes, threads, input dtype/shape, CompiledModel latency statistics in
     ms, fully_accelerated; with `interpreter`, the Interpreter API's median as `interpreter_median_ms`."""
     for name, value, low in (("warmup", warmup, 0), ("runs", runs, 1)):
@@ -42,12 +43,19 @@ def benchmark(path: str, *, threads=(1,), warmup: int = 5, runs: int = 50, seed:
     for n in threads:
         model = litert.TFLiteModel(path, num_threads=n)  # also checks that the file is a loadable model
         stats = litert.compiled_latency(path, num_threads=n, runs=runs, warmup=warmup, seed=seed)
-        row = {"file": path, "bytes": os.path.getsize(path), "input_dtype": model.input_dtype,
-               "input_shape": list(model.input_shape), "warmup": warmup, **stats}
+        row = {
+            "file": path,
+            "bytes": os.path.getsize(path),
+            "input_dtype": model.input_dtype,
+            "input_shape": list(model.input_shape),
+            "warmup": warmup,
+            **stats,
+        }
         if interpreter:
             image = np.random.default_rng(seed).uniform(0, 255, size=model.input_shape[1:]).astype(np.float32)
-            row["interpreter_median_ms"] = litert.latency_stats(
-                model.time_invokes(image, runs=runs, warmup=warmup))["median_ms"]
+            row["interpreter_median_ms"] = litert.latency_stats(model.time_invokes(image, runs=runs, warmup=warmup))[
+                "median_ms"
+            ]
         rows.append(row)
     return rows
 
@@ -88,8 +96,9 @@ def format_rows(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def compare_keras_applications(image_size: int = 224, *, threads: int = 1, runs: int = 50, warmup: int = 5,
-                               images: int = 4, seed: int = 0) -> dict:
+def compare_keras_applications(
+    image_size: int = 224, *, threads: int = 1, runs: int = 50, warmup: int = 5, images: int = 4, seed: int = 0
+) -> dict:
     """Our B0 (`edge.export`'s float32 path) against keras.applications EfficientNetB0 converted the plain way
     (`ExportArchive`, then `TFLiteConverter.from_saved_model`), both with the same random weights, in one run.
 
@@ -113,8 +122,9 @@ def compare_keras_applications(image_size: int = 224, *, threads: int = 1, runs:
         ours_blob = export.convert(ours, "float32")
         archive = keras.export.ExportArchive()
         archive.track(theirs)
-        archive.add_endpoint("serve", theirs.call, input_signature=[
-            tf.TensorSpec([1, image_size, image_size, 3], tf.float32)])
+        archive.add_endpoint(
+            "serve", theirs.call, input_signature=[tf.TensorSpec([1, image_size, image_size, 3], tf.float32)]
+        )
         archive.write_out(os.path.join(work, "plain"), verbose=False)
         plain_blob = tf.lite.TFLiteConverter.from_saved_model(os.path.join(work, "plain")).convert()
     finally:
@@ -129,13 +139,21 @@ def compare_keras_applications(image_size: int = 224, *, threads: int = 1, runs:
         plain_t.append(litert.compiled_latency(plain_blob, num_threads=threads, runs=runs, warmup=warmup)["median_ms"])
     ours_ms, plain_ms = float(np.median(ours_t)), float(np.median(plain_t))
     return {
-        "image_size": image_size, "threads": threads, "runs": runs,
-        "ours_ms": ours_ms, "keras_applications_ms": plain_ms, "ratio_ours_over_keras_applications": ours_ms / plain_ms,
-        "ours_ops": litert.op_counts(ours_blob), "keras_applications_ops": litert.op_counts(plain_blob),
-        "ours_bytes": len(ours_blob), "keras_applications_bytes": len(plain_blob),
+        "image_size": image_size,
+        "threads": threads,
+        "runs": runs,
+        "ours_ms": ours_ms,
+        "keras_applications_ms": plain_ms,
+        "ratio_ours_over_keras_applications": ours_ms / plain_ms,
+        "ours_ops": litert.op_counts(ours_blob),
+        "keras_applications_ops": litert.op_counts(plain_blob),
+        "ours_bytes": len(ours_blob),
+        "keras_applications_bytes": len(plain_blob),
         "max_abs_output_diff": float(np.abs(ours_probs - plain_probs).max()),
         "same_top1": bool((ours_probs.argmax(1) == plain_probs.argmax(1)).all()),
-        "host": host(), "load_average": load_average(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
+        "host": host(),
+        "load_average": load_average(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
     }
 
 
@@ -163,10 +181,12 @@ class BenchmarkConfig:
     threads: tuple[int, ...] = cli.flag((1,), "CPU thread counts, comma-separated.", group="timing")
     warmup: int = cli.flag(5, "Untimed runs per file and thread count.", group="timing")
     runs: int = cli.flag(50, "Timed runs per file and thread count.", group="timing")
-    interpreter: bool = cli.flag(False, "Also time the Interpreter API (from Python) beside CompiledModel.",
-                                 group="timing")
+    interpreter: bool = cli.flag(
+        False, "Also time the Interpreter API (from Python) beside CompiledModel.", group="timing"
+    )
     compare_keras_applications: bool = cli.flag(
-        False, "Time our B0 against keras.applications' B0 converted the plain way.", group="comparison")
+        False, "Time our B0 against keras.applications' B0 converted the plain way.", group="comparison"
+    )
     image_size: int = cli.flag(224, "Image size of --compare_keras_applications.", group="comparison")
     json: bool = cli.flag(False, "Print JSON instead of a table.", group="output")
 
@@ -188,29 +208,45 @@ def run(config: BenchmarkConfig) -> None:
             litert.TFLiteModel(f)
         except ValueError as exc:
             raise cli.UsageError("model", f, f"a .tflite model ({exc})") from None
-    rows = [row for f in files for row in benchmark(f, threads=config.threads, warmup=config.warmup,
-                                                    runs=config.runs, interpreter=config.interpreter)]
+    rows = [
+        row
+        for f in files
+        for row in benchmark(
+            f, threads=config.threads, warmup=config.warmup, runs=config.runs, interpreter=config.interpreter
+        )
+    ]
     comparison = None
     if config.compare_keras_applications:
-        comparison = compare_keras_applications(config.image_size, threads=config.threads[0], runs=config.runs,
-                                                warmup=config.warmup)
+        comparison = compare_keras_applications(
+            config.image_size, threads=config.threads[0], runs=config.runs, warmup=config.warmup
+        )
     if config.json:
-        print(json.dumps({"host": host(), "load_average": load_average(), "results": rows,
-                          "comparison": comparison}, indent=1))
+        print(
+            json.dumps(
+                {"host": host(), "load_average": load_average(), "results": rows, "comparison": comparison}, indent=1
+            )
+        )
         return
     print(f"host: {host()}; load average {load_average()}")
     if rows:
         print(format_rows(rows))
     if comparison:
         c = comparison
-        print(f"B0 {c['image_size']} px, {c['threads']} thread(s): ours {c['ours_ms']:.2f} ms, keras.applications "
-              f"plain conversion {c['keras_applications_ms']:.2f} ms, ratio {c['ratio_ours_over_keras_applications']:.3f}; "
-              f"max output difference {c['max_abs_output_diff']:.2g}, same top-1: {c['same_top1']}")
+        print(
+            f"B0 {c['image_size']} px, {c['threads']} thread(s): ours {c['ours_ms']:.2f} ms, keras.applications "
+            f"plain conversion {c['keras_applications_ms']:.2f} ms, ratio {c['ratio_ours_over_keras_applications']:.3f}; "
+            f"max output difference {c['max_abs_output_diff']:.2g}, same top-1: {c['same_top1']}"
+        )
 
 
 def main(argv=None) -> int:
-    return cli.main(BenchmarkConfig, run, argv, prog="keras-effnet-benchmark",
-                    description="Host latency of .tflite files with LiteRT's CompiledModel API (XNNPACK).")
+    return cli.main(
+        BenchmarkConfig,
+        run,
+        argv,
+        prog="keras-effnet-benchmark",
+        description="Host latency of .tflite files with LiteRT's CompiledModel API (XNNPACK).",
+    )
 
 
 if __name__ == "__main__":

@@ -54,8 +54,11 @@ def observed_ranges(calibrated: bytes, images, indices) -> tuple[dict, dict]:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # preserve_all_tensors "is for debugging": it is
-        interp = Interpreter(model_content=bytes(calibrated), experimental_preserve_all_tensors=True,
-                             experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+        interp = Interpreter(
+            model_content=bytes(calibrated),
+            experimental_preserve_all_tensors=True,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_REF,
+        )
     interp.allocate_tensors()
     producer = {int(i): op["op_name"] for op in interp._get_ops_details() for i in op["outputs"]}
     inp = interp.get_input_details()[0]["index"]
@@ -88,8 +91,16 @@ def audit(calibrated: bytes, images) -> dict:
         diff = max(abs(lo - olo), abs(hi - ohi)) / width
         worst = max(worst, diff)
         if diff > TOLERANCE:
-            wrong.append({"index": i, "tensor": names[i], "op": producer.get(i, "input"), "recorded": [lo, hi],
-                          "observed": [olo, ohi], "rel_diff": float(diff)})
+            wrong.append(
+                {
+                    "index": i,
+                    "tensor": names[i],
+                    "op": producer.get(i, "input"),
+                    "recorded": [lo, hi],
+                    "observed": [olo, ohi],
+                    "rel_diff": float(diff),
+                }
+            )
     # LOGISTIC outputs last: their int8 scale is fixed (1/256), so a wrong recorded range does not change the graph.
     wrong.sort(key=lambda r: (r["op"] == "LOGISTIC", -r["rel_diff"]))
     return {"tensors": len(rec), "max_rel_diff": float(worst), "wrong": wrong, "observed": obs}
@@ -115,16 +126,20 @@ def repair(calibrated: bytes, result: dict) -> bytes:
 def summary(result: dict) -> str:
     """One line for the report."""
     if not result["wrong"]:
-        return (f"calibration audit: the {result['tensors']} recorded activation ranges match LiteRT's reference "
-                f"kernels (largest difference {result['max_rel_diff']:.2g} of a range)")
+        return (
+            f"calibration audit: the {result['tensors']} recorded activation ranges match LiteRT's reference "
+            f"kernels (largest difference {result['max_rel_diff']:.2g} of a range)"
+        )
     worst = result["wrong"][0]
     logistic = sum(w["op"] == "LOGISTIC" for w in result["wrong"])
-    return (f"calibration audit: {len(result['wrong'])} of {result['tensors']} recorded activation ranges differ "
-            f"from LiteRT's reference kernels by more than {TOLERANCE:.0%} of their width ({logistic} of them "
-            f"LOGISTIC outputs, whose int8 scale is fixed; {'worst' if worst['op'] == 'LOGISTIC' else 'worst other'} "
-            f"{worst['tensor'].split(';')[0]}: recorded [{worst['recorded'][0]:.3g}, {worst['recorded'][1]:.3g}], "
-            f"observed [{worst['observed'][0]:.3g}, {worst['observed'][1]:.3g}]); int8 was built from the "
-            f"observed ranges")
+    return (
+        f"calibration audit: {len(result['wrong'])} of {result['tensors']} recorded activation ranges differ "
+        f"from LiteRT's reference kernels by more than {TOLERANCE:.0%} of their width ({logistic} of them "
+        f"LOGISTIC outputs, whose int8 scale is fixed; {'worst' if worst['op'] == 'LOGISTIC' else 'worst other'} "
+        f"{worst['tensor'].split(';')[0]}: recorded [{worst['recorded'][0]:.3g}, {worst['recorded'][1]:.3g}], "
+        f"observed [{worst['observed'][0]:.3g}, {worst['observed'][1]:.3g}]); int8 was built from the "
+        f"observed ranges"
+    )
 
 
 def _names(calibrated: bytes) -> dict:

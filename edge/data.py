@@ -38,7 +38,9 @@ def load_model(path: str):
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad archive; each becomes this one error
-        raise ValueError(f"model: {path!r} could not be loaded as a Keras model ({type(exc).__name__}: {exc}).") from None
+        raise ValueError(
+            f"model: {path!r} could not be loaded as a Keras model ({type(exc).__name__}: {exc})."
+        ) from None
     try:
         twin_lib.spec_from_model(model)
     except ValueError as exc:
@@ -89,8 +91,7 @@ def folder_images(folder: str, n: int, image_size: int, *, seed: int = 0) -> np.
     if not os.path.isdir(folder):
         raise ValueError(f"calibration_dir: {folder!r} is not a folder.")
     files = sorted(
-        os.path.join(root, name) for root, dirs, names in os.walk(folder)
-        for name in names if not name.startswith(".")
+        os.path.join(root, name) for root, dirs, names in os.walk(folder) for name in names if not name.startswith(".")
     )
     good, bad = [], []
     for f in files:
@@ -101,7 +102,9 @@ def folder_images(folder: str, n: int, image_size: int, *, seed: int = 0) -> np.
     rng = np.random.default_rng(seed)
     if len(good) > n:
         good = sorted(rng.choice(good, size=n, replace=False).tolist())
-    ds = make_dataset(good, [0] * len(good), image_size=image_size, batch_size=len(good), training=False, augment="none")
+    ds = make_dataset(
+        good, [0] * len(good), image_size=image_size, batch_size=len(good), training=False, augment="none"
+    )
     return next(iter(ds))[0].numpy()
 
 

@@ -84,7 +84,13 @@ def layer_errors(float_tflite: str, int8_tflite: str, images, *, top: int = 10) 
             worst[key] = max(worst.get(key, 0.0), float(np.abs(diff).max()))
     if not rel:
         raise ValueError(f"no tensor of {int8_tflite!r} could be matched with {float_tflite!r} by layer and op.")
-    rows = [{"tensor": f"{layer}:{op}" + (f"#{k}" if k else ""), "rel_rmse": float(np.mean(v)), "max_abs": worst[(layer, op, k)]}
-            for (layer, op, k), v in rel.items()]
+    rows = [
+        {
+            "tensor": f"{layer}:{op}" + (f"#{k}" if k else ""),
+            "rel_rmse": float(np.mean(v)),
+            "max_abs": worst[(layer, op, k)],
+        }
+        for (layer, op, k), v in rel.items()
+    ]
     rows.sort(key=lambda r: -r["rel_rmse"])
     return rows[:top]

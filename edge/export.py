@@ -38,11 +38,11 @@ import time
 import flatbuffers
 import numpy as np
 
-from edge import litert
-from edge import metadata as metadata_lib
 from common import cli
 from common import lock as folder_lock
 from common.files import atomic_write
+from edge import litert
+from edge import metadata as metadata_lib
 
 FORMATS = ("float32", "float16", "dynamic", "int8", "int16x8", "qat_int8")
 SAVED_MODEL = "saved_model"  # not a .tflite: the serving SavedModel of `edge.saved_model`, a folder
@@ -97,6 +97,7 @@ def check_io_dtype(io_dtype: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ conversion
+
 
 def export_saved_model(model, directory: str) -> str:
     """A SavedModel of `model` with one batch-1 signature `serving_default(images)`, for the converter.
@@ -179,8 +180,9 @@ def quantize_calibrated(calibrated: bytes, *, io_dtype: str = "float32", float_n
     from tensorflow.lite.python import util as tfl_util
 
     check_io_dtype(io_dtype)
-    blob = tfl_convert.mlir_quantize(calibrated, fully_quantize=False, denylisted_ops=["SOFTMAX"],
-                                     denylisted_nodes=list(float_nodes) or None)
+    blob = tfl_convert.mlir_quantize(
+        calibrated, fully_quantize=False, denylisted_ops=["SOFTMAX"], denylisted_nodes=list(float_nodes) or None
+    )
     if io_dtype != "float32":
         blob = tfl_util.modify_model_io_type(blob, getattr(tf, io_dtype), getattr(tf, io_dtype))
     return bytes(blob)
@@ -212,7 +214,8 @@ def convert_saved_model(saved_model_dir: str, fmt: str, *, representative=None, 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = _representative(representative)
         converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
     elif fmt == "qat_int8":
         # The ranges come from the model's fake-quant nodes; no calibration set.
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -265,7 +268,9 @@ def convert(model, fmt: str, *, representative=None, io_dtype: str = "uint8") ->
     directory = tempfile.mkdtemp(prefix="edge-savedmodel-")
     try:
         export_saved_model(model, os.path.join(directory, "model"))
-        return convert_saved_model(os.path.join(directory, "model"), fmt, representative=representative, io_dtype=io_dtype)
+        return convert_saved_model(
+            os.path.join(directory, "model"), fmt, representative=representative, io_dtype=io_dtype
+        )
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -276,17 +281,24 @@ def with_metadata(tflite: bytes, *, name: str, version: str, class_names, fmt: s
     model = litert.TFLiteModel(tflite)
     float_input = model.input_dtype == "float32"
     blob = metadata_lib.build(
-        name=name, version=version, author="keras_effnet",
+        name=name,
+        version=version,
+        author="keras_effnet",
         description=f"{name}, image classifier ({len(class_names)} classes), {fmt}: {FORMAT_NOTES[fmt]}. "
-                    f"Input: RGB, {model.input_shape[1]}x{model.input_shape[2]}, pixels 0..255.",
-        input_name=SERVING_INPUT, output_name=OUTPUT_NAME, labels_file=LABELS, num_classes=len(class_names),
-        mean=[0.0, 0.0, 0.0] if float_input else None, std=[1.0, 1.0, 1.0] if float_input else None,
+        f"Input: RGB, {model.input_shape[1]}x{model.input_shape[2]}, pixels 0..255.",
+        input_name=SERVING_INPUT,
+        output_name=OUTPUT_NAME,
+        labels_file=LABELS,
+        num_classes=len(class_names),
+        mean=[0.0, 0.0, 0.0] if float_input else None,
+        std=[1.0, 1.0, 1.0] if float_input else None,
     )
     labels = "".join(f"{c}\n" for c in class_names).encode()
     return metadata_lib.populate(tflite, blob, {LABELS: labels})
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
+
 
 def float_ops(tflite) -> list[str]:
     """Ops of a quantized model that compute in float, besides the (de)quantization at its ends and the float
@@ -303,8 +315,9 @@ def float_ops(tflite) -> list[str]:
     return sorted(set(out))
 
 
-def evaluate_tflite(path, images, labels, keras_probs, *, threads: int = 1, latency_runs: int = 50,
-                    warmup: int = 5) -> dict:
+def evaluate_tflite(
+    path, images, labels, keras_probs, *, threads: int = 1, latency_runs: int = 50, warmup: int = 5
+) -> dict:
     """Top-1 (when `labels` is given), agreement of its top-1 with the Keras float model, largest probability
     difference, op counts, the ops XNNPACK does not take, and CompiledModel latency."""
     model = litert.TFLiteModel(path, num_threads=threads)
@@ -315,12 +328,16 @@ def evaluate_tflite(path, images, labels, keras_probs, *, threads: int = 1, late
     row = {
         "agreement_with_keras": float((top1 == keras_top1).mean()),
         "max_prob_diff": float(np.abs(probs - keras_probs).max()),
-        "latency_ms": timing["median_ms"], "latency_p5_ms": timing["p5_ms"], "latency_p95_ms": timing["p95_ms"],
-        "latency_threads": int(threads), "latency_api": timing["api"],
+        "latency_ms": timing["median_ms"],
+        "latency_p5_ms": timing["p5_ms"],
+        "latency_p95_ms": timing["p95_ms"],
+        "latency_threads": int(threads),
+        "latency_api": timing["api"],
         "fully_accelerated": timing["fully_accelerated"],
         "not_on_xnnpack": litert.undelegated_ops(path, num_threads=threads),
         "op_counts": litert.op_counts(path),
-        "input_dtype": model.input_dtype, "output_dtype": model.output_dtype,
+        "input_dtype": model.input_dtype,
+        "output_dtype": model.output_dtype,
     }
     if labels is not None:
         row["top1"] = float((top1 == np.asarray(labels)).mean())
@@ -341,21 +358,33 @@ def recommend(rows: list[dict], keras_top1: float | None) -> dict:
         return {"format": None, "reason": "every format failed; see the errors."}
     labelled = keras_top1 is not None
     reference = keras_top1 if labelled else 1.0
-    what = f"top-1 point of the Keras float model ({keras_top1:.2%})" if labelled else \
-        "point of agreement with the Keras float model (no labelled data: accuracy not measured)"
+    what = (
+        f"top-1 point of the Keras float model ({keras_top1:.2%})"
+        if labelled
+        else "point of agreement with the Keras float model (no labelled data: accuracy not measured)"
+    )
     close = [r for r in ok if (reference - _quality(r, labelled)) * 100 <= MAX_TOP1_DROP_POINTS + 1e-9]
     if close:
         best = min(close, key=lambda r: (r["latency_ms"], r["bytes"]))
         measure = f"top-1 {best['top1']:.2%}" if labelled else f"agreement {best['agreement_with_keras']:.2%}"
-        return {"format": best["format"], "file": best["file"], "reason": (
-            f"fastest ({best['latency_ms']:.2f} ms at {best['latency_threads']} thread(s)) of the formats within "
-            f"{MAX_TOP1_DROP_POINTS:g} {what}; {measure}, {best['bytes'] / 1e6:.2f} MB.")}
+        return {
+            "format": best["format"],
+            "file": best["file"],
+            "reason": (
+                f"fastest ({best['latency_ms']:.2f} ms at {best['latency_threads']} thread(s)) of the formats within "
+                f"{MAX_TOP1_DROP_POINTS:g} {what}; {measure}, {best['bytes'] / 1e6:.2f} MB."
+            ),
+        }
     best = max(ok, key=lambda r: (_quality(r, labelled), -r["latency_ms"]))
-    return {"format": best["format"], "file": best["file"], "reason": (
-        f"no format is within {MAX_TOP1_DROP_POINTS:g} {what}; this is the most accurate.")}
+    return {
+        "format": best["format"],
+        "file": best["file"],
+        "reason": (f"no format is within {MAX_TOP1_DROP_POINTS:g} {what}; this is the most accurate."),
+    }
 
 
 # ------------------------------------------------------------------------------------------------ inputs
+
 
 @dataclasses.dataclass(frozen=True)
 class Inputs:
@@ -406,11 +435,14 @@ def load_inputs(config: "ExportConfig") -> Inputs:
     elif splits is not None:
         names, source = tuple(splits.class_names), f"the class folders of {config.data_dir}"
     else:
-        raise ValueError(f"labels: the model has no {LABELS} beside it; give --labels=FILE (one class name per "
-                         f"line, {classes} lines) or --data_dir with one folder per class.")
+        raise ValueError(
+            f"labels: the model has no {LABELS} beside it; give --labels=FILE (one class name per "
+            f"line, {classes} lines) or --data_dir with one folder per class."
+        )
     if len(names) != classes:
-        raise ValueError(f"labels: {source} names {len(names)} classes but the model {config.model!r} has "
-                         f"{classes} outputs.")
+        raise ValueError(
+            f"labels: {source} names {len(names)} classes but the model {config.model!r} has {classes} outputs."
+        )
     if len(set(names)) != len(names):
         raise ValueError(f"labels: {source} names a class twice.")
     eval_labels = None
@@ -419,7 +451,8 @@ def load_inputs(config: "ExportConfig") -> Inputs:
         if unknown:
             raise ValueError(
                 f"data_dir: {config.data_dir!r} has {len(splits.class_names)} classes {list(splits.class_names)} but "
-                f"the model {config.model!r} has {classes} outputs named by {source}; not among them: {unknown[:5]}.")
+                f"the model {config.model!r} has {classes} outputs named by {source}; not among them: {unknown[:5]}."
+            )
         val = data_lib.validation_set(config.data_dir, image_size, limit=config.max_val_images)
         index = {c: i for i, c in enumerate(names)}
         eval_images = val.images
@@ -427,12 +460,14 @@ def load_inputs(config: "ExportConfig") -> Inputs:
         eval_source = f"{len(eval_labels)} labelled validation images of {config.data_dir}"
     representative, cal_source = None, None
     if config.calibration_dir:
-        representative = data_lib.folder_images(config.calibration_dir, config.num_calibration, image_size,
-                                                seed=config.seed)
+        representative = data_lib.folder_images(
+            config.calibration_dir, config.num_calibration, image_size, seed=config.seed
+        )
         cal_source = f"{len(representative)} images under {config.calibration_dir}"
     elif splits is not None:
-        representative = data_lib.calibration_images(config.data_dir, config.num_calibration, image_size,
-                                                     seed=config.seed)
+        representative = data_lib.calibration_images(
+            config.data_dir, config.num_calibration, image_size, seed=config.seed
+        )
         cal_source = f"{len(representative)} training images of {config.data_dir}"
     if eval_labels is None:
         if representative is not None:
@@ -441,16 +476,26 @@ def load_inputs(config: "ExportConfig") -> Inputs:
             rng = np.random.default_rng(config.seed)
             eval_images = rng.uniform(0, 255, size=(8, image_size, image_size, 3)).astype(np.float32)
             eval_source = "8 random images (no images given: agreement with Keras only)"
-    return Inputs(model=model, model_path=os.fspath(config.model), class_names=names, labels_source=source,
-                  eval_images=eval_images, eval_labels=eval_labels, eval_source=eval_source,
-                  representative=representative, calibration_source=cal_source,
-                  version=config.model_version or _file_version(config.model))
+    return Inputs(
+        model=model,
+        model_path=os.fspath(config.model),
+        class_names=names,
+        labels_source=source,
+        eval_images=eval_images,
+        eval_labels=eval_labels,
+        eval_source=eval_source,
+        representative=representative,
+        calibration_source=cal_source,
+        version=config.model_version or _file_version(config.model),
+    )
 
 
 def _is_owned(name: str) -> bool:
-    return (name in (LABELS, REPORT_JSON, REPORT_MD, QAT_SUBDIR, SAVED_MODEL)
-            or (name.startswith("model_") and name.endswith(".tflite"))
-            or name.startswith((".edge-export-", f".{REPORT_JSON}.", f".{REPORT_MD}.", f".{LABELS}.", ".model_")))
+    return (
+        name in (LABELS, REPORT_JSON, REPORT_MD, QAT_SUBDIR, SAVED_MODEL)
+        or (name.startswith("model_") and name.endswith(".tflite"))
+        or name.startswith((".edge-export-", f".{REPORT_JSON}.", f".{REPORT_MD}.", f".{LABELS}.", ".model_"))
+    )
 
 
 def check_out_dir(out_dir: str) -> list[str]:
@@ -461,8 +506,10 @@ def check_out_dir(out_dir: str) -> list[str]:
     entries = sorted(e for e in os.listdir(out_dir) if e != folder_lock.LOCK_NAME)  # held while we run
     foreign = [e for e in entries if not _is_owned(e)]
     if foreign:
-        raise ValueError(f"out: {out_dir!r} holds files that edge.export did not write ({', '.join(foreign[:3])}"
-                         f"{', ...' if len(foreign) > 3 else ''}); give an empty or new folder.")
+        raise ValueError(
+            f"out: {out_dir!r} holds files that edge.export did not write ({', '.join(foreign[:3])}"
+            f"{', ...' if len(foreign) > 3 else ''}); give an empty or new folder."
+        )
     return entries
 
 
@@ -478,28 +525,57 @@ def _host() -> str:
 
 # ------------------------------------------------------------------------------------------------ export
 
+
 @dataclasses.dataclass(frozen=True)
 class ExportConfig:
     """The flags of `keras-effnet-export`, and the keywords of `export_all`."""
 
-    model: str | None = cli.flag(None, "A .keras model built by keras_effnet (labels.txt beside it names the "
-                                 "classes).", group="input", required=True)
-    data_dir: str | None = cli.flag(None, "Folder with train/<class>/ and val/<class>/ images: calibration "
-                                    "from train, accuracy on val.", group="input")
-    calibration_dir: str | None = cli.flag(None, "Any folder of images, labelled or not, to calibrate the int8 "
-                                           "formats (default: the train images of --data_dir).", group="input")
-    labels: str | None = cli.flag(None, "Class names, one per line (default: labels.txt beside the model, then "
-                                  "the class folders of --data_dir).", group="input")
-    out: str | None = cli.flag(None, "Output folder: one .tflite per format, labels.txt, report.json, report.md.",
-                               group="output", required=True)
-    formats: tuple[str, ...] = cli.flag((), "Formats, comma-separated (default: every one the inputs allow).",
-                                        group="output", choices=ALL_FORMATS)
-    io_dtype: str = cli.flag("float32", "Input/output type of int8 and qat_int8 (float32 runs fully on XNNPACK).",
-                             group="output", choices=IO_DTYPES)
-    model_version: str | None = cli.flag(None, "Version written into the metadata (default: sha256 of the "
-                                         "model file).", group="output")
-    mixed_int8: bool = cli.flag(True, f"When int8 loses more than {MAX_TOP1_DROP_POINTS:g} top-1 point, also "
-                                f"write {MIXED} (fewest layers in float within it).", group="output")
+    model: str | None = cli.flag(
+        None,
+        "A .keras model built by keras_effnet (labels.txt beside it names the classes).",
+        group="input",
+        required=True,
+    )
+    data_dir: str | None = cli.flag(
+        None,
+        "Folder with train/<class>/ and val/<class>/ images: calibration from train, accuracy on val.",
+        group="input",
+    )
+    calibration_dir: str | None = cli.flag(
+        None,
+        "Any folder of images, labelled or not, to calibrate the int8 "
+        "formats (default: the train images of --data_dir).",
+        group="input",
+    )
+    labels: str | None = cli.flag(
+        None,
+        "Class names, one per line (default: labels.txt beside the model, then the class folders of --data_dir).",
+        group="input",
+    )
+    out: str | None = cli.flag(
+        None,
+        "Output folder: one .tflite per format, labels.txt, report.json, report.md.",
+        group="output",
+        required=True,
+    )
+    formats: tuple[str, ...] = cli.flag(
+        (), "Formats, comma-separated (default: every one the inputs allow).", group="output", choices=ALL_FORMATS
+    )
+    io_dtype: str = cli.flag(
+        "float32",
+        "Input/output type of int8 and qat_int8 (float32 runs fully on XNNPACK).",
+        group="output",
+        choices=IO_DTYPES,
+    )
+    model_version: str | None = cli.flag(
+        None, "Version written into the metadata (default: sha256 of the model file).", group="output"
+    )
+    mixed_int8: bool = cli.flag(
+        True,
+        f"When int8 loses more than {MAX_TOP1_DROP_POINTS:g} top-1 point, also "
+        f"write {MIXED} (fewest layers in float within it).",
+        group="output",
+    )
     num_calibration: int = cli.flag(100, "Images used to calibrate the int8 and int16x8 formats.", group="data")
     max_val_images: int | None = cli.flag(None, "Evaluate on at most this many validation images.", group="data")
     qat_epochs: int = cli.flag(0, "QAT fine-tune epochs before qat_int8 (0: use --qat_dir).", group="qat")
@@ -510,8 +586,12 @@ class ExportConfig:
     threads: int = cli.flag(1, "CPU threads for the latency measurement.", group="timing")
     latency_runs: int = cli.flag(50, "Timed runs per format (after 5 warm-up runs).", group="timing")
     diagnostics: bool = cli.flag(False, "Per-layer float-vs-int8 error of the int8 format.", group="output")
-    audit_ranges: bool = cli.flag(True, "Check the calibrator's activation ranges against LiteRT's reference kernels "
-                                  "and build int8 from the observed ones where they differ.", group="data")
+    audit_ranges: bool = cli.flag(
+        True,
+        "Check the calibrator's activation ranges against LiteRT's reference kernels "
+        "and build int8 from the observed ones where they differ.",
+        group="data",
+    )
     seed: int = cli.flag(0, "Seed for the calibration-image choice and the QAT shuffle.", group="data")
 
     def __post_init__(self):
@@ -557,9 +637,11 @@ def check_config(config: ExportConfig) -> None:
     formats = config.chosen_formats()
     needs_images = [f for f in formats if f in CALIBRATED_FORMATS]
     if needs_images and not (config.data_dir or config.calibration_dir):
-        raise cli.UsageError("formats", ",".join(formats),
-                             f"formats without {', '.join(needs_images)}, or --data_dir / --calibration_dir "
-                             "with calibration images")
+        raise cli.UsageError(
+            "formats",
+            ",".join(formats),
+            f"formats without {', '.join(needs_images)}, or --data_dir / --calibration_dir with calibration images",
+        )
     if "qat_int8" in formats and not config.data_dir and not config.qat_dir:
         raise cli.UsageError("formats", ",".join(formats), "qat_int8 with --data_dir (QAT fine-tune data) or --qat_dir")
 
@@ -578,8 +660,12 @@ def export_all(model_path: str, data_dir: str | None, out_dir: str, **kwargs) ->
         kwargs["formats"] = check_formats(kwargs["formats"])
     if "io_dtype" in kwargs:
         check_io_dtype(kwargs["io_dtype"])
-    config = ExportConfig(model=os.fspath(model_path), data_dir=os.fspath(data_dir) if data_dir else None,
-                          out=os.fspath(out_dir), **kwargs)
+    config = ExportConfig(
+        model=os.fspath(model_path),
+        data_dir=os.fspath(data_dir) if data_dir else None,
+        out=os.fspath(out_dir),
+        **kwargs,
+    )
     inputs = load_inputs(config)
     with folder_lock.exclusive(config.out, command="keras-effnet-export"):
         return write_export(config, inputs, _stale_entries(config))
@@ -614,12 +700,21 @@ def write_export(config: ExportConfig, inputs: Inputs, stale=()) -> dict:
         row = {"format": fmt, "file": file}
         start = time.perf_counter()
         try:
-            blob = with_metadata(make_blob(), name=model.name, version=inputs.version,
-                                 class_names=inputs.class_names, fmt=fmt)
+            blob = with_metadata(
+                make_blob(), name=model.name, version=inputs.version, class_names=inputs.class_names, fmt=fmt
+            )
             path = _write(os.path.join(out_dir, file), blob)
             row["bytes"] = len(blob)
-            row.update(evaluate_tflite(path, inputs.eval_images, inputs.eval_labels, keras_probs,
-                                       threads=config.threads, latency_runs=config.latency_runs))
+            row.update(
+                evaluate_tflite(
+                    path,
+                    inputs.eval_images,
+                    inputs.eval_labels,
+                    keras_probs,
+                    threads=config.threads,
+                    latency_runs=config.latency_runs,
+                )
+            )
             if fmt in INT8_FORMATS:
                 row["float_ops"] = float_ops(path)
             row["gpu_delegate"] = _gpu_verdict(blob)
@@ -656,12 +751,19 @@ def write_export(config: ExportConfig, inputs: Inputs, stale=()) -> dict:
             elif fmt == "qat_int8":
                 add_row(fmt, qat_blob)
             else:
-                add_row(fmt, lambda fmt=fmt: convert_saved_model(float_saved_model(), fmt,
-                                                                 representative=inputs.representative,
-                                                                 io_dtype=config.io_dtype))
+                add_row(
+                    fmt,
+                    lambda fmt=fmt: convert_saved_model(
+                        float_saved_model(), fmt, representative=inputs.representative, io_dtype=config.io_dtype
+                    ),
+                )
         int8 = next((r for r in rows if r["format"] == "int8" and not r.get("error")), None)
-        if (config.mixed_int8 and labelled and int8 is not None
-                and (keras_top1 - int8["top1"]) * 100 > MAX_TOP1_DROP_POINTS):
+        if (
+            config.mixed_int8
+            and labelled
+            and int8 is not None
+            and (keras_top1 - int8["top1"]) * 100 > MAX_TOP1_DROP_POINTS
+        ):
             mixed_info = _mixed_int8(config, inputs, keras_top1, calibrated(), out_dir, add_row, rows)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -673,19 +775,35 @@ def write_export(config: ExportConfig, inputs: Inputs, stale=()) -> dict:
         for row in rows:
             if row["format"] == "int8" and not row.get("error") and os.path.isfile(ref):
                 try:
-                    diagnostics["int8"] = diag.layer_errors(ref, os.path.join(out_dir, row["file"]), inputs.eval_images[:8])
+                    diagnostics["int8"] = diag.layer_errors(
+                        ref, os.path.join(out_dir, row["file"]), inputs.eval_images[:8]
+                    )
                 except Exception as exc:  # noqa: BLE001 - diagnostics are optional; say why they are missing
                     diagnostics["int8"] = f"not available: {type(exc).__name__}: {exc}"
 
     report = {
-        "model": inputs.model_path, "model_name": model.name, "model_version": inputs.version,
-        "data_dir": config.data_dir, "calibration": inputs.calibration_source, "evaluation": inputs.eval_source,
-        "labels_source": inputs.labels_source, "image_size": int(model.input_shape[1]),
-        "class_names": list(inputs.class_names), "num_val_images": int(len(inputs.eval_images)),
-        "labelled": labelled, "keras_top1": keras_top1, "io_dtype": config.io_dtype,
-        "latency_runs": config.latency_runs, "host": _host(), "date": datetime.date.today().isoformat(),
-        "formats": rows, "recommendation": recommend(rows, keras_top1), "qat": qat_info,
-        "int8_mixed": mixed_info, "diagnostics": diagnostics or None, "saved_model": serving,
+        "model": inputs.model_path,
+        "model_name": model.name,
+        "model_version": inputs.version,
+        "data_dir": config.data_dir,
+        "calibration": inputs.calibration_source,
+        "evaluation": inputs.eval_source,
+        "labels_source": inputs.labels_source,
+        "image_size": int(model.input_shape[1]),
+        "class_names": list(inputs.class_names),
+        "num_val_images": int(len(inputs.eval_images)),
+        "labelled": labelled,
+        "keras_top1": keras_top1,
+        "io_dtype": config.io_dtype,
+        "latency_runs": config.latency_runs,
+        "host": _host(),
+        "date": datetime.date.today().isoformat(),
+        "formats": rows,
+        "recommendation": recommend(rows, keras_top1),
+        "qat": qat_info,
+        "int8_mixed": mixed_info,
+        "diagnostics": diagnostics or None,
+        "saved_model": serving,
         "calibration_audit": state.get("audit"),
         "gpu_delegate": _gpu_recommendation(rows),
         "config": dataclasses.asdict(config),
@@ -714,8 +832,15 @@ def _mixed_int8(config, inputs, keras_top1, calibrated, out_dir, add_row, rows) 
         probs = litert.TFLiteModel(blob).predict(inputs.eval_images)
         return float((probs.argmax(1) == inputs.eval_labels).mean())
 
-    info = mixed.search(calibrated, float_blob, quantize=quantize, evaluate=evaluate,
-                        images=inputs.representative[:16], max_drop_points=MAX_TOP1_DROP_POINTS, keras_top1=keras_top1)
+    info = mixed.search(
+        calibrated,
+        float_blob,
+        quantize=quantize,
+        evaluate=evaluate,
+        images=inputs.representative[:16],
+        max_drop_points=MAX_TOP1_DROP_POINTS,
+        keras_top1=keras_top1,
+    )
     blob = info.pop("blob", None)
     if blob is None:
         return info
@@ -732,10 +857,15 @@ def _audited(calibrated: bytes, images) -> tuple[bytes, dict]:
 
     result = calibration.audit(calibrated, images)
     fixed = calibration.repair(calibrated, result)
-    return fixed, {"tensors": result["tensors"], "max_rel_diff": result["max_rel_diff"], "repaired": len(result["wrong"]),
-                   "wrong": [{k: w[k] for k in ("tensor", "op", "recorded", "observed", "rel_diff")}
-                             for w in result["wrong"][:10]],
-                   "summary": calibration.summary(result)}
+    return fixed, {
+        "tensors": result["tensors"],
+        "max_rel_diff": result["max_rel_diff"],
+        "repaired": len(result["wrong"]),
+        "wrong": [
+            {k: w[k] for k in ("tensor", "op", "recorded", "observed", "rel_diff")} for w in result["wrong"][:10]
+        ],
+        "summary": calibration.summary(result),
+    }
 
 
 def _serving_saved_model(model, class_names, out_dir: str, work: str) -> dict:
@@ -748,8 +878,11 @@ def _serving_saved_model(model, class_names, out_dir: str, work: str) -> dict:
         os.replace(staged, os.path.join(out_dir, SAVED_MODEL))
     except Exception as exc:  # noqa: BLE001 - reported like a failed format; the others are still written
         return {"error": f"{type(exc).__name__}: {exc}"}
-    return {"dir": SAVED_MODEL, "signatures": [saved_model.SERVING, saved_model.BYTES],
-            "seconds": round(time.perf_counter() - start, 1)}
+    return {
+        "dir": SAVED_MODEL,
+        "signatures": [saved_model.SERVING, saved_model.BYTES],
+        "seconds": round(time.perf_counter() - start, 1),
+    }
 
 
 def _gpu_verdict(blob: bytes) -> dict:
@@ -764,8 +897,9 @@ def _gpu_verdict(blob: bytes) -> dict:
 def _gpu_recommendation(rows) -> dict:
     from edge import gpu_delegate
 
-    return gpu_delegate.recommend({r["format"]: r["gpu_delegate"] for r in rows
-                                   if not r.get("error") and not r["gpu_delegate"].get("error")})
+    return gpu_delegate.recommend(
+        {r["format"]: r["gpu_delegate"] for r in rows if not r.get("error") and not r["gpu_delegate"].get("error")}
+    )
 
 
 def _qat_model(model, config: ExportConfig, out_dir: str):
@@ -774,11 +908,16 @@ def _qat_model(model, config: ExportConfig, out_dir: str):
     if config.qat_dir:
         return qat.load(model, config.qat_dir), {"source": os.fspath(config.qat_dir)}
     if config.qat_epochs < 1 or not config.data_dir:
-        raise ValueError("qat_int8 needs a QAT fine-tune: pass qat_epochs >= 1 and data_dir, or qat_dir written by "
-                         "`keras-effnet-qat`.")
+        raise ValueError(
+            "qat_int8 needs a QAT fine-tune: pass qat_epochs >= 1 and data_dir, or qat_dir written by "
+            "`keras-effnet-qat`."
+        )
     tune = qat.FineTuneConfig(
-        epochs=config.qat_epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
-        steps_per_epoch=config.steps_per_epoch, seed=config.seed,
+        epochs=config.qat_epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        steps_per_epoch=config.steps_per_epoch,
+        seed=config.seed,
     )
     qat_model, history = qat.fine_tune(model, config.data_dir, tune)
     qat.save(qat_model, os.path.join(out_dir, QAT_SUBDIR), {"fine_tune": dataclasses.asdict(tune), "history": history})
@@ -789,6 +928,7 @@ def _qat_model(model, config: ExportConfig, out_dir: str):
 
 
 # ------------------------------------------------------------------------------------------------ command line
+
 
 def run(config: ExportConfig) -> int:
     """Check every input, export, print the table; exit code 1 when no format succeeded."""
@@ -821,9 +961,14 @@ def run(config: ExportConfig) -> int:
 
 
 def main(argv=None) -> int:
-    return cli.main(ExportConfig, run, argv, prog="keras-effnet-export",
-                    description="Export a keras_effnet model to every TFLite format with MediaPipe/Android "
-                                "metadata, check each on images and say which to ship.")
+    return cli.main(
+        ExportConfig,
+        run,
+        argv,
+        prog="keras-effnet-export",
+        description="Export a keras_effnet model to every TFLite format with MediaPipe/Android "
+        "metadata, check each on images and say which to ship.",
+    )
 
 
 if __name__ == "__main__":

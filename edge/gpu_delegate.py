@@ -26,17 +26,92 @@ import re
 import numpy as np
 
 # The ops gpu_compatibility.cc's switch accepts (each with its own conditions); anything else is "Not supported op".
-GPU_OPS = frozenset({
-    "ABS", "ADD", "ADD_N", "ATAN2", "AVERAGE_POOL_2D", "BATCH_MATMUL", "CAST", "CEIL", "CONCATENATION", "CONV_2D",
-    "COS", "CUMSUM", "DENSIFY", "DEPTH_TO_SPACE", "DEPTHWISE_CONV_2D", "DEQUANTIZE", "DIV", "DYNAMIC_UPDATE_SLICE",
-    "ELU", "EMBEDDING_LOOKUP", "EQUAL", "EXP", "FLOOR", "FLOOR_DIV", "FLOOR_MOD", "FULLY_CONNECTED", "GATHER",
-    "GELU", "GREATER", "GREATER_EQUAL", "HARD_SWISH", "LEAKY_RELU", "LESS", "LESS_EQUAL", "LOG", "LOGICAL_AND",
-    "LOGISTIC", "LSTM", "MAX_POOL_2D", "MAXIMUM", "MEAN", "MINIMUM", "MIRROR_PAD", "MUL", "NEG", "NOT_EQUAL",
-    "ONE_HOT", "PACK", "PAD", "PADV2", "POW", "PRELU", "QUANTIZE", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD",
-    "RELU", "RELU6", "RELU_N1_TO_1", "RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "RSQRT", "SELECT",
-    "SELECT_V2", "SIGN", "SIN", "SLICE", "SOFTMAX", "SPACE_TO_DEPTH", "SPLIT", "SPLIT_V", "SQRT", "SQUARE",
-    "SQUARED_DIFFERENCE", "STRIDED_SLICE", "SUB", "SUM", "TANH", "TILE", "TRANSPOSE", "TRANSPOSE_CONV",
-})
+GPU_OPS = frozenset(
+    {
+        "ABS",
+        "ADD",
+        "ADD_N",
+        "ATAN2",
+        "AVERAGE_POOL_2D",
+        "BATCH_MATMUL",
+        "CAST",
+        "CEIL",
+        "CONCATENATION",
+        "CONV_2D",
+        "COS",
+        "CUMSUM",
+        "DENSIFY",
+        "DEPTH_TO_SPACE",
+        "DEPTHWISE_CONV_2D",
+        "DEQUANTIZE",
+        "DIV",
+        "DYNAMIC_UPDATE_SLICE",
+        "ELU",
+        "EMBEDDING_LOOKUP",
+        "EQUAL",
+        "EXP",
+        "FLOOR",
+        "FLOOR_DIV",
+        "FLOOR_MOD",
+        "FULLY_CONNECTED",
+        "GATHER",
+        "GELU",
+        "GREATER",
+        "GREATER_EQUAL",
+        "HARD_SWISH",
+        "LEAKY_RELU",
+        "LESS",
+        "LESS_EQUAL",
+        "LOG",
+        "LOGICAL_AND",
+        "LOGISTIC",
+        "LSTM",
+        "MAX_POOL_2D",
+        "MAXIMUM",
+        "MEAN",
+        "MINIMUM",
+        "MIRROR_PAD",
+        "MUL",
+        "NEG",
+        "NOT_EQUAL",
+        "ONE_HOT",
+        "PACK",
+        "PAD",
+        "PADV2",
+        "POW",
+        "PRELU",
+        "QUANTIZE",
+        "REDUCE_MAX",
+        "REDUCE_MIN",
+        "REDUCE_PROD",
+        "RELU",
+        "RELU6",
+        "RELU_N1_TO_1",
+        "RESHAPE",
+        "RESIZE_BILINEAR",
+        "RESIZE_NEAREST_NEIGHBOR",
+        "RSQRT",
+        "SELECT",
+        "SELECT_V2",
+        "SIGN",
+        "SIN",
+        "SLICE",
+        "SOFTMAX",
+        "SPACE_TO_DEPTH",
+        "SPLIT",
+        "SPLIT_V",
+        "SQRT",
+        "SQUARE",
+        "SQUARED_DIFFERENCE",
+        "STRIDED_SLICE",
+        "SUB",
+        "SUM",
+        "TANH",
+        "TILE",
+        "TRANSPOSE",
+        "TRANSPOSE_CONV",
+    }
+)
 RULES = "rules transcribed from gpu_compatibility.cc (this TensorFlow's Analyzer does not run its GPU check)"
 ANALYZER = "tf.lite.experimental.Analyzer (gpu_compatibility=True)"
 # Preference among formats the delegate takes whole: the GPU computes in float16 by default, so float16 weights
@@ -67,7 +142,7 @@ def parse(text: str) -> list[dict]:
             continue
         stripped = line.strip()
         if stripped.startswith(_WARNING) and last is not None and "Subgraph#" not in stripped:
-            found.append({**last, "why": stripped[len(_WARNING):].strip()})
+            found.append({**last, "why": stripped[len(_WARNING) :].strip()})
     return found
 
 
@@ -101,8 +176,13 @@ def rule_check(tflite: bytes) -> list[dict]:
         if name not in GPU_OPS:
             out.append({"index": int(op["index"]), "op": name, "why": f"Not supported op {name}"})
         elif any(dtypes.get(i) == np.int16 for i in tensors):
-            out.append({"index": int(op["index"]), "op": name,
-                        "why": "int16 tensor (the GPU delegate takes float, and int8/uint8 as quantized)"})
+            out.append(
+                {
+                    "index": int(op["index"]),
+                    "op": name,
+                    "why": "int16 tensor (the GPU delegate takes float, and int8/uint8 as quantized)",
+                }
+            )
     return out
 
 
@@ -122,9 +202,11 @@ def recommend(verdicts: dict) -> dict:
     if not whole:
         return {"format": None, "reason": "no format runs whole on the GPU delegate; see the ops per format."}
     best = whole[0]
-    why = {"float16": "the GPU delegate computes in float16 by default, so float16 weights lose nothing and halve "
-                      "the file",
-           "float32": "float weights, no dequantization on the GPU"}.get(best, "the only format the delegate takes whole")
+    why = {
+        "float16": "the GPU delegate computes in float16 by default, so float16 weights lose nothing and halve "
+        "the file",
+        "float32": "float weights, no dequantization on the GPU",
+    }.get(best, "the only format the delegate takes whole")
     return {"format": best, "reason": f"every op runs on the GPU delegate; {why}."}
 
 

@@ -119,10 +119,15 @@ def latency_stats(seconds: np.ndarray) -> dict:
     """Median and spread (in ms) of per-invoke times."""
     ms = np.asarray(seconds, dtype=np.float64) * 1e3
     return {
-        "median_ms": float(np.median(ms)), "p10_ms": float(np.percentile(ms, 10)),
-        "p90_ms": float(np.percentile(ms, 90)), "min_ms": float(ms.min()), "max_ms": float(ms.max()),
-        "p5_ms": float(np.percentile(ms, 5)), "p95_ms": float(np.percentile(ms, 95)),
-        "std_ms": float(ms.std()), "runs": int(ms.size),
+        "median_ms": float(np.median(ms)),
+        "p10_ms": float(np.percentile(ms, 10)),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "min_ms": float(ms.min()),
+        "max_ms": float(ms.max()),
+        "p5_ms": float(np.percentile(ms, 5)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "std_ms": float(ms.std()),
+        "runs": int(ms.size),
     }
 
 
@@ -206,8 +211,15 @@ def undelegated_ops(model, *, num_threads: int = 1) -> list[dict]:
             why = "XNNPACK has no 16-bit activation kernels"
         if why is None and first_in == "float32" and any(dtype(w) == "int8" for w in weights):
             why = "XNNPACK has no dynamic-range kernel (int8 weights, float activations) for this op"
-        out.append({"op": op["op_name"], "index": int(index), "input": first_in, "output": first_out,
-                    "why": why or "not supported by the XNNPACK delegate for these types"})
+        out.append(
+            {
+                "op": op["op_name"],
+                "index": int(index),
+                "input": first_in,
+                "output": first_out,
+                "why": why or "not supported by the XNNPACK delegate for these types",
+            }
+        )
     return out
 
 
@@ -220,7 +232,9 @@ def compiled_latency(model, *, num_threads: int = 1, runs: int = 50, warmup: int
     from ai_edge_litert.hardware_accelerator import HardwareAccelerator
     from ai_edge_litert.options import CpuOptions, Options
 
-    options = Options(hardware_accelerators=HardwareAccelerator.CPU, cpu_options=CpuOptions(num_threads=int(num_threads)))
+    options = Options(
+        hardware_accelerators=HardwareAccelerator.CPU, cpu_options=CpuOptions(num_threads=int(num_threads))
+    )
     if isinstance(model, (bytes, bytearray)):
         compiled = CompiledModel.from_buffer(bytes(model), options=options)
     else:
@@ -228,8 +242,10 @@ def compiled_latency(model, *, num_threads: int = 1, runs: int = 50, warmup: int
     signature = next(iter(compiled.get_signature_list()))
     in_details = compiled.get_input_tensor_details(signature)
     inputs = {name: compiled.create_input_buffer_by_name(signature, name) for name in in_details}
-    outputs = {name: compiled.create_output_buffer_by_name(signature, name)
-               for name in compiled.get_output_tensor_details(signature)}
+    outputs = {
+        name: compiled.create_output_buffer_by_name(signature, name)
+        for name in compiled.get_output_tensor_details(signature)
+    }
     rng = np.random.default_rng(seed)
     for name, buffer in inputs.items():
         d = in_details[name]

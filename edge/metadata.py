@@ -78,8 +78,20 @@ def _stats(b, low, high) -> int:
     return _table(b, [(0, "off", _floats(b, high)), (1, "off", _floats(b, low))])
 
 
-def build(*, name: str, version: str, description: str, author: str, input_name: str, output_name: str,
-          labels_file: str, mean=None, std=None, input_range=(0.0, 255.0), num_classes: int) -> bytes:
+def build(
+    *,
+    name: str,
+    version: str,
+    description: str,
+    author: str,
+    input_name: str,
+    output_name: str,
+    labels_file: str,
+    mean=None,
+    std=None,
+    input_range=(0.0, 255.0),
+    num_classes: int,
+) -> bytes:
     """The metadata flatbuffer of an image classifier with one RGB image input and one probability output.
 
     `mean`/`std` (per channel or one value): the input normalisation, required for a float input and omitted
@@ -94,28 +106,55 @@ def build(*, name: str, version: str, description: str, author: str, input_name:
         norm = _table(b, [(0, "off", _floats(b, np.atleast_1d(mean))), (1, "off", _floats(b, np.atleast_1d(std)))])
         unit = _table(b, [(0, "u8", _NORMALIZATION_OPTIONS), (1, "off", norm)])
         process_units = _tables(b, [unit])
-    input_meta = _table(b, [
-        (0, "off", b.CreateString(input_name)),
-        (1, "off", b.CreateString("RGB image, pixels 0..255" + (", normalised as (x - mean) / std" if mean is not None else ""))),
-        (3, "off", content_in), (4, "off", process_units), (5, "off", _stats(b, [input_range[0]], [input_range[1]])),
-    ])
+    input_meta = _table(
+        b,
+        [
+            (0, "off", b.CreateString(input_name)),
+            (
+                1,
+                "off",
+                b.CreateString(
+                    "RGB image, pixels 0..255" + (", normalised as (x - mean) / std" if mean is not None else "")
+                ),
+            ),
+            (3, "off", content_in),
+            (4, "off", process_units),
+            (5, "off", _stats(b, [input_range[0]], [input_range[1]])),
+        ],
+    )
     # Output: one probability per class, labelled by an associated file.
     feature = _table(b, [(0, "u8", 0)])
     content_out = _table(b, [(0, "u8", _FEATURE_PROPERTIES), (1, "off", feature)])
-    labels = _table(b, [
-        (0, "off", b.CreateString(labels_file)), (1, "off", b.CreateString(f"{num_classes} class names, one per line")),
-        (2, "i8", _TENSOR_AXIS_LABELS),
-    ])
-    output_meta = _table(b, [
-        (0, "off", b.CreateString(output_name)), (1, "off", b.CreateString("Probability of each class (softmax)")),
-        (3, "off", content_out), (5, "off", _stats(b, [0.0], [1.0])), (6, "off", _tables(b, [labels])),
-    ])
+    labels = _table(
+        b,
+        [
+            (0, "off", b.CreateString(labels_file)),
+            (1, "off", b.CreateString(f"{num_classes} class names, one per line")),
+            (2, "i8", _TENSOR_AXIS_LABELS),
+        ],
+    )
+    output_meta = _table(
+        b,
+        [
+            (0, "off", b.CreateString(output_name)),
+            (1, "off", b.CreateString("Probability of each class (softmax)")),
+            (3, "off", content_out),
+            (5, "off", _stats(b, [0.0], [1.0])),
+            (6, "off", _tables(b, [labels])),
+        ],
+    )
     subgraph = _table(b, [(2, "off", _tables(b, [input_meta])), (3, "off", _tables(b, [output_meta]))])
-    model = _table(b, [
-        (0, "off", b.CreateString(name)), (1, "off", b.CreateString(description)), (2, "off", b.CreateString(version)),
-        (3, "off", _tables(b, [subgraph])), (4, "off", b.CreateString(author)),
-        (7, "off", b.CreateString(MIN_PARSER_VERSION)),
-    ])
+    model = _table(
+        b,
+        [
+            (0, "off", b.CreateString(name)),
+            (1, "off", b.CreateString(description)),
+            (2, "off", b.CreateString(version)),
+            (3, "off", _tables(b, [subgraph])),
+            (4, "off", b.CreateString(author)),
+            (7, "off", b.CreateString(MIN_PARSER_VERSION)),
+        ],
+    )
     b.Finish(model, file_identifier=METADATA_IDENTIFIER)
     return bytes(b.Output())
 
@@ -189,9 +228,15 @@ def read(tflite: bytes) -> dict:
             mean, std = norm.floats(0), norm.floats(1)
     labels = out.tables(6)
     return {
-        "name": root.string(0), "description": root.string(1), "version": root.string(2), "author": root.string(4),
-        "min_parser_version": root.string(7), "mean": mean, "std": std,
-        "input_name": inp.string(0), "output_name": out.string(0),
+        "name": root.string(0),
+        "description": root.string(1),
+        "version": root.string(2),
+        "author": root.string(4),
+        "min_parser_version": root.string(7),
+        "mean": mean,
+        "std": std,
+        "input_name": inp.string(0),
+        "output_name": out.string(0),
         "labels_file": labels[0].string(0) if labels else None,
         "labels_type": labels[0].i8(2) if labels else None,
     }

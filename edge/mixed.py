@@ -45,10 +45,12 @@ def rank_layers(calibrated: bytes, float_tflite: bytes, images) -> list[dict]:
     import tensorflow as tf
     from tensorflow.lite.python import convert as tfl_convert
 
-    debug_model = tfl_convert.mlir_quantize(calibrated, fully_quantize=False, enable_numeric_verify=True,
-                                            denylisted_ops=["SOFTMAX"])
+    debug_model = tfl_convert.mlir_quantize(
+        calibrated, fully_quantize=False, enable_numeric_verify=True, denylisted_ops=["SOFTMAX"]
+    )
     debugger = tf.lite.experimental.QuantizationDebugger(
-        quant_debug_model_content=bytes(debug_model), float_model_content=bytes(float_tflite),
+        quant_debug_model_content=bytes(debug_model),
+        float_model_content=bytes(float_tflite),
         debug_dataset=_representative(images),
         debug_options=tf.lite.experimental.QuantizationDebugOptions(model_debug_metrics={}),
     )
@@ -59,8 +61,14 @@ def rank_layers(calibrated: bytes, float_tflite: bytes, images) -> list[dict]:
     rows = []
     for rec in csv.DictReader(dump):
         scale, mse = float(rec["scale"] or 0.0), float(rec["mean_squared_error"] or 0.0)
-        rows.append({"node": rec["tensor_name"], "op": rec["op_name"], "mean_squared_error": mse,
-                     "rmse_over_scale": float(np.sqrt(mse) / scale) if scale > 0 else 0.0})
+        rows.append(
+            {
+                "node": rec["tensor_name"],
+                "op": rec["op_name"],
+                "mean_squared_error": mse,
+                "rmse_over_scale": float(np.sqrt(mse) / scale) if scale > 0 else 0.0,
+            }
+        )
     rows.sort(key=lambda r: -r["rmse_over_scale"])
     return rows
 
@@ -124,8 +132,13 @@ def float_share(tflite) -> dict:
     rows = op_macs(tflite)
     total = sum(r["macs"] for r in rows)
     in_float = sum(r["macs"] for r in rows if r["float"])
-    return {"float_ops": sum(r["float"] for r in rows), "ops": len(rows), "float_macs": int(in_float),
-            "macs": int(total), "float_mac_share": float(in_float / total) if total else 0.0}
+    return {
+        "float_ops": sum(r["float"] for r in rows),
+        "ops": len(rows),
+        "float_macs": int(in_float),
+        "macs": int(total),
+        "float_mac_share": float(in_float / total) if total else 0.0,
+    }
 
 
 def describe(info: dict) -> str:
@@ -133,16 +146,21 @@ def describe(info: dict) -> str:
     float32, and whether it counts as int8."""
     s = info["share"]
     sizes = ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in info["sizes"].items() if v)
-    text = (f"{len(info['float_layers'])} of {info['num_layers']} layers kept in float: {s['float_ops']} of "
-            f"{s['ops']} ops and {s['float_mac_share']:.1%} of the MACs compute in float ({sizes})")
+    text = (
+        f"{len(info['float_layers'])} of {info['num_layers']} layers kept in float: {s['float_ops']} of "
+        f"{s['ops']} ops and {s['float_mac_share']:.1%} of the MACs compute in float ({sizes})"
+    )
     if not info["is_int8"]:
-        text += (f"; more than {MAX_FLOAT_MAC_SHARE:.0%} of the MACs in float: in effect a float model, not "
-                 "recommended as int8")
+        text += (
+            f"; more than {MAX_FLOAT_MAC_SHARE:.0%} of the MACs in float: in effect a float model, not "
+            "recommended as int8"
+        )
     return text
 
 
-def search(calibrated: bytes, float_blob: bytes, *, quantize, evaluate, images, max_drop_points: float,
-           keras_top1: float) -> dict:
+def search(
+    calibrated: bytes, float_blob: bytes, *, quantize, evaluate, images, max_drop_points: float, keras_top1: float
+) -> dict:
     """Rank the layers, find the fewest to keep in float within `max_drop_points` of `keras_top1`.
 
     `quantize(float_nodes) -> bytes` makes a candidate; `evaluate(blob) -> top-1` scores it. Returns

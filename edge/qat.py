@@ -20,11 +20,11 @@ import os
 import numpy as np
 
 from common import cli
-from keras_effnet import flavours
 from common import lock as folder_lock
 from common.files import atomic_path, write_json
-from training.strategy import STRATEGIES
+from keras_effnet import flavours
 from keras_effnet import twin as twin_lib
+from training.strategy import STRATEGIES
 
 QAT_WEIGHTS = "qat.weights.h5"
 QAT_INFO = "qat.json"
@@ -124,7 +124,9 @@ def to_tf_keras(model):
         return model
     keras = flavours.keras3()
     if not isinstance(model, keras.Model):
-        raise TypeError(f"model must be a Keras model built by keras_effnet.build, got {type(model).__name__}: {model!r:.80}")
+        raise TypeError(
+            f"model must be a Keras model built by keras_effnet.build, got {type(model).__name__}: {model!r:.80}"
+        )
     return twin_lib.twin(model, "tf_keras")
 
 
@@ -226,12 +228,31 @@ def _ranges_from_all_values():
     original = quant_ops.MovingAvgQuantize
     started = set()
 
-    def all_values(inputs, min_var, max_var, per_channel=False, ema_decay=0.999, name_prefix="MovingAvgQuantize",
-                   is_training=True, num_bits=8, narrow_range=False, symmetric=False):
+    def all_values(
+        inputs,
+        min_var,
+        max_var,
+        per_channel=False,
+        ema_decay=0.999,
+        name_prefix="MovingAvgQuantize",
+        is_training=True,
+        num_bits=8,
+        narrow_range=False,
+        symmetric=False,
+    ):
         if not is_training or per_channel or symmetric:  # tfmot's activation quantizers are per-tensor, asymmetric
-            return original(inputs, min_var, max_var, per_channel=per_channel, ema_decay=ema_decay,
-                            name_prefix=name_prefix, is_training=is_training, num_bits=num_bits,
-                            narrow_range=narrow_range, symmetric=symmetric)
+            return original(
+                inputs,
+                min_var,
+                max_var,
+                per_channel=per_channel,
+                ema_decay=ema_decay,
+                name_prefix=name_prefix,
+                is_training=is_training,
+                num_bits=num_bits,
+                narrow_range=narrow_range,
+                symmetric=symmetric,
+            )
         low = tf.minimum(tf.reduce_min(inputs), 0.0)  # TFLite needs 0 inside every range
         high = tf.maximum(tf.reduce_max(inputs), 0.0)
         if min_var.ref() in started:
@@ -239,8 +260,9 @@ def _ranges_from_all_values():
         started.add(min_var.ref())
         min_var.assign(tf.reshape(low, min_var.shape))
         max_var.assign(tf.reshape(high, max_var.shape))
-        return tf.quantization.fake_quant_with_min_max_vars(inputs, min_var, max_var, num_bits=num_bits,
-                                                            narrow_range=narrow_range)
+        return tf.quantization.fake_quant_with_min_max_vars(
+            inputs, min_var, max_var, num_bits=num_bits, narrow_range=narrow_range
+        )
 
     quant_ops.MovingAvgQuantize = all_values
     try:
@@ -290,25 +312,44 @@ def fine_tune(model, data_dir: str, config: FineTuneConfig = FineTuneConfig(), *
     image_size = int(model.input_shape[1])
     splits = data_lib.load_splits(data_dir)
     train = data_lib.make_dataset(
-        splits.train_files, splits.train_labels, image_size=image_size, batch_size=config.batch_size,
-        training=True, augment=config.augment, seed=config.seed,
+        splits.train_files,
+        splits.train_labels,
+        image_size=image_size,
+        batch_size=config.batch_size,
+        training=True,
+        augment=config.augment,
+        seed=config.seed,
     )
     val = data_lib.make_dataset(
-        splits.val_files, splits.val_labels, image_size=image_size, batch_size=config.batch_size,
-        training=False, augment="none", seed=config.seed,
+        splits.val_files,
+        splits.val_labels,
+        image_size=image_size,
+        batch_size=config.batch_size,
+        training=False,
+        augment="none",
+        seed=config.seed,
     )
     with strategy.scope():
         qat_model = compile_qat(quantize(model), config.learning_rate)
     if config.calibration_batches:
         calibration = data_lib.make_dataset(
-            splits.train_files, splits.train_labels, image_size=image_size, batch_size=config.batch_size,
-            training=False, augment="none", seed=config.seed,
+            splits.train_files,
+            splits.train_labels,
+            image_size=image_size,
+            batch_size=config.batch_size,
+            training=False,
+            augment="none",
+            seed=config.seed,
         )
         calibrate_ranges(qat_model, (images for images, _ in calibration.take(config.calibration_batches)))
     history = {}
     if config.epochs:
         hist = qat_model.fit(
-            train, validation_data=val, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch, verbose=2,
+            train,
+            validation_data=val,
+            epochs=config.epochs,
+            steps_per_epoch=config.steps_per_epoch,
+            verbose=2,
         )
         history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
         for k, vals in history.items():
@@ -342,18 +383,23 @@ class QatConfig:
     """The flags of `keras-effnet-qat`."""
 
     model: str | None = cli.flag(None, "A .keras model built by keras_effnet.", group="input", required=True)
-    data_dir: str | None = cli.flag(None, "Folder with train/<class>/ and val/<class>/ images.", group="input",
-                                    required=True)
+    data_dir: str | None = cli.flag(
+        None, "Folder with train/<class>/ and val/<class>/ images.", group="input", required=True
+    )
     out: str | None = cli.flag(None, "Output folder: qat.weights.h5 and qat.json.", group="output", required=True)
     epochs: int = cli.flag(1, "QAT fine-tune epochs.", group="fine-tune")
     batch_size: int = cli.flag(32, "Global batch size (split over the strategy's replicas).", group="fine-tune")
-    learning_rate: float = cli.flag(1e-4, "Adam learning rate (QAT starts from trained weights: keep it small).",
-                                    group="fine-tune")
+    learning_rate: float = cli.flag(
+        1e-4, "Adam learning rate (QAT starts from trained weights: keep it small).", group="fine-tune"
+    )
     steps_per_epoch: int | None = cli.flag(None, "Limit the steps per epoch.", group="fine-tune")
     seed: int = cli.flag(0, "Shuffle seed.", group="fine-tune")
     calibration_batches: int = cli.flag(
-        4, "Batches of training images whose min/max set the activation ranges before fine-tuning "
-           "(0: tfmot's [-6, 6] start).", group="fine-tune")
+        4,
+        "Batches of training images whose min/max set the activation ranges before fine-tuning "
+        "(0: tfmot's [-6, 6] start).",
+        group="fine-tune",
+    )
     strategy: str = cli.flag("auto", "tf.distribute strategy.", group="devices", choices=STRATEGIES)
     cpu_replicas: int = cli.flag(1, "Logical CPU replicas for MirroredStrategy when there is no GPU.", group="devices")
 
@@ -368,9 +414,14 @@ class QatConfig:
             raise cli.UsageError("calibration_batches", self.calibration_batches, "an integer >= 0")
 
     def fine_tune(self) -> FineTuneConfig:
-        return FineTuneConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
-                              steps_per_epoch=self.steps_per_epoch, seed=self.seed,
-                              calibration_batches=self.calibration_batches)
+        return FineTuneConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            steps_per_epoch=self.steps_per_epoch,
+            seed=self.seed,
+            calibration_batches=self.calibration_batches,
+        )
 
 
 def run(config: QatConfig) -> None:
@@ -396,17 +447,28 @@ def _run(config: QatConfig) -> None:
         raise cli.UsageError(str(exc)) from None
     tune = config.fine_tune()
     qat_model, history = fine_tune(model, config.data_dir, tune, strategy=strategy)
-    paths = save(qat_model, config.out, {
-        "model": os.path.abspath(config.model), "data_dir": os.path.abspath(config.data_dir),
-        "fine_tune": dataclasses.asdict(tune), "history": history,
-    })
+    paths = save(
+        qat_model,
+        config.out,
+        {
+            "model": os.path.abspath(config.model),
+            "data_dir": os.path.abspath(config.data_dir),
+            "fine_tune": dataclasses.asdict(tune),
+            "history": history,
+        },
+    )
     print(json.dumps(paths))
 
 
 def main(argv=None) -> int:
-    return cli.main(QatConfig, run, argv, prog="keras-effnet-qat",
-                    description="Quantization-aware fine-tune of a keras_effnet model (tfmot); "
-                                "keras-effnet-export --qat_dir converts the result.")
+    return cli.main(
+        QatConfig,
+        run,
+        argv,
+        prog="keras-effnet-qat",
+        description="Quantization-aware fine-tune of a keras_effnet model (tfmot); "
+        "keras-effnet-export --qat_dir converts the result.",
+    )
 
 
 if __name__ == "__main__":

@@ -52,7 +52,9 @@ class OutputQuantizeConfig(_QuantizeConfig):
 
     def set_quantize_weights(self, layer, quantize_weights):
         if quantize_weights:
-            raise ValueError(f"OutputQuantizeConfig quantizes no weights, got {len(quantize_weights)} for {layer.name!r}.")
+            raise ValueError(
+                f"OutputQuantizeConfig quantizes no weights, got {len(quantize_weights)} for {layer.name!r}."
+            )
 
     def set_quantize_activations(self, layer, quantize_activations):
         if quantize_activations:
@@ -105,7 +107,9 @@ class SwishConvQuantizeConfig(_QuantizeConfig):
 
     def set_quantize_weights(self, layer, quantize_weights):
         if len(quantize_weights) != 1:
-            raise ValueError(f"SwishConvQuantizeConfig expects 1 kernel for {layer.name!r}, got {len(quantize_weights)}.")
+            raise ValueError(
+                f"SwishConvQuantizeConfig expects 1 kernel for {layer.name!r}, got {len(quantize_weights)}."
+            )
         layer.kernel = quantize_weights[0]
 
     def set_quantize_activations(self, layer, quantize_activations):
@@ -195,8 +199,10 @@ def replacement_weights(layer) -> list:
     else:  # statistics given as constructor arguments (EfficientNetV2): they live in the config
         config = layer.get_config()
         channels = int(layer.input_shape[-1])
-        mean, variance = (np.broadcast_to(np.asarray(config[k], dtype=np.float64).reshape(-1), (channels,))
-                          for k in ("mean", "variance"))
+        mean, variance = (
+            np.broadcast_to(np.asarray(config[k], dtype=np.float64).reshape(-1), (channels,))
+            for k in ("mean", "variance")
+        )
     inv_std = 1.0 / np.maximum(np.sqrt(variance), 1e-7)  # tf_keras's Normalization floors sqrt(variance) at epsilon
     kernel = inv_std.reshape(1, 1, -1, 1).astype(np.float32)
     return [kernel, (-mean * inv_std).astype(np.float32)]

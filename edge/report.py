@@ -25,8 +25,10 @@ def format_table(report: dict) -> str:
     ]
     for r in report["formats"]:
         if r.get("error"):
-            lines.append(f"| {r['format']} | {r.get('file') or '-'} | - | - | - | - | - | - | - | - "
-                         f"| FAILED: {_one_line(r['error'])} |")
+            lines.append(
+                f"| {r['format']} | {r.get('file') or '-'} | - | - | - | - | - | - | - | - "
+                f"| FAILED: {_one_line(r['error'])} |"
+            )
             continue
         note = FORMAT_NOTES[r["format"]]
         if r.get("mixed"):
@@ -54,7 +56,8 @@ def _xnnpack_summary(row: dict) -> str:
         by_reason.setdefault(o["why"], []).append(o["op"])
     total = sum(row["op_counts"].values())
     return f"{len(left)} of {total} ops not: " + "; ".join(
-        f"{', '.join(sorted(set(ops)))} ({why})" for why, ops in by_reason.items())
+        f"{', '.join(sorted(set(ops)))} ({why})" for why, ops in by_reason.items()
+    )
 
 
 def op_table(report: dict) -> str:
@@ -71,8 +74,11 @@ def op_table(report: dict) -> str:
 def report_markdown(report: dict) -> str:
     rec = report["recommendation"]
     ship = f"**Ship `{rec['file']}`** ({rec['format']}): {rec['reason']}" if rec.get("format") else rec["reason"]
-    accuracy = (f"Keras float top-1 {report['keras_top1']:.2%}" if report["labelled"]
-                else "no labelled data, so no accuracy: agreement with the Keras float model only")
+    accuracy = (
+        f"Keras float top-1 {report['keras_top1']:.2%}"
+        if report["labelled"]
+        else "no labelled data, so no accuracy: agreement with the Keras float model only"
+    )
     lines = [
         f"# TFLite export of {report['model_name']}",
         "",
@@ -97,8 +103,14 @@ def report_markdown(report: dict) -> str:
         if mixed.get("error"):
             lines += [f"{MIXED}: {mixed['error']}", ""]
         else:
-            lines += [f"## {MIXED}", "", mixed.get("summary", ""), "", "Layers kept in float (worst RMSE/scale "
-                      "first): " + ", ".join(f"`{n}`" for n in mixed["float_layers"]), ""]
+            lines += [
+                f"## {MIXED}",
+                "",
+                mixed.get("summary", ""),
+                "",
+                "Layers kept in float (worst RMSE/scale first): " + ", ".join(f"`{n}`" for n in mixed["float_layers"]),
+                "",
+            ]
     if report.get("qat"):
         lines += [f"QAT: {json.dumps(report['qat'], sort_keys=True)}", ""]
     lines += [gpu_line(report), ""]
@@ -120,20 +132,34 @@ def report_markdown(report: dict) -> str:
 
 def gpu_line(report: dict) -> str:
     gpu = report.get("gpu_delegate") or {}
-    source = next((r["gpu_delegate"].get("source") for r in report["formats"]
-                   if not r.get("error") and r["gpu_delegate"].get("source")), "not checked")
-    head = f"**GPU delegate: use `{model_file(gpu['format'])}`** ({gpu['format']})" if gpu.get("format") \
+    source = next(
+        (
+            r["gpu_delegate"].get("source")
+            for r in report["formats"]
+            if not r.get("error") and r["gpu_delegate"].get("source")
+        ),
+        "not checked",
+    )
+    head = (
+        f"**GPU delegate: use `{model_file(gpu['format'])}`** ({gpu['format']})"
+        if gpu.get("format")
         else "GPU delegate: no format"
-    return f"{head}: {gpu.get('reason', '')} Per format, the GPU delegate column names the ops it would leave to " \
-           f"the CPU (source: {source})."
+    )
+    return (
+        f"{head}: {gpu.get('reason', '')} Per format, the GPU delegate column names the ops it would leave to "
+        f"the CPU (source: {source})."
+    )
 
 
 def saved_model_line(report: dict) -> str:
     sm = report["saved_model"]
     if sm.get("error"):
         return f"SavedModel for serving: FAILED: {_one_line(sm['error'])}"
-    return (f"SavedModel for serving: `{sm['dir']}/`, signatures " + ", ".join(f"`{s}`" for s in sm["signatures"])
-            + " (any batch; probabilities, class_names, top_class).")
+    return (
+        f"SavedModel for serving: `{sm['dir']}/`, signatures "
+        + ", ".join(f"`{s}`" for s in sm["signatures"])
+        + " (any batch; probabilities, class_names, top_class)."
+    )
 
 
 def _one_line(text: str, limit: int = 160) -> str:

@@ -64,8 +64,11 @@ def build_module(model, class_names):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)])
     def serve_bytes(image_bytes):
-        images = tf.map_fn(lambda b: decode_and_resize(b, size), image_bytes,
-                           fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
+        images = tf.map_fn(
+            lambda b: decode_and_resize(b, size),
+            image_bytes,
+            fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32),
+        )
         return classify(images)
 
     module.serve_images = serve_images
@@ -81,8 +84,12 @@ def write(model, class_names, directory: str) -> str:
     if os.path.exists(directory):
         raise ValueError(f"saved_model: {directory!r} already exists.")
     module = build_module(model, class_names)
-    tf.saved_model.save(module, directory, signatures={
-        SERVING: module.serve_images.get_concrete_function(),
-        BYTES: module.serve_bytes.get_concrete_function(),
-    })
+    tf.saved_model.save(
+        module,
+        directory,
+        signatures={
+            SERVING: module.serve_images.get_concrete_function(),
+            BYTES: module.serve_bytes.get_concrete_function(),
+        },
+    )
     return directory

@@ -6,7 +6,8 @@ import inspect
 import numbers
 import os
 
-from keras_effnet import architecture, flavours, graph, lite_checkpoint, weights as weights_lib
+from keras_effnet import architecture, flavours, graph, lite_checkpoint
+from keras_effnet import weights as weights_lib
 from keras_effnet.architecture import MIN_INPUT_SIZE, coefficients
 
 POOLINGS = (None, "avg", "max")
@@ -66,9 +67,19 @@ def build(
     """
     coeffs = coefficients(phi, family=family, alpha=alpha, beta=beta, gamma=gamma, scaling=scaling)
     return _build(
-        coeffs, include_top=include_top, weights=weights, input_tensor=input_tensor, input_shape=input_shape,
-        pooling=pooling, classes=classes, classifier_activation=classifier_activation, dropout_rate=dropout_rate,
-        drop_connect_rate=drop_connect_rate, name=name, bn_momentum=bn_momentum, fused_stages=fused_stages,
+        coeffs,
+        include_top=include_top,
+        weights=weights,
+        input_tensor=input_tensor,
+        input_shape=input_shape,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        dropout_rate=dropout_rate,
+        drop_connect_rate=drop_connect_rate,
+        name=name,
+        bn_momentum=bn_momentum,
+        fused_stages=fused_stages,
     )
 
 
@@ -92,7 +103,9 @@ def build_variant(name: str, **kwargs):
     allowed = set(inspect.signature(_build).parameters) - {"coeffs"}
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
-        raise TypeError(f"build_variant: unexpected keyword argument {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}.")
+        raise TypeError(
+            f"build_variant: unexpected keyword argument {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}."
+        )
     return _build(coeffs, **kwargs)
 
 
@@ -122,7 +135,8 @@ def _build(
         dropout_rate = architecture.check_rate("dropout_rate", dropout_rate)
     bn_momentum = architecture.check_bn_momentum(bn_momentum)
     fused_stages = architecture.check_fused_stages(
-        fused_stages, len(architecture.STAGE_TABLES[coeffs.stages]), coeffs.family)
+        fused_stages, len(architecture.STAGE_TABLES[coeffs.stages]), coeffs.family
+    )
     include_top = _check_bool("include_top", include_top)
     classes = _check_classes(classes)
     if pooling not in POOLINGS:
@@ -139,9 +153,17 @@ def _build(
     policy = keras.config.dtype_policy()
     mixed = policy.compute_dtype != policy.variable_dtype
     model = graph.build_graph(
-        keras, spec, input_shape=shape, input_tensor=input_tensor, include_top=include_top,
-        pooling=pooling, classes=classes, classifier_activation=classifier_activation,
-        dropout_rate=dropout_rate, name=name, float32_output=mixed,
+        keras,
+        spec,
+        input_shape=shape,
+        input_tensor=input_tensor,
+        include_top=include_top,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        dropout_rate=dropout_rate,
+        name=name,
+        float32_output=mixed,
     )
     if kind == "lite_checkpoint":
         lite_checkpoint.load(model, path)
@@ -202,9 +224,13 @@ def _check_weights(weights, spec, include_top, classes):
                 )
             return "lite_checkpoint"
         if not os.path.exists(weights):
-            raise FileNotFoundError(f"weights: file {os.fspath(weights)!r} does not exist (allowed: None, 'imagenet' or a weights file path).")
+            raise FileNotFoundError(
+                f"weights: file {os.fspath(weights)!r} does not exist (allowed: None, 'imagenet' or a weights file path)."
+            )
         return "file"
-    raise TypeError(f"weights must be None, 'imagenet' or a file path, got {weights!r} of type {type(weights).__name__}.")
+    raise TypeError(
+        f"weights must be None, 'imagenet' or a file path, got {weights!r} of type {type(weights).__name__}."
+    )
 
 
 def _check_input_shape(input_shape, input_tensor, coeffs, *, has_weights):
@@ -227,5 +253,7 @@ def _check_input_shape(input_shape, input_tensor, coeffs, *, has_weights):
     if isinstance(channels, bool) or not isinstance(channels, numbers.Integral) or channels < 1:
         raise ValueError(f"input_shape channels must be an integer >= 1, got {channels!r} in {input_shape!r}.")
     if has_weights and channels != 3:
-        raise ValueError(f"input_shape must have 3 channels (RGB) when weights are loaded, got {channels} in {input_shape!r}.")
+        raise ValueError(
+            f"input_shape must have 3 channels (RGB) when weights are loaded, got {channels} in {input_shape!r}."
+        )
     return (height, width, int(channels))

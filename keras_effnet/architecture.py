@@ -124,7 +124,11 @@ V2_L_STAGES = (
 )
 
 STAGE_TABLES: dict[str, tuple[Stage, ...]] = {
-    "b0": B0_STAGES, "v2-b0": V2_B0_STAGES, "v2-s": V2_S_STAGES, "v2-m": V2_M_STAGES, "v2-l": V2_L_STAGES,
+    "b0": B0_STAGES,
+    "v2-b0": V2_B0_STAGES,
+    "v2-s": V2_S_STAGES,
+    "v2-m": V2_M_STAGES,
+    "v2-l": V2_L_STAGES,
 }
 
 
@@ -185,17 +189,41 @@ class FamilyRules:
 
 RULES: dict[str, FamilyRules] = {
     "efficientnet": FamilyRules(
-        activation="swish", bn_momentum=BN_MOMENTUM, min_depth=None, rounding_guard=True, scale_stem_head=True,
-        fixed_repeat_stages=(), squeeze_excite=True, padding="explicit", depthwise_name="dwconv",
-        default_stages="b0"),
+        activation="swish",
+        bn_momentum=BN_MOMENTUM,
+        min_depth=None,
+        rounding_guard=True,
+        scale_stem_head=True,
+        fixed_repeat_stages=(),
+        squeeze_excite=True,
+        padding="explicit",
+        depthwise_name="dwconv",
+        default_stages="b0",
+    ),
     "lite": FamilyRules(
-        activation="relu6", bn_momentum=BN_MOMENTUM, min_depth=None, rounding_guard=True, scale_stem_head=False,
-        fixed_repeat_stages=(0, -1), squeeze_excite=False, padding="explicit", depthwise_name="dwconv",
-        default_stages="b0"),
+        activation="relu6",
+        bn_momentum=BN_MOMENTUM,
+        min_depth=None,
+        rounding_guard=True,
+        scale_stem_head=False,
+        fixed_repeat_stages=(0, -1),
+        squeeze_excite=False,
+        padding="explicit",
+        depthwise_name="dwconv",
+        default_stages="b0",
+    ),
     "v2": FamilyRules(
-        activation="swish", bn_momentum=V2_BN_MOMENTUM, min_depth=8, rounding_guard=False, scale_stem_head=True,
-        fixed_repeat_stages=(), squeeze_excite=True, padding="same", depthwise_name="dwconv2",
-        default_stages="v2-b0"),
+        activation="swish",
+        bn_momentum=V2_BN_MOMENTUM,
+        min_depth=8,
+        rounding_guard=False,
+        scale_stem_head=True,
+        fixed_repeat_stages=(),
+        squeeze_excite=True,
+        padding="same",
+        depthwise_name="dwconv2",
+        default_stages="v2-b0",
+    ),
 }
 
 
@@ -359,9 +387,7 @@ def drop_connect_schedule(block_index: int, num_blocks: int, rate: float) -> flo
     return rate * block_index / num_blocks
 
 
-def formula_coefficients(
-    phi: float, alpha: float, beta: float, gamma: float
-) -> tuple[float, float, int]:
+def formula_coefficients(phi: float, alpha: float, beta: float, gamma: float) -> tuple[float, float, int]:
     """Compound scaling (paper eq. 3): depth alpha**phi, width beta**phi, res 224*gamma**phi."""
     return alpha**phi, beta**phi, int(round(BASE_RESOLUTION * gamma**phi))
 
@@ -381,9 +407,7 @@ def formula_dropout(phi: float) -> float:
 
 def check_phi(phi, family: str = "efficientnet") -> float:
     if isinstance(phi, bool) or not isinstance(phi, numbers.Real):
-        raise TypeError(
-            f"phi must be a real number (int or float), got {phi!r} of type {type(phi).__name__}."
-        )
+        raise TypeError(f"phi must be a real number (int or float), got {phi!r} of type {type(phi).__name__}.")
     value = float(phi)
     if not math.isfinite(value):
         raise ValueError(f"phi must be finite, got {phi!r}.")
@@ -525,8 +549,16 @@ def variant_coefficients(name: str) -> Coefficients:
         return coefficients(phi, family=family, scaling="preset")
     v = V2_NAMED[name]
     return Coefficients(
-        name=name, family="v2", phi=None, width=1.0, depth=1.0, resolution=v.resolution, dropout=v.dropout,
-        source="preset", train_resolution=v.train_resolution, stages=v.stages,
+        name=name,
+        family="v2",
+        phi=None,
+        width=1.0,
+        depth=1.0,
+        resolution=v.resolution,
+        dropout=v.dropout,
+        source="preset",
+        train_resolution=v.train_resolution,
+        stages=v.stages,
     )
 
 
@@ -534,8 +566,10 @@ def check_fused_stages(fused_stages, num_stages: int, family: str) -> int | None
     """None (the family's own block types) or an integer 0..num_stages."""
     if fused_stages is None:
         return None
-    if isinstance(fused_stages, bool) or not isinstance(fused_stages, numbers.Integral) or not (
-        0 <= fused_stages <= num_stages
+    if (
+        isinstance(fused_stages, bool)
+        or not isinstance(fused_stages, numbers.Integral)
+        or not (0 <= fused_stages <= num_stages)
     ):
         raise ValueError(
             f"fused_stages must be None or an integer 0..{num_stages} (the number of stages of this "
@@ -562,9 +596,7 @@ def with_fused_stages(stages: tuple[Stage, ...], fused_stages: int | None) -> tu
     """
     if fused_stages is None:
         return stages
-    return tuple(
-        dataclasses.replace(s, block="fused" if i < fused_stages else "mbconv") for i, s in enumerate(stages)
-    )
+    return tuple(dataclasses.replace(s, block="fused" if i < fused_stages else "mbconv") for i, s in enumerate(stages))
 
 
 def model_spec(

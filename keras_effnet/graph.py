@@ -63,12 +63,23 @@ def _conv(K, x, filters, kernel_size, strides, name, padding, **kwargs):
         pad = "valid"
     if filters is None:
         return K.layers.DepthwiseConv2D(
-            kernel_size, strides=strides, padding=pad, use_bias=False,
-            depthwise_initializer=conv_initializer(K), name=name, **kwargs,
+            kernel_size,
+            strides=strides,
+            padding=pad,
+            use_bias=False,
+            depthwise_initializer=conv_initializer(K),
+            name=name,
+            **kwargs,
         )(x)
     return K.layers.Conv2D(
-        filters, kernel_size, strides=strides, padding=pad, use_bias=False,
-        kernel_initializer=conv_initializer(K), name=name, **kwargs,
+        filters,
+        kernel_size,
+        strides=strides,
+        padding=pad,
+        use_bias=False,
+        kernel_initializer=conv_initializer(K),
+        name=name,
+        **kwargs,
     )(x)
 
 
@@ -77,12 +88,20 @@ def _squeeze_excite(K, x, spec: BlockSpec, filters: int, activation: str):
     se = K.layers.GlobalAveragePooling2D(name=spec.name + "se_squeeze")(x)
     se = K.layers.Reshape((1, 1, filters), name=spec.name + "se_reshape")(se)
     se = K.layers.Conv2D(
-        spec.se_filters, 1, padding="same", activation=activation,
-        kernel_initializer=conv_initializer(K), name=spec.name + "se_reduce",
+        spec.se_filters,
+        1,
+        padding="same",
+        activation=activation,
+        kernel_initializer=conv_initializer(K),
+        name=spec.name + "se_reduce",
     )(se)
     se = K.layers.Conv2D(
-        filters, 1, padding="same", activation="sigmoid",
-        kernel_initializer=conv_initializer(K), name=spec.name + "se_expand",
+        filters,
+        1,
+        padding="same",
+        activation="sigmoid",
+        kernel_initializer=conv_initializer(K),
+        name=spec.name + "se_expand",
     )(se)
     return K.layers.Multiply(name=spec.name + "se_excite")([x, se])
 
@@ -142,8 +161,15 @@ def fused_mbconv_block(K, x, spec: BlockSpec, model: ModelSpec):
         x = _squeeze_excite(K, x, spec, filters, act)
     # Output phase: 1x1 projection, or the block's only (kxk, strided) conv when there is no expansion
     alone = spec.expand_ratio == 1
-    x = _conv(K, x, spec.filters_out, spec.kernel_size if alone else 1, spec.strides if alone else 1,
-              spec.name + "project_conv", model.padding)
+    x = _conv(
+        K,
+        x,
+        spec.filters_out,
+        spec.kernel_size if alone else 1,
+        spec.strides if alone else 1,
+        spec.name + "project_conv",
+        model.padding,
+    )
     x = _batch_norm(K, spec.name + "project_bn", model.bn_momentum)(x)
     if alone:
         x = K.layers.Activation(act, name=spec.name + "project_activation")(x)
@@ -212,8 +238,11 @@ def build_graph(
             if rate > 0:
                 x = K.layers.Dropout(rate, name="top_dropout")(x)
             x = K.layers.Dense(
-                classes, activation=classifier_activation,
-                kernel_initializer=dense_initializer(K), name="predictions", **out32,
+                classes,
+                activation=classifier_activation,
+                kernel_initializer=dense_initializer(K),
+                name="predictions",
+                **out32,
             )(x)
         elif pooling == "avg":
             x = K.layers.GlobalAveragePooling2D(name="avg_pool", **out32)(x)

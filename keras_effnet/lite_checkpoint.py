@@ -84,8 +84,10 @@ def tarball_url(phi: int) -> str:
 
 def download_hint(phi: int) -> str:
     """One sentence telling the user where the official checkpoint is and how to pass it."""
-    return (f"For EfficientNet-Lite{int(phi)} download the official checkpoint {tarball_url(phi)} "
-            f"and pass its path as weights= (the .tar.gz, the unpacked folder or its model.ckpt prefix).")
+    return (
+        f"For EfficientNet-Lite{int(phi)} download the official checkpoint {tarball_url(phi)} "
+        f"and pass its path as weights= (the .tar.gz, the unpacked folder or its model.ckpt prefix)."
+    )
 
 
 def _weight_names(kind: str) -> list[str]:
@@ -160,8 +162,11 @@ def model_variant(model) -> int | None:
             channels = block.filters_in * block.expand_ratio
             expected[block.name + "dwconv"] = (block.kernel_size, block.kernel_size, channels, 1)
             expected[block.name + "project_conv"] = (1, 1, channels, block.filters_out)
-        found = {name: shape for name, shape in shapes.items()
-                 if name.startswith("block") and name.endswith(("_dwconv", "_project_conv"))}
+        found = {
+            name: shape
+            for name, shape in shapes.items()
+            if name.startswith("block") and name.endswith(("_dwconv", "_project_conv"))
+        }
         if found == expected and shapes.get("top_conv", (0, 0, 0))[-1] == spec.head_filters:
             return phi
     return None
@@ -298,7 +303,7 @@ def load(model, path) -> None:
         if scope != expected:
             raise ValueError(
                 f"weights: checkpoint {path!r} is {scope} but the model is {expected}; "
-                f"pass {expected}.tar.gz or build the model with phi={scope[len('efficientnet-lite'):]}."
+                f"pass {expected}.tar.gz or build the model with phi={scope[len('efficientnet-lite') :]}."
             )
         values = {}  # layer name -> {index: array}
         layers = {layer.name: layer for layer in model.layers}

@@ -56,7 +56,9 @@ def _layer_cost(layer) -> tuple[int, int]:
     groups = getattr(layer, "groups", 1) or 1
     if kind == "SeparableConv2D":
         depth = math.prod(out_shape[:-1]) * in_shape[-1] * layer.depth_multiplier
-        return depth * kh * kw + math.prod(out_shape[:-1]) * in_shape[-1] * layer.depth_multiplier * out_shape[-1], out_elems
+        return depth * kh * kw + math.prod(out_shape[:-1]) * in_shape[-1] * layer.depth_multiplier * out_shape[
+            -1
+        ], out_elems
     return out_elems * kh * kw * in_shape[-1] // groups, out_elems
 
 

@@ -31,9 +31,7 @@ def spec_from_model(model) -> tuple[architecture.ModelSpec, dict]:
     names = {layer.name for layer in model.layers}
     missing = [n for n in ("rescaling", "stem_conv", "stem_bn", "top_conv") if n not in names]
     if missing:
-        raise ValueError(
-            f"model {model.name!r} was not built by keras_effnet: it has no layer named {missing}."
-        )
+        raise ValueError(f"model {model.name!r} was not built by keras_effnet: it has no layer named {missing}.")
     get = model.get_layer
     activation = _activation_name(get("stem_activation"))
     padding = "explicit" if "stem_conv_pad" in names else "same"
@@ -50,7 +48,7 @@ def spec_from_model(model) -> tuple[architecture.ModelSpec, dict]:
         dw_names = [prefix + d for d in DEPTHWISE_NAMES if prefix + d in names]
         if dw_names:
             block, spatial = "mbconv", get(dw_names[0])
-            depthwise_name = dw_names[0][len(prefix):]
+            depthwise_name = dw_names[0][len(prefix) :]
         else:
             block, spatial = "fused", expand if expand is not None else project
         first = expand if expand is not None else spatial
@@ -60,24 +58,41 @@ def spec_from_model(model) -> tuple[architecture.ModelSpec, dict]:
         drop = float(get(prefix + "drop").rate) if prefix + "drop" in names else 0.0
         blocks.append(
             architecture.BlockSpec(
-                name=prefix, kernel_size=int(spatial.kernel_size[0]), strides=int(spatial.strides[0]),
-                filters_in=filters_in, filters_out=int(project.filters),
-                expand_ratio=expand_ratio, se_filters=se, drop_rate=drop, block=block,
+                name=prefix,
+                kernel_size=int(spatial.kernel_size[0]),
+                strides=int(spatial.strides[0]),
+                filters_in=filters_in,
+                filters_out=int(project.filters),
+                expand_ratio=expand_ratio,
+                se_filters=se,
+                drop_rate=drop,
+                block=block,
             )
         )
     include_top = "predictions" in names
     dropout = float(get("top_dropout").rate) if "top_dropout" in names else 0.0
     family = "lite" if activation == "relu6" else "v2" if padding == "same" else "efficientnet"
     coeffs = architecture.Coefficients(
-        name=model.name, family=family, phi=float("nan"), width=float("nan"), depth=float("nan"),
-        resolution=int(model.input_shape[1] or 0), dropout=dropout, source="model",
+        name=model.name,
+        family=family,
+        phi=float("nan"),
+        width=float("nan"),
+        depth=float("nan"),
+        resolution=int(model.input_shape[1] or 0),
+        dropout=dropout,
+        source="model",
         train_resolution=int(model.input_shape[1] or 0),
     )
     spec = architecture.ModelSpec(
-        coefficients=coeffs, activation=activation,
-        stem_filters=int(get("stem_conv").filters), head_filters=int(get("top_conv").filters),
-        blocks=tuple(blocks), preprocessing=_preprocessing(model, names), bn_momentum=bn_momentum,
-        padding=padding, depthwise_name=depthwise_name,
+        coefficients=coeffs,
+        activation=activation,
+        stem_filters=int(get("stem_conv").filters),
+        head_filters=int(get("top_conv").filters),
+        blocks=tuple(blocks),
+        preprocessing=_preprocessing(model, names),
+        bn_momentum=bn_momentum,
+        padding=padding,
+        depthwise_name=depthwise_name,
     )
     kwargs = {
         "input_shape": tuple(model.input_shape[1:]),
@@ -124,7 +139,9 @@ def copy_weights(source, target) -> None:
         try:
             src = source.get_layer(layer.name)
         except ValueError:
-            raise ValueError(f"copy_weights: layer {layer.name!r} of {target.name!r} is missing in {source.name!r}.") from None
+            raise ValueError(
+                f"copy_weights: layer {layer.name!r} of {target.name!r} is missing in {source.name!r}."
+            ) from None
         layer.set_weights([np.asarray(w) for w in src.get_weights()])
         if hasattr(layer, "finalize_state"):
             layer.finalize_state()

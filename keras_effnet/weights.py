@@ -65,15 +65,19 @@ def _imagenet_source(phi, include_top: bool) -> tuple[str, str]:
     name = phi if isinstance(phi, str) else f"efficientnetb{phi}"
     if name in V2_WEIGHTS_HASHES:
         return V2_BASE_WEIGHTS_URL, V2_WEIGHTS_HASHES[name][0 if include_top else 1]
-    if name.startswith("efficientnetb") and name[len("efficientnetb"):].isdigit():
-        phi = int(name[len("efficientnetb"):])
+    if name.startswith("efficientnetb") and name[len("efficientnetb") :].isdigit():
+        phi = int(name[len("efficientnetb") :])
         if phi in WEIGHTS_HASHES:
             return BASE_WEIGHTS_URL, WEIGHTS_HASHES[phi][0 if include_top else 1]
     raise ValueError(f"weights='imagenet' exists for {IMAGENET_MEMBERS} only; got {name!r}.")
 
 
 def fetch_imagenet(
-    phi, include_top: bool, *, base_url: str | None = None, file_hash: str | None = None,
+    phi,
+    include_top: bool,
+    *,
+    base_url: str | None = None,
+    file_hash: str | None = None,
     cache_dir: str | None = None,
 ) -> str:
     """Download (once, into `cache_dir`/models, default ~/.keras/models) and MD5-check an official weight file.

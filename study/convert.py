@@ -86,8 +86,8 @@ def convert_member(job: Job) -> dict:
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
         pass  # in-process (a test calling this directly): TensorFlow already runs
-    from edge import export
     from common.files import atomic_write
+    from edge import export
     from study import measure
 
     start = time.perf_counter()
@@ -104,8 +104,11 @@ def convert_member(job: Job) -> dict:
                 rep = representative_images(job.member, job.calibration, job.data_dir, job.seed)
                 blob = export.quantize_calibrated(export.calibrate_float(float_blob, rep), io_dtype="uint8")
             atomic_write(job.paths[precision], blob)
-            out[precision] = {"bytes": os.path.getsize(job.paths[precision]), "seconds": time.perf_counter() - start,
-                              "calibration_samples": None if rep is None else len(rep)}
+            out[precision] = {
+                "bytes": os.path.getsize(job.paths[precision]),
+                "seconds": time.perf_counter() - start,
+                "calibration_samples": None if rep is None else len(rep),
+            }
             start = time.perf_counter()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -142,9 +145,12 @@ def run_jobs(jobs: list[Job], workers: int, on_done) -> None:
         return
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no TensorFlow state forked
     kinds = slots(workers)
-    pools = [concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context,
-                                                    max_tasks_per_child=1 if kind == FRESH else None)
-             for kind in kinds]
+    pools = [
+        concurrent.futures.ProcessPoolExecutor(
+            max_workers=1, mp_context=context, max_tasks_per_child=1 if kind == FRESH else None
+        )
+        for kind in kinds
+    ]
     try:
         running: dict[concurrent.futures.Future, tuple[int, Job]] = {}
         while pending or running:
@@ -160,8 +166,10 @@ def run_jobs(jobs: list[Job], workers: int, on_done) -> None:
                 try:
                     result = future.result()
                 except concurrent.futures.process.BrokenProcessPool:
-                    raise RuntimeError(f"converting {job.member.key} ended its worker process (out of memory?); "
-                                       "run the same command again to continue") from None
+                    raise RuntimeError(
+                        f"converting {job.member.key} ended its worker process (out of memory?); "
+                        "run the same command again to continue"
+                    ) from None
                 on_done(job, result)
     except BaseException:
         # The executor has no public way to stop a running task, and a conversion can take minutes.

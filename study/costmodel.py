@@ -79,14 +79,23 @@ def evaluate(points: list[dict], ykey: str) -> dict | None:
         loo = loo_predictions(x, y)
         rel = np.abs(loo - y) / y
         models[name] = {
-            "terms": list(terms), "coef": coef.tolist(),
+            "terms": list(terms),
+            "coef": coef.tolist(),
             "fit_error": float(np.median(np.abs(x @ coef - y) / y)),
-            "loo_error": float(np.median(rel)), "loo_max_error": float(rel.max()), "loo_pred": loo.tolist(),
+            "loo_error": float(np.median(rel)),
+            "loo_max_error": float(rel.max()),
+            "loo_pred": loo.tolist(),
         }
     best = min(models, key=lambda n: (round(models[n]["loo_error"], 3), len(models[n]["terms"])))
-    return {"n": len(points), "models": models, "best": best, "keys": [p["key"] for p in points],
-            "labels": [p.get("model", p["key"]) for p in points], "measured": y.tolist(),
-            "shares": term_shares(models[best], points)}
+    return {
+        "n": len(points),
+        "models": models,
+        "best": best,
+        "keys": [p["key"] for p in points],
+        "labels": [p.get("model", p["key"]) for p in points],
+        "measured": y.tolist(),
+        "shares": term_shares(models[best], points),
+    }
 
 
 def term_shares(model: dict, points: list[dict]) -> dict:
@@ -113,13 +122,15 @@ def paragraph(results: dict[str, dict], backend_titles: dict[str, str], machine:
         if r["best"] == "MACs":
             sentences.append(
                 f"{backend_titles[column]}: MACs alone predict the time best, within {macs['loo_error']:.0%} "
-                f"(median leave-one-out error over {r['n']} members; worst {macs['loo_max_error']:.0%}).")
+                f"(median leave-one-out error over {r['n']} members; worst {macs['loo_max_error']:.0%})."
+            )
         else:
             sentences.append(
                 f"{backend_titles[column]}: {r['best']} predicts the time within {best['loo_error']:.0%} "
                 f"(median leave-one-out error over {r['n']} members; worst {best['loo_max_error']:.0%}), "
                 f"against {macs['loo_error']:.0%} for MACs alone (worst {macs['loo_max_error']:.0%}); "
-                f"the predicted time splits into {shares}.")
+                f"the predicted time splits into {shares}."
+            )
     if not sentences:
         return ""
     return f"On {machine}: " + " ".join(sentences)

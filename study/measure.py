@@ -43,12 +43,16 @@ def random_images(n: int, size: int, seed: int = 0) -> np.ndarray:
 
 def cost(model) -> dict:
     import keras_effnet
-
     from study import members
 
     p = keras_effnet.profile(model)
-    return {"params": p.params, "trainable_params": p.trainable_params, "macs": p.macs, "activations": p.activations,
-            "layers": members.layer_count(model)}
+    return {
+        "params": p.params,
+        "trainable_params": p.trainable_params,
+        "macs": p.macs,
+        "activations": p.activations,
+        "layers": members.layer_count(model),
+    }
 
 
 def fix_threads(threads: int) -> dict:
@@ -60,9 +64,11 @@ def fix_threads(threads: int) -> dict:
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
         pass  # TensorFlow already started in this process (tests): the counts in effect are recorded below
-    return {"tf_intra_op": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(),
-            "tf_inter_op": tf.config.threading.get_inter_op_parallelism_threads() or os.cpu_count(),
-            "litert": threads}
+    return {
+        "tf_intra_op": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(),
+        "tf_inter_op": tf.config.threading.get_inter_op_parallelism_threads() or os.cpu_count(),
+        "litert": threads,
+    }
 
 
 def device_name() -> str:

@@ -24,9 +24,23 @@ import os
 from common import cli
 
 METRICS = "metrics.json"
-RECIPE_FIELDS = ("epochs", "batch_size", "optimizer", "learning_rate", "schedule", "warmup_epochs",
-                 "weight_decay", "label_smoothing", "augment", "ema_decay", "bn_momentum", "zero_init_head",
-                 "drop_connect_rate", "mixed_precision", "seed")
+RECIPE_FIELDS = (
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "learning_rate",
+    "schedule",
+    "warmup_epochs",
+    "weight_decay",
+    "label_smoothing",
+    "augment",
+    "ema_decay",
+    "bn_momentum",
+    "zero_init_head",
+    "drop_connect_rate",
+    "mixed_precision",
+    "seed",
+)
 
 
 def train_config(config, member, data_dir: str, num_train: int, model_dir: str):
@@ -36,10 +50,17 @@ def train_config(config, member, data_dir: str, num_train: int, model_dir: str):
     own_variant = member.role in ("family", "formula", "grid") or member.key.startswith("v2-b")
     variant = {"phi": member.phi, "family": member.kind} if own_variant else {}
     return TrainConfig(
-        **variant, image_size=member.resolution, dataset="folder", data_dir=os.path.abspath(data_dir),
-        epochs=config.epochs, batch_size=min(config.batch_size, num_train),
-        learning_rate=config.learning_rate or None, seed=config.seed, out=model_dir,
-        tensorboard=False, verbose=0,
+        **variant,
+        image_size=member.resolution,
+        dataset="folder",
+        data_dir=os.path.abspath(data_dir),
+        epochs=config.epochs,
+        batch_size=min(config.batch_size, num_train),
+        learning_rate=config.learning_rate or None,
+        seed=config.seed,
+        out=model_dir,
+        tensorboard=False,
+        verbose=0,
     ).validated()
 
 
@@ -49,8 +70,13 @@ def member_model_fn(member):
     def build(config, num_classes, *, image_size=None):
         from study import members as members_lib
 
-        return members_lib.build_model(member, classes=num_classes, image_size=image_size,
-                                       dropout_rate=config.dropout_rate, drop_connect_rate=config.drop_connect_rate)
+        return members_lib.build_model(
+            member,
+            classes=num_classes,
+            image_size=image_size,
+            dropout_rate=config.dropout_rate,
+            drop_connect_rate=config.drop_connect_rate,
+        )
 
     return build
 
@@ -59,8 +85,14 @@ def recipe(config) -> dict:
     """The training recipe every member shares, as the trainer resolved it."""
     from training.config import TrainConfig
 
-    tc = dataclasses.asdict(TrainConfig(epochs=config.epochs, batch_size=config.batch_size,
-                                        learning_rate=config.learning_rate or None, seed=config.seed).validated())
+    tc = dataclasses.asdict(
+        TrainConfig(
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            learning_rate=config.learning_rate or None,
+            seed=config.seed,
+        ).validated()
+    )
     return {k: tc.get(k) for k in RECIPE_FIELDS}
 
 
@@ -69,8 +101,10 @@ def regularisation(model) -> dict:
     from training import regularization
 
     head, depth = regularization.dropout_layers(model)
-    return {"head_dropout": float(head.rate) if head is not None else 0.0,
-            "stochastic_depth_max": max((float(layer.rate) for layer in depth), default=0.0)}
+    return {
+        "head_dropout": float(head.rate) if head is not None else 0.0,
+        "stochastic_depth_max": max((float(layer.rate) for layer in depth), default=0.0),
+    }
 
 
 def train_member(config, member, splits, model_dir: str) -> dict:
@@ -86,9 +120,11 @@ def train_member(config, member, splits, model_dir: str) -> dict:
         old = metrics.get("config", {})
         if old != wanted:
             diffs = sorted(k for k in set(old) | set(wanted) if old.get(k) != wanted.get(k))
-            raise cli.UsageError(f"--out={config.out}: run folder {model_dir} holds a training run with other "
-                                 f"settings (differs in: {', '.join(diffs)}); it is kept: use a new --out, or the "
-                                 "same settings to reuse it")
+            raise cli.UsageError(
+                f"--out={config.out}: run folder {model_dir} holds a training run with other "
+                f"settings (differs in: {', '.join(diffs)}); it is kept: use a new --out, or the "
+                "same settings to reuse it"
+            )
         done = len(metrics.get("epochs", [])) >= tc.epochs and os.path.exists(os.path.join(model_dir, "model.keras"))
         if done:
             return metrics
@@ -128,8 +164,14 @@ def metrics_rows(metrics: dict, config) -> list[dict]:
     batch = metrics.get("global_batch_size")
 
     def row(measurement, value, unit):
-        return {"measurement": measurement, "value": value, "unit": unit, "backend": "train", "batch_size": batch,
-                "rounds": len(epochs)}
+        return {
+            "measurement": measurement,
+            "value": value,
+            "unit": unit,
+            "backend": "train",
+            "batch_size": batch,
+            "rounds": len(epochs),
+        }
 
     stages = metrics.get("regularization") or {}
     last = stages[max(stages, key=int)] if stages else {}
@@ -141,10 +183,13 @@ def metrics_rows(metrics: dict, config) -> list[dict]:
         row("train_randaugment", last.get("randaugment_magnitude"), "of 30"),
         row("contract_bn_momentum", contract.get("bn_momentum"), "momentum"),
         row("contract_zero_head", contract.get("zero_init_head"), "bool"),
-        row("val_top1", final, "fraction"), row("best_val_top1", max(a for _, a in curve), "fraction"),
-        row("train_images_per_sec", images_per_sec, "images/s"), row("train_seconds", total, "s"),
+        row("val_top1", final, "fraction"),
+        row("best_val_top1", max(a for _, a in curve), "fraction"),
+        row("train_images_per_sec", images_per_sec, "images/s"),
+        row("train_seconds", total, "s"),
         row("time_to_final_accuracy_s", time_to(curve, final), "s"),
         row("time_to_target_s", time_to(curve, config.target_accuracy), "s"),
-        row("plateaued", converged, "bool"), row("epochs", len(epochs), "count"),
+        row("plateaued", converged, "bool"),
+        row("epochs", len(epochs), "count"),
         row("accuracy_curve", json.dumps([[round(t, 2), round(a, 4)] for t, a in curve]), "[[s, top1]]"),
     ]

@@ -32,8 +32,22 @@ V2_APPLICATION_NAMES = {k: "efficientnetv2-" + k[3:] for k in V2_NATIVE}
 B0_STAGES = 7
 TARGET_PRODUCT = 2.0
 """alpha * beta**2 * gamma**2 ~= 2 (Tan & Le 2019, eq. 3): FLOPs grow about 2**phi."""
-DEFAULT_MEASURE = ("b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7", "v2-b0", "v2-b1", "v2-b2", "v2-b3", "v2-s",
-                   "resnet50") + tuple(f"b0-fused{k}" for k in range(1, B0_STAGES + 1))
+DEFAULT_MEASURE = (
+    "b0",
+    "b1",
+    "b2",
+    "b3",
+    "b4",
+    "b5",
+    "b6",
+    "b7",
+    "v2-b0",
+    "v2-b1",
+    "v2-b2",
+    "v2-b3",
+    "v2-s",
+    "resnet50",
+) + tuple(f"b0-fused{k}" for k in range(1, B0_STAGES + 1))
 DEFAULT_TRAIN = ("b0", "b1", "v2-b0", "resnet50")
 ROLES = ("family", "v2", "fused", "baseline", "formula", "grid")
 
@@ -86,8 +100,10 @@ def check_names(names) -> tuple[str, ...]:
     for name in names:
         key = str(name).strip().lower()
         if key not in known_names():
-            raise ValueError(f"unknown member {name!r}; allowed: b0..b7, lite0..lite4, "
-                             f"{', '.join(V2_NATIVE)}, b0-fused1..b0-fused{B0_STAGES}, {', '.join(BASELINES)}")
+            raise ValueError(
+                f"unknown member {name!r}; allowed: b0..b7, lite0..lite4, "
+                f"{', '.join(V2_NATIVE)}, b0-fused1..b0-fused{B0_STAGES}, {', '.join(BASELINES)}"
+            )
         if (key.startswith("v2-") or "-fused" in key) and not v2_available():
             raise ValueError(f"member {name!r} needs EfficientNetV2 in keras_effnet, which this install lacks")
         if key in out:
@@ -101,25 +117,52 @@ def member(name: str, image_size: int) -> Member:
     key = check_names([name])[0]
     if key in BASELINES:
         native = BASELINES[key]
-        return Member(key=key, label="ResNet50", kind=key, role="baseline", native_resolution=native,
-                      resolution=scaled_resolution(native, image_size))
+        return Member(
+            key=key,
+            label="ResNet50",
+            kind=key,
+            role="baseline",
+            native_resolution=native,
+            resolution=scaled_resolution(native, image_size),
+        )
     if key in V2_NATIVE:
         native = V2_NATIVE[key]
         phi = int(key[4]) if key.startswith("v2-b") else 0
-        return Member(key=key, label="V2-" + key[3:].upper(), kind="v2", role="v2", phi=phi, native_resolution=native,
-                      resolution=scaled_resolution(native, image_size))
+        return Member(
+            key=key,
+            label="V2-" + key[3:].upper(),
+            kind="v2",
+            role="v2",
+            phi=phi,
+            native_resolution=native,
+            resolution=scaled_resolution(native, image_size),
+        )
     fused = re.fullmatch(r"b0-fused(\d)", key)
     if fused:
         k = int(fused.group(1))
-        return Member(key=key, label=f"B0 fused×{k}", kind="efficientnet", role="fused", fused_stages=k,
-                      resolution=scaled_resolution(224, image_size))
+        return Member(
+            key=key,
+            label=f"B0 fused×{k}",
+            kind="efficientnet",
+            role="fused",
+            fused_stages=k,
+            resolution=scaled_resolution(224, image_size),
+        )
     prefix, phi = re.fullmatch(r"(b|lite)(\d)", key).groups()
     return family_member(int(phi), "lite" if prefix == "lite" else "efficientnet", image_size)
 
 
-def family_member(phi, family: str, image_size: int, *, scaling: str = "auto",
-                  alpha=architecture.DEFAULT_ALPHA, beta=architecture.DEFAULT_BETA,
-                  gamma=architecture.DEFAULT_GAMMA, role: str = "family") -> Member:
+def family_member(
+    phi,
+    family: str,
+    image_size: int,
+    *,
+    scaling: str = "auto",
+    alpha=architecture.DEFAULT_ALPHA,
+    beta=architecture.DEFAULT_BETA,
+    gamma=architecture.DEFAULT_GAMMA,
+    role: str = "family",
+) -> Member:
     """A member of the EfficientNet (or Lite) family; raises ValueError for an unknown phi or family."""
     family = architecture.check_family(family)
     c = architecture.coefficients(phi, family=family, scaling=scaling, alpha=alpha, beta=beta, gamma=gamma)
@@ -134,9 +177,17 @@ def family_member(phi, family: str, image_size: int, *, scaling: str = "auto",
         key = f"phi{c.phi:g}_formula".replace(".", "p")
         label = f"φ={c.phi:g} formula"
     return Member(
-        key=key, label=label, kind=c.family, role=role, phi=c.phi, scaling=scaling,
-        alpha=float(alpha), beta=float(beta), gamma=float(gamma),
-        native_resolution=c.resolution, resolution=scaled_resolution(c.resolution, image_size),
+        key=key,
+        label=label,
+        kind=c.family,
+        role=role,
+        phi=c.phi,
+        scaling=scaling,
+        alpha=float(alpha),
+        beta=float(beta),
+        gamma=float(gamma),
+        native_resolution=c.resolution,
+        resolution=scaled_resolution(c.resolution, image_size),
     )
 
 
@@ -162,8 +213,14 @@ def grid_points(*, steps=(1.0, 1.1, 1.2, 1.3, 1.4), tolerance: float = 0.1) -> l
     return points
 
 
-def build_model(member: Member, classes: int = 1000, *, image_size: int | None = None, dropout_rate=None,
-                drop_connect_rate=architecture.DEFAULT_DROP_CONNECT_RATE):
+def build_model(
+    member: Member,
+    classes: int = 1000,
+    *,
+    image_size: int | None = None,
+    dropout_rate=None,
+    drop_connect_rate=architecture.DEFAULT_DROP_CONNECT_RATE,
+):
     """A freshly initialised Keras 3 model for `member`, taking 0..255 RGB pixels (the architecture only).
 
     `image_size` overrides `member.resolution`. ResNet-50 is keras.applications' (weights=None) on top of a
@@ -185,8 +242,15 @@ def build_model(member: Member, classes: int = 1000, *, image_size: int | None =
         return keras_effnet.build_variant(V2_APPLICATION_NAMES[member.key], **common)
     if member.role == "fused":
         return keras_effnet.build(0, fused_stages=member.fused_stages, **common)
-    return keras_effnet.build(member.phi, family=member.kind, scaling=member.scaling, alpha=member.alpha,
-                              beta=member.beta, gamma=member.gamma, **common)
+    return keras_effnet.build(
+        member.phi,
+        family=member.kind,
+        scaling=member.scaling,
+        alpha=member.alpha,
+        beta=member.beta,
+        gamma=member.gamma,
+        **common,
+    )
 
 
 def layer_count(model) -> int:

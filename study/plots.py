@@ -10,16 +10,21 @@ Points above the line are slower than their MACs promise.
 
 from __future__ import annotations
 
-import os
-
 import json
+import os
 
 from common.files import atomic_write
 from study import report
 
 MARKERS = {"family": "o", "v2": "v", "fused": "P", "baseline": "s", "grid": "^", "formula": "D"}
-COLOURS = {"family": "tab:blue", "v2": "tab:orange", "fused": "tab:cyan", "baseline": "tab:red", "grid": "tab:green",
-           "formula": "tab:purple"}
+COLOURS = {
+    "family": "tab:blue",
+    "v2": "tab:orange",
+    "fused": "tab:cyan",
+    "baseline": "tab:red",
+    "grid": "tab:green",
+    "formula": "tab:purple",
+}
 
 
 def _pyplot():
@@ -57,11 +62,18 @@ def _scatter(ax, points, xkey, ykey, xscale=1.0, yscale=1.0):
     seen = set()
     for m in points:
         role = m["role"]
-        ax.scatter(m[xkey] / xscale, m[ykey] / yscale, marker=MARKERS[role], color=COLOURS[role],
-                   label=None if role in seen else role, zorder=3)
+        ax.scatter(
+            m[xkey] / xscale,
+            m[ykey] / yscale,
+            marker=MARKERS[role],
+            color=COLOURS[role],
+            label=None if role in seen else role,
+            zorder=3,
+        )
         seen.add(role)
-        ax.annotate(m["model"], (m[xkey] / xscale, m[ykey] / yscale), textcoords="offset points",
-                    xytext=(4, 4), fontsize=7)
+        ax.annotate(
+            m["model"], (m[xkey] / xscale, m[ykey] / yscale), textcoords="offset points", xytext=(4, 4), fontsize=7
+        )
 
 
 def _proportional_line(ax, points, xkey, ykey, xscale):
@@ -71,8 +83,7 @@ def _proportional_line(ax, points, xkey, ykey, xscale):
     xs = sorted(m[xkey] for m in points)
     lo, hi = xs[0] / xscale, xs[-1] / xscale
     k = anchor[ykey] / (anchor[xkey] / xscale)
-    ax.plot([lo, hi], [k * lo, k * hi], "--", color="grey", zorder=1,
-            label=f"∝ {xkey} (through {anchor['model']})")
+    ax.plot([lo, hi], [k * lo, k * hi], "--", color="grey", zorder=1, label=f"∝ {xkey} (through {anchor['model']})")
 
 
 def accuracy_plot(table, out, xkey, xlabel, name, xscale=1.0, log=True):
@@ -119,7 +130,7 @@ def latency_plot(table, out, xkey, xlabel, name, xscale):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
         _plain_log_ticks(ax)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     try:
         return _save(fig, out, name)
@@ -135,8 +146,7 @@ def accuracy_curves(table, out, name="accuracy_vs_training_time.png"):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for m, curve in curves:
-        ax.plot([t for t, _ in curve], [a for _, a in curve], marker=MARKERS[m["role"]], markersize=3,
-                label=m["model"])
+        ax.plot([t for t, _ in curve], [a for _, a in curve], marker=MARKERS[m["role"]], markersize=3, label=m["model"])
     ax.set_xlabel("training seconds")
     ax.set_ylabel("validation top-1")
     ax.grid(True, alpha=0.3)
@@ -161,8 +171,13 @@ def cost_model_plot(fits, out, name="cost_model.png"):
         shown = ["MACs"] + ([fit["best"]] if fit["best"] != "MACs" else [])
         for model_name, marker in zip(shown, ("x", "o")):
             model = fit["models"][model_name]
-            ax.scatter(measured, model["loo_pred"], marker=marker, zorder=3,
-                       label=f"{model_name} (LOO error {model['loo_error']:.0%})")
+            ax.scatter(
+                measured,
+                model["loo_pred"],
+                marker=marker,
+                zorder=3,
+                label=f"{model_name} (LOO error {model['loo_error']:.0%})",
+            )
         for x, y, label in zip(measured, fit["models"][fit["best"]]["loo_pred"], fit["labels"]):
             ax.annotate(label, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6)
         lo = min(min(measured), *(min(fit["models"][n]["loo_pred"]) for n in shown))
@@ -177,7 +192,7 @@ def cost_model_plot(fits, out, name="cost_model.png"):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
         _plain_log_ticks(ax)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     try:
         return _save(fig, out, name)

@@ -6,12 +6,18 @@ this machine's answer until a GPU run of the study exists.
 
 from __future__ import annotations
 
-NVIDIA_TF2_V1 = ("NVIDIA DeepLearningExamples, TensorFlow2/Classification/ConvNets/efficientnet_v1 README "
-                 "(github.com/NVIDIA/DeepLearningExamples)")
-NVIDIA_TF2_V2 = ("NVIDIA DeepLearningExamples, TensorFlow2/Classification/ConvNets/efficientnet_v2 README "
-                 "(github.com/NVIDIA/DeepLearningExamples)")
-NVIDIA_PT = ("NVIDIA DeepLearningExamples, PyTorch/Classification/ConvNets (efficientnet and resnet50v1.5 "
-             "READMEs, github.com/NVIDIA/DeepLearningExamples)")
+NVIDIA_TF2_V1 = (
+    "NVIDIA DeepLearningExamples, TensorFlow2/Classification/ConvNets/efficientnet_v1 README "
+    "(github.com/NVIDIA/DeepLearningExamples)"
+)
+NVIDIA_TF2_V2 = (
+    "NVIDIA DeepLearningExamples, TensorFlow2/Classification/ConvNets/efficientnet_v2 README "
+    "(github.com/NVIDIA/DeepLearningExamples)"
+)
+NVIDIA_PT = (
+    "NVIDIA DeepLearningExamples, PyTorch/Classification/ConvNets (efficientnet and resnet50v1.5 "
+    "READMEs, github.com/NVIDIA/DeepLearningExamples)"
+)
 TIMM = "timm benchmark CSVs, results/ folder of github.com/huggingface/pytorch-image-models"
 
 # (what, hardware and settings, model A, A img/s, model B, B img/s, source)
@@ -28,10 +34,14 @@ ROWS = (
 
 
 def table() -> str:
-    lines = ["| what | hardware, settings | model | img/s | compared with | img/s | ratio | source |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| what | hardware, settings | model | img/s | compared with | img/s | ratio | source |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for what, hw, a, a_rate, b, b_rate, source in ROWS:
         ratio = f"{a_rate / b_rate:.2f}×" if b_rate else "—"
-        lines.append(f"| {what} | {hw} | {a} | {a_rate:,} | {b or '—'} | "
-                     f"{'—' if b_rate is None else f'{b_rate:,}'} | {ratio} | {source} |")
+        lines.append(
+            f"| {what} | {hw} | {a} | {a_rate:,} | {b or '—'} | "
+            f"{'—' if b_rate is None else f'{b_rate:,}'} | {ratio} | {source} |"
+        )
     return "\n".join(lines)

@@ -57,9 +57,24 @@ def wide_table(rows: list[dict]) -> list[dict]:
     """Pivot the long rows into one dict per member, in study order; timing cells carry spread and flag."""
     models: dict[str, dict] = {}
     for r in rows:
-        m = models.setdefault(f"{r['key']}@{r['resolution']}", {
-            k: r.get(k) for k in ("model", "key", "role", "family", "phi", "fused_stages", "alpha", "beta", "gamma",
-                                  "resolution")})
+        m = models.setdefault(
+            f"{r['key']}@{r['resolution']}",
+            {
+                k: r.get(k)
+                for k in (
+                    "model",
+                    "key",
+                    "role",
+                    "family",
+                    "phi",
+                    "fused_stages",
+                    "alpha",
+                    "beta",
+                    "gamma",
+                    "resolution",
+                )
+            },
+        )
         column = COLUMNS.get((r["measurement"], r["backend"]))
         if column is None:
             continue
@@ -124,36 +139,68 @@ def answer(table: list[dict]) -> list[str]:
             continue
         ratio = base["macs"] / m["macs"]
         fewer = f"{ratio:.1f}× fewer" if ratio >= 1 else f"{1 / ratio:.1f}× more"
-        speedups = [f"{name} {base[column] / m[column]:.2f}×" for column, name in
-                    LATENCY_BACKENDS + (("train_seconds", "training time"),) if m.get(column) and base.get(column)]
+        speedups = [
+            f"{name} {base[column] / m[column]:.2f}×"
+            for column, name in LATENCY_BACKENDS + (("train_seconds", "training time"),)
+            if m.get(column) and base.get(column)
+        ]
         if speedups:
-            lines.append(f"- {m['model']} has {fewer} MACs than {base['model']}; measured speed-up "
-                         + ", ".join(speedups) + ".")
+            lines.append(
+                f"- {m['model']} has {fewer} MACs than {base['model']}; measured speed-up " + ", ".join(speedups) + "."
+            )
     return lines
 
 
 def model_table(table: list[dict], roles=("family", "v2", "baseline", "fused")) -> str:
-    header = ["model", "res", "params (M)", "GMACs", "activations (M)", "layers", "Keras b1 ms",
-              "Keras ms/img (batch)", "LiteRT f32 ms", "LiteRT int8 ms"]
+    header = [
+        "model",
+        "res",
+        "params (M)",
+        "GMACs",
+        "activations (M)",
+        "layers",
+        "Keras b1 ms",
+        "Keras ms/img (batch)",
+        "LiteRT f32 ms",
+        "LiteRT int8 ms",
+    ]
     rows = []
     for m in table:
         if m["role"] not in roles:
             continue
         batch = f" ({m['keras_batch']})" if m.get("keras_batch") else ""
-        rows.append([m["model"], m["resolution"], _fmt(_scale(m.get("params"), 1e6), ".2f"),
-                     _fmt(_scale(m.get("macs"), 1e9), ".3f"), _fmt(_scale(m.get("activations"), 1e6), ".1f"),
-                     _fmt(m.get("layers"), "d"), timing_cell(m, "keras_b1_ms"),
-                     timing_cell(m, "keras_img_ms", ".2f") + batch, timing_cell(m, "tflite_f32_ms"),
-                     timing_cell(m, "tflite_int8_ms")])
+        rows.append(
+            [
+                m["model"],
+                m["resolution"],
+                _fmt(_scale(m.get("params"), 1e6), ".2f"),
+                _fmt(_scale(m.get("macs"), 1e9), ".3f"),
+                _fmt(_scale(m.get("activations"), 1e6), ".1f"),
+                _fmt(m.get("layers"), "d"),
+                timing_cell(m, "keras_b1_ms"),
+                timing_cell(m, "keras_img_ms", ".2f") + batch,
+                timing_cell(m, "tflite_f32_ms"),
+                timing_cell(m, "tflite_int8_ms"),
+            ]
+        )
     return markdown.table(header, rows)
 
 
 def cost_model_table(fits: dict) -> str:
     header = ["backend", "members", *(f"{name}: LOO error (worst)" for name in costmodel.MODELS), "best"]
-    rows = [[BACKEND_TITLES[column], fit["n"],
-             *(f"{fit['models'][n]['loo_error']:.0%} ({fit['models'][n]['loo_max_error']:.0%})"
-               for n in costmodel.MODELS), fit["best"]]
-            for column, fit in fits.items() if fit is not None]
+    rows = [
+        [
+            BACKEND_TITLES[column],
+            fit["n"],
+            *(
+                f"{fit['models'][n]['loo_error']:.0%} ({fit['models'][n]['loo_max_error']:.0%})"
+                for n in costmodel.MODELS
+            ),
+            fit["best"],
+        ]
+        for column, fit in fits.items()
+        if fit is not None
+    ]
     return markdown.table(header, rows, empty="")
 
 
@@ -172,21 +219,53 @@ def fused_table(table: list[dict]) -> str:
                 cells.append(f"{timing_cell(m, column, '.2f')} ({m[column] / b0[column]:.2f}× B0)")
             else:
                 cells.append("—")
-        rows.append([k, _fmt(_scale(m.get("macs"), 1e9), ".3f"), _fmt(_scale(m.get("activations"), 1e6), ".1f"),
-                     _fmt(m.get("layers"), "d"), *cells])
+        rows.append(
+            [
+                k,
+                _fmt(_scale(m.get("macs"), 1e9), ".3f"),
+                _fmt(_scale(m.get("activations"), 1e6), ".1f"),
+                _fmt(m.get("layers"), "d"),
+                *cells,
+            ]
+        )
     return markdown.table(header, rows)
 
 
 def training_table(table: list[dict], target: float) -> str:
-    header = ["model", "res", "head dropout", "stochastic depth", "min crop", "RandAugment", "BN momentum, zero head",
-              "epochs", "val top-1 (best)", "plateau", "train img/s", "train s", f"s to {target:.0%}"]
-    rows = [[m["model"], m["resolution"], _fmt(m.get("train_dropout"), ".3f"), _fmt(m.get("train_drop_connect"), ".3f"),
-             _fmt(m.get("train_crop_scale_min"), ".2f"), _fmt(m.get("train_randaugment"), ".1f"),
-             f"{m.get('contract_bn_momentum')}, {'yes' if m.get('contract_zero_head') else 'no'}", f"{m['epochs']:g}",
-             f"{_fmt(m.get('val_top1'), '.3f')} ({_fmt(m.get('best_val_top1'), '.3f')})",
-             "yes" if m.get("plateaued") else "no", _fmt(m.get("train_img_s"), ".1f"),
-             _fmt(m.get("train_seconds"), ".0f"), _fmt(m.get("time_to_target_s"), ".0f")]
-            for m in table if m.get("epochs") is not None]
+    header = [
+        "model",
+        "res",
+        "head dropout",
+        "stochastic depth",
+        "min crop",
+        "RandAugment",
+        "BN momentum, zero head",
+        "epochs",
+        "val top-1 (best)",
+        "plateau",
+        "train img/s",
+        "train s",
+        f"s to {target:.0%}",
+    ]
+    rows = [
+        [
+            m["model"],
+            m["resolution"],
+            _fmt(m.get("train_dropout"), ".3f"),
+            _fmt(m.get("train_drop_connect"), ".3f"),
+            _fmt(m.get("train_crop_scale_min"), ".2f"),
+            _fmt(m.get("train_randaugment"), ".1f"),
+            f"{m.get('contract_bn_momentum')}, {'yes' if m.get('contract_zero_head') else 'no'}",
+            f"{m['epochs']:g}",
+            f"{_fmt(m.get('val_top1'), '.3f')} ({_fmt(m.get('best_val_top1'), '.3f')})",
+            "yes" if m.get("plateaued") else "no",
+            _fmt(m.get("train_img_s"), ".1f"),
+            _fmt(m.get("train_seconds"), ".0f"),
+            _fmt(m.get("time_to_target_s"), ".0f"),
+        ]
+        for m in table
+        if m.get("epochs") is not None
+    ]
     return markdown.table(header, rows, empty="")
 
 
@@ -201,9 +280,17 @@ def formula_table(table: list[dict]) -> str:
             if row is None:
                 continue
             kind = "formula" if row["role"] == "formula" else "preset"
-            rows.append([f"{m['phi']:g}", kind, row["resolution"], _fmt(_scale(row.get("params"), 1e6), ".2f"),
-                         _fmt(_scale(row.get("macs"), 1e9), ".3f"), _fmt(_scale(row.get("activations"), 1e6), ".1f"),
-                         timing_cell(row, "keras_b1_ms")])
+            rows.append(
+                [
+                    f"{m['phi']:g}",
+                    kind,
+                    row["resolution"],
+                    _fmt(_scale(row.get("params"), 1e6), ".2f"),
+                    _fmt(_scale(row.get("macs"), 1e9), ".3f"),
+                    _fmt(_scale(row.get("activations"), 1e6), ".1f"),
+                    timing_cell(row, "keras_b1_ms"),
+                ]
+            )
     header = ["φ", "build", "res", "params (M)", "GMACs", "activations (M)", "Keras b1 ms"]
     return markdown.table(header, rows, empty="")
 
@@ -214,11 +301,19 @@ def grid_table(table: list[dict]) -> tuple[str, dict | None]:
         return "", None
     scored = [m for m in grid if m.get("val_top1") is not None]
     best = max(scored, key=lambda m: (m["val_top1"], -(m.get("macs") or 0))) if scored else None
-    rows = [[f"{m['alpha']:.2f}", f"{m['beta']:.2f}", f"{m['gamma']:.2f}",
-             f"{m['alpha'] * m['beta'] ** 2 * m['gamma'] ** 2:.3f}", m["resolution"],
-             _fmt(_scale(m.get("macs"), 1e9), ".3f"),
-             _fmt(m.get("val_top1"), ".3f") + (" **best**" if m is best else ""), _fmt(m.get("train_seconds"), ".0f")]
-            for m in grid]
+    rows = [
+        [
+            f"{m['alpha']:.2f}",
+            f"{m['beta']:.2f}",
+            f"{m['gamma']:.2f}",
+            f"{m['alpha'] * m['beta'] ** 2 * m['gamma'] ** 2:.3f}",
+            m["resolution"],
+            _fmt(_scale(m.get("macs"), 1e9), ".3f"),
+            _fmt(m.get("val_top1"), ".3f") + (" **best**" if m is best else ""),
+            _fmt(m.get("train_seconds"), ".0f"),
+        ]
+        for m in grid
+    ]
     return markdown.table(["α", "β", "γ", "α·β²·γ²", "res", "GMACs", "val top-1", "train s"], rows), best
 
 
@@ -243,64 +338,116 @@ def render(results: dict) -> str:
         f"LiteRT {threads.get('litert')}.  ",
     ]
     if t:
-        out += [f"**Timing:** {t['rounds']} interleaved rounds from {t['started']}; load average (1, 5, 15 min) "
-                f"{t['load_before']} before and {t['load_after']} after, highest 1-min {t['max_load']}; each cell "
-                f"the median of its rounds, ± half its interquartile range as a share of the median, ⚠ where the "
-                f"IQR exceeds {c['max_spread']:.0%} of the median.  "]
+        out += [
+            f"**Timing:** {t['rounds']} interleaved rounds from {t['started']}; load average (1, 5, 15 min) "
+            f"{t['load_before']} before and {t['load_after']} after, highest 1-min {t['max_load']}; each cell "
+            f"the median of its rounds, ± half its interquartile range as a share of the median, ⚠ where the "
+            f"IQR exceeds {c['max_spread']:.0%} of the median.  "
+        ]
     peak = results.get("peak_memory_gb", results["peak_rss_gb"])
     conversion = results.get("conversion") or {}
-    converted = (f"; conversions {conversion['wall_seconds'] / 60:.1f} min in {conversion['workers']} worker "
-                 f"processes" if conversion.get("wall_seconds") else "")
+    converted = (
+        f"; conversions {conversion['wall_seconds'] / 60:.1f} min in {conversion['workers']} worker processes"
+        if conversion.get("wall_seconds")
+        else ""
+    )
     rounds = sum(t.get("round_seconds", [])) if t else 0
-    out += [f"**Cost of the run:** {results['wall_seconds_this_run'] / 60:.1f} min in this invocation{converted}"
-            f"{f', timing rounds {rounds / 60:.1f} min' if rounds else ''} ({results['study_seconds'] / 60:.1f} "
-            f"min of steps in all, each worker's conversions counted in full); peak resident memory {peak:.1f} "
-            "GB, this process and its conversion workers together.", ""]
+    out += [
+        f"**Cost of the run:** {results['wall_seconds_this_run'] / 60:.1f} min in this invocation{converted}"
+        f"{f', timing rounds {rounds / 60:.1f} min' if rounds else ''} ({results['study_seconds'] / 60:.1f} "
+        f"min of steps in all, each worker's conversions counted in full); peak resident memory {peak:.1f} "
+        "GB, this process and its conversion workers together.",
+        "",
+    ]
     answer_lines = answer(table)
     if answer_lines:
-        out += ["## Does the MAC saving turn into time?", "",
+        out += (
+            [
+                "## Does the MAC saving turn into time?",
+                "",
                 "Speed-up = the baseline's time / the member's time (above 1: faster than the baseline; "
-                "equal to the MAC ratio if time followed MACs).", ""] + answer_lines + [""]
+                "equal to the MAC ratio if time followed MACs).",
+                "",
+            ]
+            + answer_lines
+            + [""]
+        )
     if any(m["role"] in COST_MODEL_ROLES for m in table):
         out += ["## Members", "", model_table(table), ""]
     fits = results.get("cost_model") or {}
     cm = cost_model_table(fits)
     if cm:
         machine = f"{hw['cpu_model']} ({hw['cpu_cores']} cores)"
-        out += ["## What predicts wall time", "",
-                costmodel.paragraph(fits, BACKEND_TITLES, machine), "",
-                "Median relative error of each member's time predicted by the model fitted on the other members "
-                "(non-negative least squares on relative error); worst member in brackets.", "", cm, ""]
+        out += [
+            "## What predicts wall time",
+            "",
+            costmodel.paragraph(fits, BACKEND_TITLES, machine),
+            "",
+            "Median relative error of each member's time predicted by the model fitted on the other members "
+            "(non-negative least squares on relative error); worst member in brackets.",
+            "",
+            cm,
+            "",
+        ]
     agree = results.get("agreement")
     if agree and agree["backends"]:
-        out += ["## Repeatability", "", f"Against the study in `{agree['with']}` (written {agree['written']}), "
-                "same members and settings:", ""]
+        out += [
+            "## Repeatability",
+            "",
+            f"Against the study in `{agree['with']}` (written {agree['written']}), same members and settings:",
+            "",
+        ]
         out += markdown.table_lines(
             ["backend", "members", "Spearman of medians", "largest median difference"],
-            [[BACKEND_TITLES[c], a["members"], f"{a['spearman']:.3f}", f"{a['max_median_difference']:.1%}"]
-             for c, a in agree["backends"].items()]) + [""]
+            [
+                [BACKEND_TITLES[c], a["members"], f"{a['spearman']:.3f}", f"{a['max_median_difference']:.1%}"]
+                for c, a in agree["backends"].items()
+            ],
+        ) + [""]
     ft = fused_table(table)
     if ft:
-        out += ["## Fused-stage sweep: B0 with its first k stages as Fused-MBConv", "",
-                "Fused-MBConv replaces the expand 1×1 + depthwise 3×3 by one regular 3×3 convolution "
-                "(EfficientNetV2, Tan & Le 2021): more MACs, fewer and denser ops.", "", ft, ""]
+        out += [
+            "## Fused-stage sweep: B0 with its first k stages as Fused-MBConv",
+            "",
+            "Fused-MBConv replaces the expand 1×1 + depthwise 3×3 by one regular 3×3 convolution "
+            "(EfficientNetV2, Tan & Le 2021): more MACs, fewer and denser ops.",
+            "",
+            ft,
+            "",
+        ]
     if results.get("recipe"):
-        out += ["## Training", "", "Every member, the baseline included, was trained by the project's trainer "
-                "with one recipe and the trainer's one model contract: " + recipe_text(results["recipe"]) + ".",
-                "", f"Plateau criterion: the best validation top-1 of the last {c['plateau_epochs']} epochs beats "
-                f"the best before them by less than {c['plateau_delta']:g}.", "",
-                training_table(table, c["target_accuracy"]), ""]
+        out += [
+            "## Training",
+            "",
+            "Every member, the baseline included, was trained by the project's trainer "
+            "with one recipe and the trainer's one model contract: " + recipe_text(results["recipe"]) + ".",
+            "",
+            f"Plateau criterion: the best validation top-1 of the last {c['plateau_epochs']} epochs beats "
+            f"the best before them by less than {c['plateau_delta']:g}.",
+            "",
+            training_table(table, c["target_accuracy"]),
+            "",
+        ]
     ft = formula_table(table)
     if ft:
-        out += ["## Compound-scaling formula vs official presets", "",
-                "The presets B1..B7 were hand-rounded by the authors; the formula is depth α^φ, width β^φ, "
-                "resolution 224·γ^φ (Tan & Le 2019, eq. 3).", "", ft, ""]
+        out += [
+            "## Compound-scaling formula vs official presets",
+            "",
+            "The presets B1..B7 were hand-rounded by the authors; the formula is depth α^φ, width β^φ, "
+            "resolution 224·γ^φ (Tan & Le 2019, eq. 3).",
+            "",
+            ft,
+            "",
+        ]
     gt, best = grid_table(table)
     if gt:
         out += ["## Grid search at φ = 1 (paper step 1)", ""]
         if best is not None:
-            out += [f"Best: α={best['alpha']:.2f}, β={best['beta']:.2f}, γ={best['gamma']:.2f} "
-                    f"(val top-1 {best['val_top1']:.3f}).", ""]
+            out += [
+                f"Best: α={best['alpha']:.2f}, β={best['beta']:.2f}, γ={best['gamma']:.2f} "
+                f"(val top-1 {best['val_top1']:.3f}).",
+                "",
+            ]
         out += [gt, ""]
     out += ["## Published GPU figures (not measured here)", "", published.table(), ""]
     if results.get("plots"):

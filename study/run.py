@@ -21,14 +21,37 @@ import time
 from common import cli
 from common import lock as folder_lock
 from common.files import atomic_write
-
-from study import convert, costmodel, hardware, measure, members as members_lib, plots, report, store, member_training
+from study import convert, costmodel, hardware, measure, member_training, plots, report, store
+from study import members as members_lib
 from study.config import StudyConfig
 
 CSV_COLUMNS = [
-    "model", "key", "role", "family", "phi", "fused_stages", "scaling", "alpha", "beta", "gamma", "resolution",
-    "measurement", "value", "unit", "backend", "batch_size", "q1", "q3", "spread", "noisy", "rounds", "calls",
-    "threads", "cpu_model", "cpu_cores", "gpu",
+    "model",
+    "key",
+    "role",
+    "family",
+    "phi",
+    "fused_stages",
+    "scaling",
+    "alpha",
+    "beta",
+    "gamma",
+    "resolution",
+    "measurement",
+    "value",
+    "unit",
+    "backend",
+    "batch_size",
+    "q1",
+    "q3",
+    "spread",
+    "noisy",
+    "rounds",
+    "calls",
+    "threads",
+    "cpu_model",
+    "cpu_cores",
+    "gpu",
 ]
 LITERT = {"litert_float32": "float32", "litert_int8": "int8"}
 
@@ -39,11 +62,15 @@ def plan_members(config: StudyConfig) -> list[members_lib.Member]:
         points = members_lib.grid_points()
         if config.grid_points:
             points = points[: config.grid_points]
-        return [members_lib.family_member(1, "efficientnet", size, scaling="formula", alpha=a, beta=b, gamma=g,
-                                          role="grid") for a, b, g in points]
+        return [
+            members_lib.family_member(1, "efficientnet", size, scaling="formula", alpha=a, beta=b, gamma=g, role="grid")
+            for a, b, g in points
+        ]
     chosen = [members_lib.member(name, size) for name in config.member_names()]
-    chosen += [members_lib.family_member(p, "efficientnet", size, scaling="formula", role="formula")
-               for p in config.formula_phis]
+    chosen += [
+        members_lib.family_member(p, "efficientnet", size, scaling="formula", role="formula")
+        for p in config.formula_phis
+    ]
     return chosen
 
 
@@ -134,8 +161,11 @@ def check_dataset(data_dir: str):
     except ValueError as e:
         raise cli.UsageError("data_dir", data_dir, "a dataset with images: " + str(e)) from None
     if not splits.train_files or not splits.val_files:
-        raise cli.UsageError("data_dir", data_dir, f"images in train/ and val/ (found {len(splits.train_files)} "
-                             f"and {len(splits.val_files)})")
+        raise cli.UsageError(
+            "data_dir",
+            data_dir,
+            f"images in train/ and val/ (found {len(splits.train_files)} and {len(splits.val_files)})",
+        )
     return splits
 
 
@@ -164,8 +194,9 @@ class Models:
     def get(self, member):
         key = cell_id(member, "")
         if key not in self._models:
-            self._models[key] = convert.build_or_load(member, trained_model(self.config, member),
-                                                      self.config.measure_classes, self.config.seed)
+            self._models[key] = convert.build_or_load(
+                member, trained_model(self.config, member), self.config.measure_classes, self.config.seed
+            )
         return self._models[key]
 
     def drop(self, member):
@@ -202,8 +233,12 @@ class Study:
         return store.load_step(self.config.out, sid)
 
     def save(self, sid: str, record: dict, start: float):
-        record = {"step": sid, **record, "seconds": time.perf_counter() - start,
-                  "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        record = {
+            "step": sid,
+            **record,
+            "seconds": time.perf_counter() - start,
+            "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
         store.save_step(self.config.out, sid, record)
         return record
 
@@ -227,8 +262,11 @@ class Study:
                 start = time.perf_counter()
                 model = self.models.get(m)
                 cst = measure.cost(model)
-                self.save(sid, {"member": m.as_dict(), "cost": cst,
-                                "regularisation": member_training.regularisation(model)}, start)
+                self.save(
+                    sid,
+                    {"member": m.as_dict(), "cost": cst, "regularisation": member_training.regularisation(model)},
+                    start,
+                )
             if not member_backends(c, m):
                 self.models.drop(m)
         if any(not self.done(round_id(r)) for r in range(1, c.rounds + 1)):
@@ -243,16 +281,27 @@ class Study:
         jobs = []
         for m in self.members:
             wanted = [LITERT[b] for b in member_backends(c, m) if b in LITERT]
-            todo = tuple(p for p in wanted if not (self.done(step_id(m, f"convert_{p}"))
-                                                   and os.path.exists(tflite_path(c, m, p))))
+            todo = tuple(
+                p
+                for p in wanted
+                if not (self.done(step_id(m, f"convert_{p}")) and os.path.exists(tflite_path(c, m, p)))
+            )
             if not todo:
                 continue
             cost = self.done(step_id(m, "cost"))["cost"]
-            jobs.append(convert.Job(member=m, precisions=todo, paths={p: tflite_path(c, m, p) for p in todo},
-                                    trained_model=trained_model(c, m), classes=c.measure_classes, seed=c.seed,
-                                    calibration=calibration_count(c, cost["macs"]),
-                                    data_dir=self.splits.data_dir if self.splits is not None else None,
-                                    params=cost["params"]))
+            jobs.append(
+                convert.Job(
+                    member=m,
+                    precisions=todo,
+                    paths={p: tflite_path(c, m, p) for p in todo},
+                    trained_model=trained_model(c, m),
+                    classes=c.measure_classes,
+                    seed=c.seed,
+                    calibration=calibration_count(c, cost["macs"]),
+                    data_dir=self.splits.data_dir if self.splits is not None else None,
+                    params=cost["params"],
+                )
+            )
         if not jobs:
             return
         os.makedirs(os.path.join(c.out, "tflite"), exist_ok=True)
@@ -262,10 +311,16 @@ class Study:
             for precision in job.precisions:
                 r = result[precision]
                 self.say(f"converted {job.member.key} {precision} ({r['seconds']:.0f} s)")
-                self.save(step_id(job.member, f"convert_{precision}"), {
-                    "member": job.member.as_dict(), "bytes": r["bytes"],
-                    "calibration_samples": r["calibration_samples"], "worker_peak_rss_gb": result["peak_rss_gb"]},
-                    time.perf_counter() - r["seconds"])
+                self.save(
+                    step_id(job.member, f"convert_{precision}"),
+                    {
+                        "member": job.member.as_dict(),
+                        "bytes": r["bytes"],
+                        "calibration_samples": r["calibration_samples"],
+                        "worker_peak_rss_gb": result["peak_rss_gb"],
+                    },
+                    time.perf_counter() - r["seconds"],
+                )
 
         # Only while workers run does the machine hold more than this process; the timing rounds are not
         # disturbed by the sampling thread.
@@ -310,8 +365,17 @@ class Study:
             start = time.perf_counter()
             before = measure.load_average()
             samples = measure.one_round(cells, calls)
-            self.save(round_id(r), {"samples": samples, "calls": calls, "meta": meta, "load_before": before,
-                                    "load_after": measure.load_average()}, start)
+            self.save(
+                round_id(r),
+                {
+                    "samples": samples,
+                    "calls": calls,
+                    "meta": meta,
+                    "load_before": before,
+                    "load_after": measure.load_average(),
+                },
+                start,
+            )
 
 
 def run_study(config: StudyConfig, *, progress: bool = True) -> dict:
@@ -326,16 +390,26 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> dict:
         splits = prepare_data(config, data_dir)
         study = Study(config, splits, progress)
         study.run()
-        return write_outputs(config, hw, study.members, time.perf_counter() - wall, study.conversion_peak_gb,
-                             study.conversion_wall_s)
+        return write_outputs(
+            config, hw, study.members, time.perf_counter() - wall, study.conversion_peak_gb, study.conversion_wall_s
+        )
 
 
 def member_columns(m) -> dict:
     base = m.role == "baseline"
-    return {"model": m.label, "key": m.key, "role": m.role, "family": m.kind, "phi": None if base else m.phi,
-            "fused_stages": m.fused_stages if m.role == "fused" else None, "scaling": None if base else m.scaling,
-            "alpha": None if base else m.alpha, "beta": None if base else m.beta, "gamma": None if base else m.gamma,
-            "resolution": m.resolution}
+    return {
+        "model": m.label,
+        "key": m.key,
+        "role": m.role,
+        "family": m.kind,
+        "phi": None if base else m.phi,
+        "fused_stages": m.fused_stages if m.role == "fused" else None,
+        "scaling": None if base else m.scaling,
+        "alpha": None if base else m.alpha,
+        "beta": None if base else m.beta,
+        "gamma": None if base else m.gamma,
+        "resolution": m.resolution,
+    }
 
 
 def collect(config: StudyConfig, hw: dict, chosen) -> tuple[list[dict], dict]:
@@ -358,8 +432,9 @@ def collect(config: StudyConfig, hw: dict, chosen) -> tuple[list[dict], dict]:
         for backend in member_backends(config, m):
             if backend in LITERT:
                 conv = store.load_step(out, step_id(m, f"convert_{LITERT[backend]}"))
-                rows.append({**cols, "measurement": "tflite_bytes", "value": conv["bytes"], "unit": "bytes",
-                             "backend": backend})
+                rows.append(
+                    {**cols, "measurement": "tflite_bytes", "value": conv["bytes"], "unit": "bytes", "backend": backend}
+                )
     rounds = [store.load_step(out, round_id(r)) for r in range(1, config.rounds + 1)]
     rounds = [r for r in rounds if r]
     for m in chosen:
@@ -371,39 +446,76 @@ def collect(config: StudyConfig, hw: dict, chosen) -> tuple[list[dict], dict]:
                 continue
             s = stats.summary(values, config.max_spread)
             batch = rounds[-1]["meta"][cid]["batch_size"]
-            common = {**cols, "backend": backend, "batch_size": batch, "rounds": s["n"],
-                      "calls": rounds[-1]["calls"][cid], "threads": config.thread_count if backend in LITERT else
-                      hw["threads"]["tf_intra_op"]}
-            rows.append({**common, "measurement": "latency_ms", "value": s["median"], "unit": "ms", "q1": s["q1"],
-                         "q3": s["q3"], "spread": s["spread"], "noisy": s["noisy"]})
+            common = {
+                **cols,
+                "backend": backend,
+                "batch_size": batch,
+                "rounds": s["n"],
+                "calls": rounds[-1]["calls"][cid],
+                "threads": config.thread_count if backend in LITERT else hw["threads"]["tf_intra_op"],
+            }
+            rows.append(
+                {
+                    **common,
+                    "measurement": "latency_ms",
+                    "value": s["median"],
+                    "unit": "ms",
+                    "q1": s["q1"],
+                    "q3": s["q3"],
+                    "spread": s["spread"],
+                    "noisy": s["noisy"],
+                }
+            )
             if backend == "keras_batch":
-                rows.append({**common, "measurement": "throughput", "value": batch * 1e3 / s["median"],
-                             "unit": "images/s", "spread": s["spread"], "noisy": s["noisy"]})
+                rows.append(
+                    {
+                        **common,
+                        "measurement": "throughput",
+                        "value": batch * 1e3 / s["median"],
+                        "unit": "images/s",
+                        "spread": s["spread"],
+                        "noisy": s["noisy"],
+                    }
+                )
     timing = {}
     if rounds:
-        timing = {"rounds": len(rounds), "load_before": rounds[0]["load_before"],
-                  "load_after": rounds[-1]["load_after"], "max_load": max(max(r["load_before"] + r["load_after"],
-                                                                               default=0) for r in rounds),
-                  "round_seconds": [r["seconds"] for r in rounds], "started": rounds[0]["finished"]}
+        timing = {
+            "rounds": len(rounds),
+            "load_before": rounds[0]["load_before"],
+            "load_after": rounds[-1]["load_after"],
+            "max_load": max(max(r["load_before"] + r["load_after"], default=0) for r in rounds),
+            "round_seconds": [r["seconds"] for r in rounds],
+            "started": rounds[0]["finished"],
+        }
     return rows, timing
 
 
-def write_outputs(config: StudyConfig, hw: dict, chosen, wall_s: float, tree_peak_gb: float = 0.0,
-                  conversion_wall_s: float = 0.0) -> dict:
+def write_outputs(
+    config: StudyConfig, hw: dict, chosen, wall_s: float, tree_peak_gb: float = 0.0, conversion_wall_s: float = 0.0
+) -> dict:
     rows, timing = collect(config, hw, chosen)
     table = report.wide_table(rows)
     steps = store.all_steps(config.out)
-    fits = {column: costmodel.evaluate([m for m in table if m["role"] in report.COST_MODEL_ROLES], column)
-            for column, _ in report.LATENCY_BACKENDS}
+    fits = {
+        column: costmodel.evaluate([m for m in table if m["role"] in report.COST_MODEL_ROLES], column)
+        for column, _ in report.LATENCY_BACKENDS
+    }
     results = {
-        "hardware": hw, "config": dataclasses.asdict(config), "command": report.command_line(config),
+        "hardware": hw,
+        "config": dataclasses.asdict(config),
+        "command": report.command_line(config),
         "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "timing": timing, "wall_seconds_this_run": wall_s, "peak_rss_gb": measure.peak_rss_gb(),
+        "timing": timing,
+        "wall_seconds_this_run": wall_s,
+        "peak_rss_gb": measure.peak_rss_gb(),
         "peak_memory_gb": max(tree_peak_gb, measure.peak_rss_gb()),
         "conversion": {"wall_seconds": conversion_wall_s, "workers": config.convert_worker_count},
-        "step_seconds": {s["step"]: s["seconds"] for s in steps}, "study_seconds": sum(s["seconds"] for s in steps),
+        "step_seconds": {s["step"]: s["seconds"] for s in steps},
+        "study_seconds": sum(s["seconds"] for s in steps),
         "recipe": member_training.recipe(config) if not config.measure_only else None,
-        "rows": rows, "models": table, "cost_model": fits,
+        "rows": rows,
+        "models": table,
+        "cost_model": fits,
     }
     if config.compare_with:
         import json
@@ -412,9 +524,11 @@ def write_outputs(config: StudyConfig, hw: dict, chosen, wall_s: float, tree_pea
 
         with open(os.path.join(config.compare_with, "results.json")) as f:
             other = json.load(f)
-        results["agreement"] = {"with": config.compare_with, "written": other["written"],
-                                "backends": stats.agreement(other["models"], table,
-                                                            [c for c, _ in report.LATENCY_BACKENDS])}
+        results["agreement"] = {
+            "with": config.compare_with,
+            "written": other["written"],
+            "backends": stats.agreement(other["models"], table, [c for c, _ in report.LATENCY_BACKENDS]),
+        }
     store.write_csv(os.path.join(config.out, "results.csv"), rows, CSV_COLUMNS)
     results["plots"] = plots.write_all(table, fits, config.out)
     store.write_json(os.path.join(config.out, "results.json"), results)

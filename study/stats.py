@@ -28,8 +28,15 @@ def summary(values, max_spread: float) -> dict:
     med = statistics.median(values)
     q1, q3 = quantile(values, 0.25), quantile(values, 0.75)
     spread = (q3 - q1) / med if med > 0 else 0.0
-    return {"median": med, "q1": q1, "q3": q3, "iqr": q3 - q1, "spread": spread,
-            "noisy": spread > max_spread, "n": len(values)}
+    return {
+        "median": med,
+        "q1": q1,
+        "q3": q3,
+        "iqr": q3 - q1,
+        "spread": spread,
+        "noisy": spread > max_spread,
+        "n": len(values),
+    }
 
 
 def ranks(values) -> list[float]:
@@ -68,6 +75,9 @@ def agreement(first: list[dict], second: list[dict], columns) -> dict:
         keys = [k for k in a if k in b]
         if len(keys) < 2:
             continue
-        out[column] = {"members": len(keys), "spearman": spearman([a[k] for k in keys], [b[k] for k in keys]),
-                       "max_median_difference": max(abs(a[k] - b[k]) / min(a[k], b[k]) for k in keys)}
+        out[column] = {
+            "members": len(keys),
+            "spearman": spearman([a[k] for k in keys], [b[k] for k in keys]),
+            "max_median_difference": max(abs(a[k] - b[k]) / min(a[k], b[k]) for k in keys),
+        }
     return out

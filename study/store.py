@@ -14,8 +14,7 @@ import io
 import json
 import os
 
-from common import cli
-from common import files
+from common import cli, files
 
 STUDY_FILE = "study.json"
 STEPS_DIR = "steps"
@@ -53,8 +52,9 @@ def open_study(out: str, fingerprint: dict) -> None:
             )
         return
     if os.path.isdir(out) and [n for n in os.listdir(out) if not n.startswith(".")]:
-        raise cli.UsageError("out", out, f"a new or empty folder, or a study folder (this one is not empty "
-                             f"and has no {STUDY_FILE})")
+        raise cli.UsageError(
+            "out", out, f"a new or empty folder, or a study folder (this one is not empty and has no {STUDY_FILE})"
+        )
     write_json(path, fingerprint)
 
 

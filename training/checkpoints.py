@@ -44,8 +44,8 @@ import shutil
 import signal
 import threading
 
-from training import config as config_lib
 from common.files import atomic_path, write_json
+from training import config as config_lib
 
 METRICS = "metrics.json"
 LABELS = "labels.txt"
@@ -131,7 +131,8 @@ def check_model_dir(config, *, chief: bool, log=print) -> int:
         more = f" and {len(diffs) - 6} more" if len(diffs) > 6 else ""
         raise config_lib.ConfigError(
             f"--out={config.out} holds a run with another configuration (differs in: {shown}{more}); "
-            "use the same flags to resume it, another --out, or --overwrite to start over")
+            "use the same flags to resume it, another --out, or --overwrite to start over"
+        )
     return int(run["run_id"]) if run else new_id
 
 
@@ -173,7 +174,9 @@ class RunCheckpoint:
         number = int(latest.rsplit("-", 1)[1])
         state = read_json(os.path.join(self.read_dir, f"state-{number}.json"))
         if state is None:
-            raise RuntimeError(f"checkpoint {latest} has no state-{number}.json beside it; the checkpoint folder was edited.")
+            raise RuntimeError(
+                f"checkpoint {latest} has no state-{number}.json beside it; the checkpoint folder was edited."
+            )
         self.checkpoint.restore(latest).assert_existing_objects_matched()
         return Progress(**state)
 
@@ -209,11 +212,16 @@ def check_workers_agree(strategy, model_dir: str, run_id: int, latest: int) -> N
             raise config_lib.ConfigError(
                 f"--out={model_dir}: worker {worker} does not see the run of worker 0 there "
                 f"(run id {seen} vs {chief[0]}, newest checkpoint step {ckpt} vs {chief[1]}); every worker must be given "
-                "the same --out on a file system they all share, so that each one resumes from the same checkpoint")
+                "the same --out on a file system they all share, so that each one resumes from the same checkpoint"
+            )
 
 
 def _num_workers(strategy) -> int:
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None:
         return 1
-    return max(1, len(resolver.cluster_spec().as_dict().get("worker", [])) + len(resolver.cluster_spec().as_dict().get("chief", [])))
+    return max(
+        1,
+        len(resolver.cluster_spec().as_dict().get("worker", []))
+        + len(resolver.cluster_spec().as_dict().get("chief", [])),
+    )

@@ -42,12 +42,15 @@ class ClusterError(cli.UsageError, ValueError):
 
 def check_tf_config(text: str | None) -> dict:
     """The parsed TF_CONFIG, or ClusterError naming what is missing or inconsistent."""
+
     def fail(what):
         raise ClusterError(f"TF_CONFIG: expected {what}; got {text!r}")
 
     if not text:
-        fail('the TF_CONFIG environment variable ({"cluster": {"worker": ["host:port", ...]}, "task": '
-             '{"type": "worker", "index": i}})')
+        fail(
+            'the TF_CONFIG environment variable ({"cluster": {"worker": ["host:port", ...]}, "task": '
+            '{"type": "worker", "index": i}})'
+        )
     try:
         config = json.loads(text)
     except ValueError as e:
@@ -73,10 +76,10 @@ def check_tf_config(text: str | None) -> dict:
     if not isinstance(task, dict) or "type" not in task or "index" not in task:
         fail('a "task" object with "type" and "index" (which worker this process is)')
     if task["type"] not in cluster:
-        fail(f'a task type that is a job of the cluster ({task["type"]!r} is not one of {sorted(cluster)})')
+        fail(f"a task type that is a job of the cluster ({task['type']!r} is not one of {sorted(cluster)})")
     index = task["index"]
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(cluster[task["type"]]):
-        fail(f'a task index in 0..{len(cluster[task["type"]]) - 1} for job {task["type"]!r} (got {index!r})')
+        fail(f"a task index in 0..{len(cluster[task['type']]) - 1} for job {task['type']!r} (got {index!r})")
     return config
 
 
@@ -106,8 +109,10 @@ def check_slurm(environ=None) -> dict:
         if values[key] is None:
             missing.append(" or ".join(names))
     if missing:
-        raise ClusterError(f"--cluster=slurm: expected the variables srun sets in each task; missing: {', '.join(missing)} "
-                           "(start the workers with srun, one task per node)")
+        raise ClusterError(
+            f"--cluster=slurm: expected the variables srun sets in each task; missing: {', '.join(missing)} "
+            "(start the workers with srun, one task per node)"
+        )
     module = _slurm_module()
     try:
         rank, tasks = int(environ["SLURM_PROCID"]), int(values["tasks"])
@@ -116,11 +121,15 @@ def check_slurm(environ=None) -> dict:
     except ValueError as e:
         raise ClusterError(f"--cluster=slurm: expected well-formed Slurm variables ({e})") from None
     if len(nodes) != len(per_node):
-        raise ClusterError(f"--cluster=slurm: expected a task count for each node ({len(nodes)} nodes "
-                           f"{values['nodes']!r}, {len(per_node)} counts {values['tasks_per_node']!r})")
+        raise ClusterError(
+            f"--cluster=slurm: expected a task count for each node ({len(nodes)} nodes "
+            f"{values['nodes']!r}, {len(per_node)} counts {values['tasks_per_node']!r})"
+        )
     if sum(per_node) != tasks:
-        raise ClusterError(f"--cluster=slurm: expected the tasks per node ({values['tasks_per_node']!r}) to add up to the "
-                           f"{tasks} tasks of the step")
+        raise ClusterError(
+            f"--cluster=slurm: expected the tasks per node ({values['tasks_per_node']!r}) to add up to the "
+            f"{tasks} tasks of the step"
+        )
     if not 0 <= rank < tasks:
         raise ClusterError(f"--cluster=slurm: expected SLURM_PROCID in 0..{tasks - 1} (got {rank})")
     return {"rank": rank, "tasks": tasks, "nodes": nodes, "tasks_per_node": per_node}
@@ -145,11 +154,17 @@ def slurm_resolver(port_base: int = DEFAULT_PORT, environ=None):
     except (RuntimeError, OSError):  # no nvidia-smi: a CPU node
         gpus = 0
     if gpus and gpus < most:
-        raise ClusterError(f"--cluster=slurm: expected at most one task per GPU ({most} tasks on a node with {gpus} GPUs)")
-    slots = dict(gpus_per_node=gpus, gpus_per_task=gpus // most, auto_set_gpu=True) if gpus else \
-        dict(gpus_per_node=most, gpus_per_task=1, auto_set_gpu=False)
+        raise ClusterError(
+            f"--cluster=slurm: expected at most one task per GPU ({most} tasks on a node with {gpus} GPUs)"
+        )
+    slots = (
+        dict(gpus_per_node=gpus, gpus_per_task=gpus // most, auto_set_gpu=True)
+        if gpus
+        else dict(gpus_per_node=most, gpus_per_task=1, auto_set_gpu=False)
+    )
     return tf.distribute.cluster_resolver.SlurmClusterResolver(
-        jobs={"worker": info["tasks"]}, port_base=port_base, tasks_per_node=layout, **slots)
+        jobs={"worker": info["tasks"]}, port_base=port_base, tasks_per_node=layout, **slots
+    )
 
 
 def resolve(cluster: str, *, port_base: int = DEFAULT_PORT, environ=None):

@@ -30,7 +30,9 @@ def confusion_matrix(targets, predictions, num_classes: int) -> np.ndarray:
     predictions = np.asarray(predictions, np.int64)
     if targets.shape != predictions.shape:
         raise ValueError(f"targets and predictions differ in shape: {targets.shape} vs {predictions.shape}.")
-    return np.bincount(targets * num_classes + predictions, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    return np.bincount(targets * num_classes + predictions, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes
+    )
 
 
 def row_normalized(matrix: np.ndarray) -> np.ndarray:
@@ -48,16 +50,27 @@ def per_class(matrix: np.ndarray, class_names) -> dict:
     recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
     denom = precision + recall
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
-    return {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                   "support": int(actual[i])} for i, name in enumerate(class_names)}
+    return {
+        name: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(actual[i]),
+        }
+        for i, name in enumerate(class_names)
+    }
 
 
 def most_confused(matrix: np.ndarray, class_names, top: int = TOP_PAIRS) -> list[dict]:
     """The off-diagonal cells with the most images, largest first (ties by true then predicted class index)."""
-    cells = [(-int(matrix[t, p]), t, p) for t in range(len(matrix)) for p in range(len(matrix)) if t != p and matrix[t, p]]
+    cells = [
+        (-int(matrix[t, p]), t, p) for t in range(len(matrix)) for p in range(len(matrix)) if t != p and matrix[t, p]
+    ]
     rows = matrix.sum(axis=1)
-    return [{"true": class_names[t], "predicted": class_names[p], "count": -n, "share_of_true": -n / float(rows[t])}
-            for n, t, p in sorted(cells)[:top]]
+    return [
+        {"true": class_names[t], "predicted": class_names[p], "count": -n, "share_of_true": -n / float(rows[t])}
+        for n, t, p in sorted(cells)[:top]
+    ]
 
 
 def summary(targets, predictions, class_names) -> dict:
@@ -66,7 +79,8 @@ def summary(targets, predictions, class_names) -> dict:
     m = confusion_matrix(targets, predictions, len(names))
     figures = per_class(m, names)
     return {
-        "class_names": names, "confusion_matrix": m.tolist(),
+        "class_names": names,
+        "confusion_matrix": m.tolist(),
         "confusion_matrix_normalized": np.round(row_normalized(m), 6).tolist(),
         "per_class_metrics": figures,
         "macro_f1": float(np.mean([f["f1"] for f in figures.values()])) if figures else 0.0,
@@ -95,7 +109,10 @@ def report(result: dict) -> str:
     lines.append(f"macro F1 {result['macro_f1']:.4f}")
     if result["most_confused"]:
         lines.append("most confused (true -> predicted: images, share of the true class):")
-        lines.extend(f"  {p['true']} -> {p['predicted']}: {p['count']} ({p['share_of_true']:.1%})" for p in result["most_confused"])
+        lines.extend(
+            f"  {p['true']} -> {p['predicted']}: {p['count']} ({p['share_of_true']:.1%})"
+            for p in result["most_confused"]
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -105,8 +122,12 @@ def write(folder: str, result: dict) -> dict:
 
     os.makedirs(folder, exist_ok=True)
     names = result["class_names"]
-    paths = {"counts_csv": os.path.join(folder, COUNTS_CSV), "normalized_csv": os.path.join(folder, NORMALIZED_CSV),
-             "png": os.path.join(folder, PNG), "report": os.path.join(folder, REPORT)}
+    paths = {
+        "counts_csv": os.path.join(folder, COUNTS_CSV),
+        "normalized_csv": os.path.join(folder, NORMALIZED_CSV),
+        "png": os.path.join(folder, PNG),
+        "report": os.path.join(folder, REPORT),
+    }
     atomic_write(paths["counts_csv"], matrix_csv(result["confusion_matrix"], names))
     atomic_write(paths["normalized_csv"], matrix_csv(result["confusion_matrix_normalized"], names))
     atomic_write(paths["report"], report(result))
@@ -126,8 +147,10 @@ def plot(result: dict, path: str) -> None:
     n = len(names)
     size = max(4.0, 0.45 * n + 2)
     fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size))
-    for ax, key, title, fmt in ((axes[0], "confusion_matrix", "counts", "d"),
-                                (axes[1], "confusion_matrix_normalized", "row-normalised (recall)", ".2f")):
+    for ax, key, title, fmt in (
+        (axes[0], "confusion_matrix", "counts", "d"),
+        (axes[1], "confusion_matrix_normalized", "row-normalised (recall)", ".2f"),
+    ):
         m = np.asarray(result[key], np.float64)
         ax.imshow(m, cmap="Blues", vmin=0, vmax=max(m.max(), 1e-9))
         ax.set_title(title)
@@ -139,8 +162,15 @@ def plot(result: dict, path: str) -> None:
             for t in range(n):
                 for p in range(n):
                     text = format(int(m[t, p]), fmt) if fmt == "d" else format(m[t, p], fmt)
-                    ax.text(p, t, text, ha="center", va="center", fontsize=6,
-                            color="white" if m[t, p] > 0.6 * m.max() else "black")
+                    ax.text(
+                        p,
+                        t,
+                        text,
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="white" if m[t, p] > 0.6 * m.max() else "black",
+                    )
     fig.tight_layout()
     fig.savefig(path, dpi=100, format="png")
     plt.close(fig)

@@ -62,8 +62,13 @@ def apply_contract(model, config, *, pretrained: bool = False) -> dict:
     if zeroed:
         head.set_weights([np.zeros(tuple(w.shape), "float32") for w in head.weights])
     momentum = "as built (pretrained)" if pretrained else config.bn_momentum
-    return {"batch_norm_layers": len(bn), "bn_momentum": momentum, "sync_bn": bool(config.sync_bn),
-            "classifier": head.name if head is not None else None, "zero_init_head": zeroed}
+    return {
+        "batch_norm_layers": len(bn),
+        "bn_momentum": momentum,
+        "sync_bn": bool(config.sync_bn),
+        "classifier": head.name if head is not None else None,
+        "zero_init_head": zeroed,
+    }
 
 
 def build_model(config, num_classes: int, *, image_size=None):
@@ -75,8 +80,12 @@ def build_model(config, num_classes: int, *, image_size=None):
 
     shape = (None, None, 3) if image_size is None else (image_size, image_size, 3)
     return keras_effnet.build(
-        config.phi, family=config.family, classes=num_classes, input_shape=shape,
-        dropout_rate=config.dropout_rate, drop_connect_rate=config.drop_connect_rate,
+        config.phi,
+        family=config.family,
+        classes=num_classes,
+        input_shape=shape,
+        dropout_rate=config.dropout_rate,
+        drop_connect_rate=config.drop_connect_rate,
     )
 
 

@@ -93,7 +93,8 @@ def check_image(path: str) -> str | None:
 
 def _list_files(folder):
     return sorted(
-        os.path.join(folder, name) for name in os.listdir(folder)
+        os.path.join(folder, name)
+        for name in os.listdir(folder)
         if not name.startswith(".") and os.path.isfile(os.path.join(folder, name))
     )
 
@@ -108,15 +109,21 @@ def scan_folder(split_dir: str, *, workers: int | None = None, cache: bool = Tru
     """
     split_dir = os.fspath(split_dir)
     if not os.path.isdir(split_dir):
-        raise ValueError(f"split_dir: {split_dir!r} is not a directory (expected <data_dir>/train or <data_dir>/val with one folder per class).")
-    class_names = sorted(n for n in os.listdir(split_dir) if not n.startswith(".") and os.path.isdir(os.path.join(split_dir, n)))
+        raise ValueError(
+            f"split_dir: {split_dir!r} is not a directory (expected <data_dir>/train or <data_dir>/val with one folder per class)."
+        )
+    class_names = sorted(
+        n for n in os.listdir(split_dir) if not n.startswith(".") and os.path.isdir(os.path.join(split_dir, n))
+    )
     if not class_names:
         raise ValueError(f"split_dir: {split_dir!r} has no class folders (expected {split_dir}/<class>/<image files>).")
     per_class = []
     for name in class_names:
         files = _list_files(os.path.join(split_dir, name))
         if not files:
-            raise ValueError(f"class folder {os.path.join(split_dir, name)!r} is empty: every class needs at least one image.")
+            raise ValueError(
+                f"class folder {os.path.join(split_dir, name)!r} is empty: every class needs at least one image."
+            )
         per_class.append(files)
     all_files = [f for files in per_class for f in files]
     reasons = _checked(split_dir, all_files, workers=workers, use_cache=cache)
@@ -138,10 +145,14 @@ def load_splits(data_dir: str) -> Splits:
     """Scan `data_dir/train` and `data_dir/val`; both must hold the same class folders."""
     data_dir = os.fspath(data_dir)
     if not os.path.isdir(data_dir):
-        raise ValueError(f"data_dir: {data_dir!r} is not a directory (expected {data_dir}/train/<class>/* and {data_dir}/val/<class>/*).")
+        raise ValueError(
+            f"data_dir: {data_dir!r} is not a directory (expected {data_dir}/train/<class>/* and {data_dir}/val/<class>/*)."
+        )
     for split in ("train", "val"):
         if not os.path.isdir(os.path.join(data_dir, split)):
-            raise ValueError(f"data_dir: {data_dir!r} has no {split!r} folder (expected {data_dir}/train/<class>/* and {data_dir}/val/<class>/*).")
+            raise ValueError(
+                f"data_dir: {data_dir!r} has no {split!r} folder (expected {data_dir}/train/<class>/* and {data_dir}/val/<class>/*)."
+            )
     train = scan_folder(os.path.join(data_dir, "train"))
     val = scan_folder(os.path.join(data_dir, "val"))
     if train[2] != val[2]:
@@ -152,9 +163,12 @@ def load_splits(data_dir: str) -> Splits:
             f"(only in train: {only_train or 'none'}; only in val: {only_val or 'none'})."
         )
     return Splits(
-        data_dir=data_dir, class_names=tuple(train[2]),
-        train_files=tuple(train[0]), train_labels=tuple(train[1]),
-        val_files=tuple(val[0]), val_labels=tuple(val[1]),
+        data_dir=data_dir,
+        class_names=tuple(train[2]),
+        train_files=tuple(train[0]),
+        train_labels=tuple(train[1]),
+        val_files=tuple(val[0]),
+        val_labels=tuple(val[1]),
         skipped=tuple(train[3]) + tuple(val[3]),
     )
 
@@ -326,9 +340,14 @@ def make_dataset(
 
         def window(shape):
             begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
-                tf.cast(shape, tf.int32), tf.zeros([1, 0, 4], tf.float32), seed=element_seed,
-                min_object_covered=0.0, aspect_ratio_range=CROP_ASPECT, area_range=tuple(crop_area),
-                max_attempts=10, use_image_if_no_bounding_boxes=True,
+                tf.cast(shape, tf.int32),
+                tf.zeros([1, 0, 4], tf.float32),
+                seed=element_seed,
+                min_object_covered=0.0,
+                aspect_ratio_range=CROP_ASPECT,
+                area_range=tuple(crop_area),
+                max_attempts=10,
+                use_image_if_no_bounding_boxes=True,
             )
             return begin, extent
 
@@ -352,9 +371,14 @@ def make_dataset(
         image, label = element
         element_seed = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(start_epoch, tf.int64), index])
         begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
-            tf.shape(image), tf.zeros([1, 0, 4], tf.float32), seed=element_seed,
-            min_object_covered=0.0, aspect_ratio_range=CROP_ASPECT, area_range=tuple(crop_area),
-            max_attempts=10, use_image_if_no_bounding_boxes=True,
+            tf.shape(image),
+            tf.zeros([1, 0, 4], tf.float32),
+            seed=element_seed,
+            min_object_covered=0.0,
+            aspect_ratio_range=CROP_ASPECT,
+            area_range=tuple(crop_area),
+            max_attempts=10,
+            use_image_if_no_bounding_boxes=True,
         )
         # Crop and flip the uint8 image, then one float pass: the resize. Bilinear interpolation without
         # antialiasing stays within the inputs' range, so no clip is needed.
@@ -409,8 +433,9 @@ def decoded_images(files, image_size: int):
 
     key = (tuple(os.fspath(f) for f in files), int(image_size))
     if key not in _DECODED:
-        ds = make_dataset(list(key[0]), [0] * len(key[0]), image_size=image_size, batch_size=256, training=False,
-                          augment="none")
+        ds = make_dataset(
+            list(key[0]), [0] * len(key[0]), image_size=image_size, batch_size=256, training=False, augment="none"
+        )
         batches = [tf.cast(tf.round(x), tf.uint8) for x, _ in ds]
         while len(_DECODED) >= 2:
             _DECODED.pop(next(iter(_DECODED)))
@@ -437,7 +462,9 @@ def _randaugment(seed, start_epoch, magnitude=10.0):
     from keras_effnet import flavours
 
     keras = flavours.keras3()
-    layer = keras.layers.RandAugment(value_range=(0, 255), num_ops=2, factor=float(magnitude) / 30, seed=_shuffle_seed(seed, start_epoch))
+    layer = keras.layers.RandAugment(
+        value_range=(0, 255), num_ops=2, factor=float(magnitude) / 30, seed=_shuffle_seed(seed, start_epoch)
+    )
 
     def apply(images, labels):
         return layer(images, training=True), labels
@@ -464,6 +491,7 @@ def representative_images(data_dir: str, n: int, image_size: int, *, seed: int =
         for q in queues:
             if q and len(order) < n:
                 order.append(q.pop())
-    ds = make_dataset(order, [0] * len(order), image_size=image_size, batch_size=len(order), training=False, augment="none")
+    ds = make_dataset(
+        order, [0] * len(order), image_size=image_size, batch_size=len(order), training=False, augment="none"
+    )
     return next(iter(ds))[0].numpy()
-

@@ -21,8 +21,12 @@ import urllib.request
 
 FASTAI_URL = "https://s3.amazonaws.com/fast-ai-imageclas/"
 ARCHIVES = {
-    ("imagenette", "160"): "imagenette2-160", ("imagenette", "320"): "imagenette2-320", ("imagenette", "full"): "imagenette2",
-    ("imagewoof", "160"): "imagewoof2-160", ("imagewoof", "320"): "imagewoof2-320", ("imagewoof", "full"): "imagewoof2",
+    ("imagenette", "160"): "imagenette2-160",
+    ("imagenette", "320"): "imagenette2-320",
+    ("imagenette", "full"): "imagenette2",
+    ("imagewoof", "160"): "imagewoof2-160",
+    ("imagewoof", "320"): "imagewoof2-320",
+    ("imagewoof", "full"): "imagewoof2",
 }
 NOISE_COLUMNS = (0, 1, 5, 25, 50)
 
@@ -68,7 +72,9 @@ def download_fastai(name: str, size: str = "160", root: str | None = None, *, ba
         os.replace(inner, target)
     except tarfile.TarError as e:
         os.remove(tgz)  # a corrupt download: fetch it again next time
-        raise RuntimeError(f"archive {tgz!r} from {url} is not a valid .tgz ({e}); removed it, run again to download.") from e
+        raise RuntimeError(
+            f"archive {tgz!r} from {url} is not a valid .tgz ({e}); removed it, run again to download."
+        ) from e
     finally:
         shutil.rmtree(unpack, ignore_errors=True)
     return target

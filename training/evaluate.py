@@ -21,22 +21,39 @@ import os
 import zipfile
 
 from common import cli
-from training import confusion, data as data_lib, folder_split, shards as shards_lib
+from training import confusion, folder_split
+from training import data as data_lib
+from training import shards as shards_lib
 
 MODEL_WHAT = "a .keras model written by training.train"
 
 
 @dataclasses.dataclass(frozen=True)
 class EvaluateConfig:
-    model: str | None = cli.flag(None, "A model.keras written by training.train (labels.txt beside it names the classes); "
-                                 "required unless --run is given.", group="input")
-    data_dir: str | None = cli.flag(None, "A folder of images: its val/<class>/* is evaluated (or DIR/<class>/* when there "
-                                    "is no val/), or TFRecord shards (their validation-* shards); required unless "
-                                    "--run is given.", group="input")
-    run: str | None = cli.flag(None, "A training run's --out folder: its model on exactly its validation images "
-                               "(OUT/split.json for a one-folder dataset, else the data folder's val/).", group="input")
-    out: str | None = cli.flag(None, "Where the confusion matrix (CSV, PNG) and report.txt go (none: evaluation/ beside "
-                               "the model).", group="output")
+    model: str | None = cli.flag(
+        None,
+        "A model.keras written by training.train (labels.txt beside it names the classes); "
+        "required unless --run is given.",
+        group="input",
+    )
+    data_dir: str | None = cli.flag(
+        None,
+        "A folder of images: its val/<class>/* is evaluated (or DIR/<class>/* when there "
+        "is no val/), or TFRecord shards (their validation-* shards); required unless "
+        "--run is given.",
+        group="input",
+    )
+    run: str | None = cli.flag(
+        None,
+        "A training run's --out folder: its model on exactly its validation images "
+        "(OUT/split.json for a one-folder dataset, else the data folder's val/).",
+        group="input",
+    )
+    out: str | None = cli.flag(
+        None,
+        "Where the confusion matrix (CSV, PNG) and report.txt go (none: evaluation/ beside the model).",
+        group="output",
+    )
     batch_size: int = cli.flag(64, "Batch size.", group="evaluation")
     json: bool = cli.flag(False, "Print one JSON object with the results as the last line of stdout.", group="output")
 
@@ -52,8 +69,11 @@ def load_labels(model_path: str, num_outputs: int) -> list[str]:
     with open(path) as f:
         names = [line.strip() for line in f if line.strip()]
     if len(names) != num_outputs:
-        raise cli.UsageError("model", model_path, f"a model with as many outputs as {path} lists classes "
-                                                  f"({len(names)} classes there, {num_outputs} outputs)")
+        raise cli.UsageError(
+            "model",
+            model_path,
+            f"a model with as many outputs as {path} lists classes ({len(names)} classes there, {num_outputs} outputs)",
+        )
     return names
 
 
@@ -68,13 +88,16 @@ def load_model(model_path: str):
     keras = flavours.keras3()
     cli.require_file("model", model_path, what=MODEL_WHAT)
     if not zipfile.is_zipfile(model_path):
-        raise NotAModelError("model", model_path, f"{MODEL_WHAT} (this file is not a Keras model: not a .keras archive)")
+        raise NotAModelError(
+            "model", model_path, f"{MODEL_WHAT} (this file is not a Keras model: not a .keras archive)"
+        )
     try:
         return keras.saving.load_model(model_path, compile=False, safe_mode=True)
     except (ValueError, KeyError, OSError, TypeError, zipfile.BadZipFile) as e:
         reason = " ".join(str(e).split())[:200]
-        raise NotAModelError("model", model_path, f"{MODEL_WHAT} (this file is not a loadable Keras model: "
-                                                  f"{type(e).__name__}: {reason})") from None
+        raise NotAModelError(
+            "model", model_path, f"{MODEL_WHAT} (this file is not a loadable Keras model: {type(e).__name__}: {reason})"
+        ) from None
 
 
 def run_images(run: str, data_dir: str | None = None):
@@ -88,16 +111,30 @@ def run_images(run: str, data_dir: str | None = None):
             splits = folder_split.from_record(record, data_dir)
         except ValueError as e:
             raise cli.UsageError("run", run, f"a run whose validation images are still there ({e})") from None
-        return list(splits.val_files), list(splits.val_labels), list(splits.class_names), os.path.join(run, folder_split.SPLIT_FILE)
+        return (
+            list(splits.val_files),
+            list(splits.val_labels),
+            list(splits.class_names),
+            os.path.join(run, folder_split.SPLIT_FILE),
+        )
     saved = (checkpoints.read_json(os.path.join(run, checkpoints.RUN)) or {}).get("config") or {}
     folder = data_dir or saved.get("data_dir")
     if not folder or not os.path.isdir(os.path.join(folder, "val")):
-        raise cli.UsageError("run", run, "a run folder with split.json, or a run whose data folder has val/ (give --data_dir)")
+        raise cli.UsageError(
+            "run", run, "a run folder with split.json, or a run whose data folder has val/ (give --data_dir)"
+        )
     return None, None, None, folder
 
 
-def evaluate(model_path: str | None, data_dir: str | None, *, batch_size: int = 64, run: str | None = None,
-             out: str | None = None, write: bool = True) -> dict:
+def evaluate(
+    model_path: str | None,
+    data_dir: str | None,
+    *,
+    batch_size: int = 64,
+    run: str | None = None,
+    out: str | None = None,
+    write: bool = True,
+) -> dict:
     """{"top1", "top5", "num_images", "per_class": {name: accuracy}, "skipped": [...]} and training.confusion's
     summary on DIR/val (or DIR), or on a run's validation images; files written to `out` when `write`."""
     import numpy as np
@@ -138,11 +175,21 @@ def evaluate(model_path: str | None, data_dir: str | None, *, batch_size: int = 
     top5 = np.argsort(-probs, axis=1)[:, :5]
     hit1 = top5[:, 0] == targets
     hit5 = (top5 == targets[:, None]).any(axis=1)
-    per_class = {class_names[c]: float(hit1[np.array(labels) == c].mean()) for c in range(len(class_names))
-                 if (np.array(labels) == c).any()}
-    result = {"top1": float(hit1.mean()), "top5": float(hit5.mean()), "num_images": int(len(files)),
-              "per_class": per_class, "skipped": [str(s) for s in skipped], "model": model_path, "data_dir": split_dir,
-              **confusion.summary(targets, top5[:, 0], names)}
+    per_class = {
+        class_names[c]: float(hit1[np.array(labels) == c].mean())
+        for c in range(len(class_names))
+        if (np.array(labels) == c).any()
+    }
+    result = {
+        "top1": float(hit1.mean()),
+        "top5": float(hit5.mean()),
+        "num_images": int(len(files)),
+        "per_class": per_class,
+        "skipped": [str(s) for s in skipped],
+        "model": model_path,
+        "data_dir": split_dir,
+        **confusion.summary(targets, top5[:, 0], names),
+    }
     if write:
         folder = out or os.path.join(os.path.dirname(os.path.abspath(model_path)), "evaluation")
         result["files"] = confusion.write(folder, result)
@@ -164,9 +211,14 @@ def _command(config: EvaluateConfig) -> int:
 
 
 def main(argv=None) -> int:
-    return cli.main(EvaluateConfig, _command, argv, prog="keras-effnet-evaluate",
-                    description="Top-1, top-5, the confusion matrix and per-class precision, recall and F1 of a trained "
-                                "model on a folder of images or a run's validation split.")
+    return cli.main(
+        EvaluateConfig,
+        _command,
+        argv,
+        prog="keras-effnet-evaluate",
+        description="Top-1, top-5, the confusion matrix and per-class precision, recall and F1 of a trained "
+        "model on a folder of images or a run's validation split.",
+    )
 
 
 if __name__ == "__main__":

@@ -49,8 +49,10 @@ HEAD_LR_SCALE = 10.0  # the head stage's peak rate, a multiple of the trainer's 
 LR_SCALE = 1.0  # the backbone stage's peak rate, a multiple of the trainer's rate
 HEAD, BACKBONE = "head", "backbone"
 _BLOCK = re.compile(r"^(block\d+[a-z]+)_")
-SOURCE_WHAT = ("'imagenet' (B0-B7, V2), the official Lite .tar.gz, its folder or checkpoint prefix (Lite), "
-               "a .keras model or a .weights.h5 file")
+SOURCE_WHAT = (
+    "'imagenet' (B0-B7, V2), the official Lite .tar.gz, its folder or checkpoint prefix (Lite), "
+    "a .keras model or a .weights.h5 file"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,12 +85,20 @@ def plan(config) -> Plan | None:
     if head > config.epochs:
         raise ConfigError("head_epochs", head, f"at most --epochs ({config.epochs})")
     if config.ema_decay:
-        raise ConfigError("ema_decay", config.ema_decay, "0 with the fine-tuning recipe (or --finetune=off): the "
-                                                         "weight average covers one set of trainable weights")
+        raise ConfigError(
+            "ema_decay",
+            config.ema_decay,
+            "0 with the fine-tuning recipe (or --finetune=off): the weight average covers one set of trainable weights",
+        )
     scale = config.finetune_lr_scale if config.finetune_lr_scale is not None else LR_SCALE
     head_scale = config.head_lr_scale if config.head_lr_scale is not None else HEAD_LR_SCALE
-    return Plan(head_epochs=int(head), unfreeze=str(config.unfreeze), bn_trainable=bool(config.bn_trainable),
-                lr_scale=float(scale), head_lr_scale=float(head_scale))
+    return Plan(
+        head_epochs=int(head),
+        unfreeze=str(config.unfreeze),
+        bn_trainable=bool(config.bn_trainable),
+        lr_scale=float(scale),
+        head_lr_scale=float(head_scale),
+    )
 
 
 def stage_steps(plan_: Plan | None, epoch: int, epochs: int, steps_per_epoch: int) -> tuple[int, int]:
@@ -132,9 +142,16 @@ def trainable_in_stage(model, stage: str, plan_: Plan) -> set[str]:
         chosen = layers
     else:
         blocks = block_names(model)
-        top = blocks[-int(plan_.unfreeze):]
-        first = next(i for i, layer in enumerate(layers) if _BLOCK.match(layer.name)
-                     and _BLOCK.match(layer.name).group(1) == top[0]) if top else len(layers)
+        top = blocks[-int(plan_.unfreeze) :]
+        first = (
+            next(
+                i
+                for i, layer in enumerate(layers)
+                if _BLOCK.match(layer.name) and _BLOCK.match(layer.name).group(1) == top[0]
+            )
+            if top
+            else len(layers)
+        )
         chosen = layers[first:]
     for layer in chosen:
         if not layer.weights or type(layer).__name__ == "Normalization":
@@ -159,7 +176,7 @@ def set_stage(model, stage: str, plan_: Plan) -> int:
 
 
 def source_kind(source: str) -> str:
-    """"imagenet", "lite_checkpoint", "keras" or "weights"."""
+    """ "imagenet", "lite_checkpoint", "keras" or "weights"."""
     from keras_effnet import lite_checkpoint
 
     if source == "imagenet":
@@ -174,7 +191,8 @@ def source_kind(source: str) -> str:
 def load_source(config):
     """The pretrained network of `config.init_from` as a Keras model; ConfigError (exit 2) for a source that cannot be one."""
     import keras_effnet
-    from keras_effnet import flavours, weights as weights_lib
+    from keras_effnet import flavours
+    from keras_effnet import weights as weights_lib
 
     keras = flavours.keras3()
     source = config.init_from
@@ -186,29 +204,46 @@ def load_source(config):
         name = f"{family} phi={phi}"
     if kind == "imagenet":
         if not (isinstance(phi, int) and weights_lib.has_imagenet(name)):
-            hint = (" For Lite pass the official tarball (keras_effnet.lite_checkpoint.tarball_url)." if family == "lite" else "")
-            raise ConfigError("init_from", source, f"weights published for {weights_lib.IMAGENET_MEMBERS}; "
-                                                   f"{name} has none.{hint}")
-        return keras_effnet.build(phi, family=family, include_top=False, weights="imagenet", input_shape=(None, None, 3))
+            hint = (
+                " For Lite pass the official tarball (keras_effnet.lite_checkpoint.tarball_url)."
+                if family == "lite"
+                else ""
+            )
+            raise ConfigError(
+                "init_from", source, f"weights published for {weights_lib.IMAGENET_MEMBERS}; {name} has none.{hint}"
+            )
+        return keras_effnet.build(
+            phi, family=family, include_top=False, weights="imagenet", input_shape=(None, None, 3)
+        )
     if kind == "lite_checkpoint":
         if family != "lite":
-            raise ConfigError("init_from", source, f"weights of the {family} family (this is an EfficientNet-Lite "
-                                                   "checkpoint; pass --family=lite)")
+            raise ConfigError(
+                "init_from",
+                source,
+                f"weights of the {family} family (this is an EfficientNet-Lite checkpoint; pass --family=lite)",
+            )
         try:
-            return keras_effnet.build(phi, family="lite", include_top=False, weights=source, input_shape=(None, None, 3))
+            return keras_effnet.build(
+                phi, family="lite", include_top=False, weights=source, input_shape=(None, None, 3)
+            )
         except (ValueError, OSError) as e:
-            raise ConfigError("init_from", source, f"a readable official EfficientNet-Lite{phi} checkpoint "
-                                                   f"({_reason(e)})") from None
+            raise ConfigError(
+                "init_from", source, f"a readable official EfficientNet-Lite{phi} checkpoint ({_reason(e)})"
+            ) from None
     if kind == "keras":
         try:
             return keras.saving.load_model(source, compile=False, safe_mode=True)
         except Exception as e:  # noqa: BLE001 - Keras raises many types for a file that is not a model
-            raise ConfigError("init_from", source, f"a loadable .keras model ({type(e).__name__}: {_reason(e)})") from None
+            raise ConfigError(
+                "init_from", source, f"a loadable .keras model ({type(e).__name__}: {_reason(e)})"
+            ) from None
     src = keras_effnet.build(phi, family=family, include_top=False, input_shape=(None, None, 3))
     try:
         src.load_weights(source, skip_mismatch=True)
     except Exception as e:  # noqa: BLE001 - h5py and Keras raise many types for a file that is not a weights file
-        raise ConfigError("init_from", source, f"a .weights.h5 file of {name} ({type(e).__name__}: {_reason(e)})") from None
+        raise ConfigError(
+            "init_from", source, f"a .weights.h5 file of {name} ({type(e).__name__}: {_reason(e)})"
+        ) from None
     return src
 
 
@@ -234,19 +269,25 @@ def check_fits(model, source, config) -> None:
         theirs = None if other is None else [tuple(w.shape) for w in other.weights]
         if theirs != mine:
             found = "no such layer" if other is None else f"weights {theirs}"
-            raise ConfigError("init_from", config.init_from,
-                              f"weights of the model being trained (--family={config.family} --phi={config.phi}): its "
-                              f"layer {layer.name!r} has weights {mine}, the source has {found}; a source of another "
-                              "family or variant does not fit")
+            raise ConfigError(
+                "init_from",
+                config.init_from,
+                f"weights of the model being trained (--family={config.family} --phi={config.phi}): its "
+                f"layer {layer.name!r} has weights {mine}, the source has {found}; a source of another "
+                "family or variant does not fit",
+            )
     # The other way round too: a source with weighted layers the model has not (B0's squeeze-excitation in a
     # Lite0, whose every layer B0 also has) is another architecture. Dense layers are heads, not backbone.
     mine = {layer.name for layer in model.layers}
     for layer in source.layers:
         if layer.weights and layer.name not in mine and type(layer).__name__ != "Dense":
-            raise ConfigError("init_from", config.init_from,
-                              f"weights of the model being trained (--family={config.family} --phi={config.phi}): the "
-                              f"source has a layer {layer.name!r} the model has not; a source of another family or "
-                              "variant does not fit")
+            raise ConfigError(
+                "init_from",
+                config.init_from,
+                f"weights of the model being trained (--family={config.family} --phi={config.phi}): the "
+                f"source has a layer {layer.name!r} the model has not; a source of another family or "
+                "variant does not fit",
+            )
 
 
 def copy_weights(model, source) -> list[str]:

@@ -52,8 +52,10 @@ def stratified_split(files, labels, *, val_split: float, seed: int, class_names)
     for label, name in enumerate(class_names):
         members = sorted(np.flatnonzero(labels == label), key=lambda i: files[i])
         if len(members) < 2:
-            raise ValueError(f"class {name!r} has {len(members)} image(s): a one-folder dataset needs at least 2 per "
-                             "class, one to train on and one to validate")
+            raise ValueError(
+                f"class {name!r} has {len(members)} image(s): a one-folder dataset needs at least 2 per "
+                "class, one to train on and one to validate"
+            )
         order = np.random.default_rng([int(seed), zlib.crc32(name.encode())]).permutation(len(members))
         k = val_count(len(members), val_split)
         val.extend(int(members[i]) for i in order[:k])
@@ -68,8 +70,9 @@ def split_folder(data_dir: str, *, val_split: float, seed: int) -> data_lib.Spli
     try:
         files, labels, class_names, skipped = data_lib.scan_folder(data_dir)
     except ValueError as e:
-        raise ConfigError("data_dir", data_dir, "a folder of images, <class>/* or train/<class>/* and val/<class>/* "
-                                                f"({e})") from None
+        raise ConfigError(
+            "data_dir", data_dir, f"a folder of images, <class>/* or train/<class>/* and val/<class>/* ({e})"
+        ) from None
     try:
         train, val = stratified_split(files, labels, val_split=val_split, seed=seed, class_names=class_names)
     except ValueError as e:
@@ -79,9 +82,12 @@ def split_folder(data_dir: str, *, val_split: float, seed: int) -> data_lib.Spli
 
 def _splits(data_dir, class_names, files, labels, train, val, skipped) -> data_lib.Splits:
     return data_lib.Splits(
-        data_dir=data_dir, class_names=tuple(class_names),
-        train_files=tuple(files[i] for i in train), train_labels=tuple(int(labels[i]) for i in train),
-        val_files=tuple(files[i] for i in val), val_labels=tuple(int(labels[i]) for i in val),
+        data_dir=data_dir,
+        class_names=tuple(class_names),
+        train_files=tuple(files[i] for i in train),
+        train_labels=tuple(int(labels[i]) for i in train),
+        val_files=tuple(files[i] for i in val),
+        val_labels=tuple(int(labels[i]) for i in val),
         skipped=tuple(skipped),
     )
 
@@ -93,9 +99,14 @@ def as_record(splits: data_lib.Splits, *, val_split: float, seed: int) -> dict:
     def rel(paths):
         return [os.path.relpath(p, root) for p in paths]
 
-    return {"data_dir": os.path.abspath(root), "seed": int(seed), "val_split": float(val_split),
-            "class_names": list(splits.class_names),
-            "train": rel(splits.train_files), "val": rel(splits.val_files)}
+    return {
+        "data_dir": os.path.abspath(root),
+        "seed": int(seed),
+        "val_split": float(val_split),
+        "class_names": list(splits.class_names),
+        "train": rel(splits.train_files),
+        "val": rel(splits.val_files),
+    }
 
 
 def read(out: str) -> dict | None:
@@ -122,15 +133,25 @@ def from_record(record: dict, data_dir: str | None = None) -> data_lib.Splits:
         paths = [os.path.join(root, p) for p in record[part]]
         missing = [p for p in paths if not os.path.isfile(p)]
         if missing:
-            raise ValueError(f"data_dir: {root!r} no longer holds {len(missing)} image(s) of the recorded split "
-                             f"(first: {missing[0]}); restore them, or start over with another --out or --overwrite")
+            raise ValueError(
+                f"data_dir: {root!r} no longer holds {len(missing)} image(s) of the recorded split "
+                f"(first: {missing[0]}); restore them, or start over with another --out or --overwrite"
+            )
         out[part] = (paths, [index[os.path.normpath(p).split(os.sep)[0]] for p in record[part]])
-    return data_lib.Splits(data_dir=root, class_names=tuple(names), train_files=tuple(out["train"][0]),
-                           train_labels=tuple(out["train"][1]), val_files=tuple(out["val"][0]),
-                           val_labels=tuple(out["val"][1]), skipped=())
+    return data_lib.Splits(
+        data_dir=root,
+        class_names=tuple(names),
+        train_files=tuple(out["train"][0]),
+        train_labels=tuple(out["train"][1]),
+        val_files=tuple(out["val"][0]),
+        val_labels=tuple(out["val"][1]),
+        skipped=(),
+    )
 
 
-def for_run(data_dir: str, out: str, *, val_split: float, seed: int, overwrite: bool = False) -> tuple[data_lib.Splits, dict]:
+def for_run(
+    data_dir: str, out: str, *, val_split: float, seed: int, overwrite: bool = False
+) -> tuple[data_lib.Splits, dict]:
     """(splits, record) of a one-folder run: the recorded split when `out` holds one, else a fresh one.
 
     A recorded split made with another folder, seed or fraction is refused,
@@ -139,12 +160,16 @@ def for_run(data_dir: str, out: str, *, val_split: float, seed: int, overwrite: 
     recorded = None if overwrite else read(out)
     wanted = {"data_dir": os.path.abspath(data_dir), "seed": int(seed), "val_split": float(val_split)}
     if recorded is not None:
-        diffs = [f"{k} ({recorded.get(k)!r} there, {wanted[k]!r} now)" for k in SPLIT_FIELDS if recorded.get(k) != wanted[k]]
+        diffs = [
+            f"{k} ({recorded.get(k)!r} there, {wanted[k]!r} now)" for k in SPLIT_FIELDS if recorded.get(k) != wanted[k]
+        ]
         if diffs:
             from training.config import ConfigError
 
-            raise ConfigError(f"--out={out} holds a split of another dataset or seed (differs in: {', '.join(diffs)}); "
-                              "use the same flags to resume it, another --out, or --overwrite to start over")
+            raise ConfigError(
+                f"--out={out} holds a split of another dataset or seed (differs in: {', '.join(diffs)}); "
+                "use the same flags to resume it, another --out, or --overwrite to start over"
+            )
         return from_record(recorded, data_dir), recorded
     splits = split_folder(data_dir, val_split=val_split, seed=seed)
     return splits, as_record(splits, val_split=val_split, seed=seed)

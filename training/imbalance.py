@@ -22,7 +22,9 @@ def class_weights(mode: str, labels, num_classes: int) -> np.ndarray | None:
         raise ValueError(f"class_weight must be 'none' or 'balanced', got {mode!r}.")
     counts = np.bincount(np.asarray(labels, np.int64), minlength=num_classes).astype(np.float64)
     if (counts == 0).any():
-        raise ValueError(f"class_weight=balanced: class(es) {np.flatnonzero(counts == 0).tolist()} have no training image.")
+        raise ValueError(
+            f"class_weight=balanced: class(es) {np.flatnonzero(counts == 0).tolist()} have no training image."
+        )
     return (counts.sum() / (num_classes * counts)).astype(np.float32)
 
 

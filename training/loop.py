@@ -46,10 +46,22 @@ import numpy as np
 from common import lock as folder_lock
 from common.files import atomic_write
 from training import checkpoints as ckpt_lib
-from training import contract, data as data_lib, datasets, regularization, schedule, strategy as strategy_lib, synthetic
-from training import confusion, finetune, folder_split, imbalance
-from training import cluster as cluster_lib, shards as shards_lib
+from training import cluster as cluster_lib
 from training import config as config_lib
+from training import (
+    confusion,
+    contract,
+    datasets,
+    finetune,
+    folder_split,
+    imbalance,
+    regularization,
+    schedule,
+    synthetic,
+)
+from training import data as data_lib
+from training import shards as shards_lib
+from training import strategy as strategy_lib
 from training.config import ConfigError, TrainConfig
 
 LOOP_SECONDS = 0.25
@@ -70,15 +82,21 @@ def prepare_data(config: TrainConfig, *, log=print) -> data_lib.Splits:
     if config.dataset == "synthetic":
         root = config.data_dir or os.path.join(config.out, "synthetic_data")
         per_class = config.synthetic_per_class
-        data_dir = synthetic.generate(root, train_per_class=per_class, val_per_class=max(1, per_class * 3 // 10),
-                                      image_size=max(64, config.image_size or 64), seed=0)
+        data_dir = synthetic.generate(
+            root,
+            train_per_class=per_class,
+            val_per_class=max(1, per_class * 3 // 10),
+            image_size=max(64, config.image_size or 64),
+            seed=0,
+        )
     elif config.dataset in ("imagenette", "imagewoof"):
         data_dir = datasets.download_fastai(config.dataset, config.fastai_size, config.data_dir)
     else:
         data_dir = config.data_dir
     if config.dataset == "folder" and folder_split.is_one_folder(data_dir):
-        splits, _ = folder_split.for_run(data_dir, config.out, val_split=config.val_split, seed=config.seed,
-                                         overwrite=config.overwrite)
+        splits, _ = folder_split.for_run(
+            data_dir, config.out, val_split=config.val_split, seed=config.seed, overwrite=config.overwrite
+        )
     else:
         splits = data_lib.load_splits(data_dir)
     if config.label_noise:
@@ -95,8 +113,17 @@ def prepare_data(config: TrainConfig, *, log=print) -> data_lib.Splits:
 class Trainer:
     """The distributed train and eval steps of one model; everything created in `strategy.scope()`."""
 
-    def __init__(self, config: TrainConfig, strategy, model, optimizer, *, global_batch_size: int, jit_compile: bool,
-                 class_weights=None):
+    def __init__(
+        self,
+        config: TrainConfig,
+        strategy,
+        model,
+        optimizer,
+        *,
+        global_batch_size: int,
+        jit_compile: bool,
+        class_weights=None,
+    ):
         import tensorflow as tf
 
         from keras_effnet import flavours
@@ -112,12 +139,18 @@ class Trainer:
         self.class_weights = None if class_weights is None else tf.constant(class_weights, tf.float32)
         self.l2 = contract.l2_variables(model) if config.optimizer != "adamw" and config.weight_decay else []
         with strategy.scope():
-            self.ema = [tf.Variable(v.value, trainable=False, name="ema") for v in model.trainable_variables] if config.ema_decay else []
+            self.ema = (
+                [tf.Variable(v.value, trainable=False, name="ema") for v in model.trainable_variables]
+                if config.ema_decay
+                else []
+            )
             self.ema_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="ema_step")
         # XLA compiles each replica's forward and backward pass; the iterator, the while loop and the
         # optimizer update stay outside (IteratorGetNext has no XLA kernel, and an XLA cluster may not read
         # the mirrored optimizer variables of another replica's device).
-        self._replica_grads = tf.function(self._replica_gradients, jit_compile=True) if jit_compile else self._replica_gradients
+        self._replica_grads = (
+            tf.function(self._replica_gradients, jit_compile=True) if jit_compile else self._replica_gradients
+        )
         self._train = tf.function(self._train_step)
         self._loop = tf.function(self._train_loop)
         self._loop_concrete = None
@@ -131,14 +164,20 @@ class Trainer:
         with tf.GradientTape() as tape:
             probs = tf.cast(self.model(images, training=True), tf.float32)
             onehot = tf.one_hot(labels, num_classes)
-            per_example = keras.losses.categorical_crossentropy(onehot, probs, label_smoothing=self.config.label_smoothing)
+            per_example = keras.losses.categorical_crossentropy(
+                onehot, probs, label_smoothing=self.config.label_smoothing
+            )
             if self.class_weights is not None:
                 per_example = per_example * tf.gather(self.class_weights, labels)
             # Per replica: sum over its share / the *global* batch; the gradient all-reduce is a SUM.
             loss = tf.reduce_sum(per_example) / self.global_batch_size
             if self.l2:
                 # The same penalty is computed on every replica: divide so the SUM counts it once.
-                loss += self.config.weight_decay * tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in self.l2]) / self.num_replicas
+                loss += (
+                    self.config.weight_decay
+                    * tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in self.l2])
+                    / self.num_replicas
+                )
             # mixed_float16: the LossScaleOptimizer scales the loss up and the gradients back down.
             scaled = self.optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, self.model.trainable_variables)
@@ -241,8 +280,12 @@ class Trainer:
             total += self._eval(batch).numpy()
         loss, top1, top5, count = total
         count = max(count, 1.0)
-        return {"val_loss": float(loss / count), "val_accuracy": float(top1 / count), "val_top5": float(top5 / count),
-                "val_images": int(total[3])}
+        return {
+            "val_loss": float(loss / count),
+            "val_accuracy": float(top1 / count),
+            "val_top5": float(top5 / count),
+            "val_images": int(total[3]),
+        }
 
     def swap_ema(self):
         """Exchange the model's trainable weights and the EMA ones (call twice to undo)."""
@@ -261,16 +304,24 @@ def resolve_jit(config: TrainConfig, replicas: int = 1) -> bool:
     if config.jit_compile == "auto":
         return bool(tf.config.list_physical_devices("GPU")) and not sync_across
     if config.jit_compile == "on" and sync_across:
-        raise ConfigError("jit_compile", "on", f"off or auto with --sync_bn on {replicas} replicas (the cross-replica "
-                                               "BatchNorm all-reduce cannot run inside an XLA-compiled step)")
+        raise ConfigError(
+            "jit_compile",
+            "on",
+            f"off or auto with --sync_bn on {replicas} replicas (the cross-replica "
+            "BatchNorm all-reduce cannot run inside an XLA-compiled step)",
+        )
     return config.jit_compile == "on"
 
 
-def check_finite(value: float, *, epoch: int, first_step: int, last_step: int, global_step: int, model_dir: str,
-                 last_checkpoint: int):
+def check_finite(
+    value: float, *, epoch: int, first_step: int, last_step: int, global_step: int, model_dir: str, last_checkpoint: int
+):
     if not math.isfinite(value):
-        kept = (f"the last good checkpoint (global step {last_checkpoint}) is kept in {os.path.join(model_dir, ckpt_lib.CHECKPOINTS)}"
-                if last_checkpoint else "no checkpoint had been written yet")
+        kept = (
+            f"the last good checkpoint (global step {last_checkpoint}) is kept in {os.path.join(model_dir, ckpt_lib.CHECKPOINTS)}"
+            if last_checkpoint
+            else "no checkpoint had been written yet"
+        )
         steps = f"step {last_step}" if first_step == last_step else f"steps {first_step}-{last_step}"
         raise NonFiniteLossError(
             f"non-finite training loss ({value}) at global step {global_step} (epoch {epoch}, {steps}); "
@@ -307,8 +358,13 @@ def run(config: TrainConfig, *, log=print, model_fn=None) -> dict:
     config = config.validated()
     if config.wandb:
         _import_wandb()
-    strategy = strategy_lib.get_strategy(config.strategy, num_gpus=config.num_gpus, cpu_replicas=config.cpu_replicas,
-                                         cluster=config.cluster, port_base=config.cluster_port)
+    strategy = strategy_lib.get_strategy(
+        config.strategy,
+        num_gpus=config.num_gpus,
+        cpu_replicas=config.cpu_replicas,
+        cluster=config.cluster,
+        port_base=config.cluster_port,
+    )
     chief = strategy_lib.is_chief(strategy)
     say = log if chief else (lambda *a, **k: None)
     # Every worker saves (variables may need collective reads); only the chief writes model_dir.
@@ -317,8 +373,11 @@ def run(config: TrainConfig, *, log=print, model_fn=None) -> dict:
 
     policy = flavours.keras3().config.dtype_policy()
     # One writer per folder: the chief holds --out for the whole run; the other workers of its run share it.
-    owner = (folder_lock.exclusive(config.out, command="keras-effnet-train", run=strategy_lib.run_key(strategy))
-             if chief else contextlib.nullcontext())
+    owner = (
+        folder_lock.exclusive(config.out, command="keras-effnet-train", run=strategy_lib.run_key(strategy))
+        if chief
+        else contextlib.nullcontext()
+    )
     try:
         with owner:
             return _run(config, strategy, chief, write_dir, say, model_fn or contract.build_model)
@@ -354,7 +413,9 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
     plan = finetune.plan(config)
     source = finetune.load_source(config) if config.init_from else None
     if source is not None:  # refused before anything is written: a source of another family or variant
-        probe = model_fn(config.replace(dropout_rate=0.0, drop_connect_rate=0.0), num_classes, image_size=config.image_size)
+        probe = model_fn(
+            config.replace(dropout_rate=0.0, drop_connect_rate=0.0), num_classes, image_size=config.image_size
+        )
         finetune.check_fits(probe, source, config)
     weights = imbalance.class_weights(config.class_weight, splits.train_labels, num_classes)
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
@@ -370,22 +431,27 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
             folder_split.write(config.out, folder_split.as_record(splits, val_split=config.val_split, seed=config.seed))
     if multi_worker:
         strategy.gather(strategy.run(lambda: tf.zeros([1])), axis=0)  # a barrier: the chief has written run.json
-        ckpt_lib.check_workers_agree(strategy, config.out, ckpt_lib.read_run_id(config.out),
-                                     ckpt_lib.latest_number(config.out))
+        ckpt_lib.check_workers_agree(
+            strategy, config.out, ckpt_lib.read_run_id(config.out), ckpt_lib.latest_number(config.out)
+        )
         if not chief:
             folder_lock.check_shared(config.out, run=strategy_lib.run_key(strategy))
     steps_per_epoch = min(full_steps, config.steps_per_epoch or full_steps)
     warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
     base_lr = schedule.scaled_learning_rate(config.learning_rate, global_batch)
-    sizes = (schedule.progressive_sizes(config.image_size, config.epochs) if config.progressive_resize
-             else [config.image_size] * config.epochs)
+    sizes = (
+        schedule.progressive_sizes(config.image_size, config.epochs)
+        if config.progressive_resize
+        else [config.image_size] * config.epochs
+    )
     policy = contract.set_precision(config)
     jit = resolve_jit(config, replicas)
     # Adaptive regularisation (training/regularization.py): one setting per image size; the model is built with
     # the last stage's (largest) dropout rates and earlier stages lower them.
     stage_reg = {s: regularization.for_config(config, s, len(splits.train_files)) for s in sorted(set(sizes))}
-    model_config = config.replace(dropout_rate=stage_reg[sizes[-1]].dropout_rate,
-                                  drop_connect_rate=stage_reg[sizes[-1]].drop_connect_rate)
+    model_config = config.replace(
+        dropout_rate=stage_reg[sizes[-1]].dropout_rate, drop_connect_rate=stage_reg[sizes[-1]].drop_connect_rate
+    )
 
     with strategy.scope():
         model = model_fn(model_config, num_classes, image_size=None if config.progressive_resize else config.image_size)
@@ -398,42 +464,70 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
             trainable[finetune.BACKBONE] = finetune.set_stage(model, finetune.BACKBONE, plan)
         optimizer = contract.make_optimizer(config, model, base_lr)
         optimizer.build(model.trainable_variables)
-        trainer = Trainer(config, strategy, model, optimizer, global_batch_size=global_batch, jit_compile=jit,
-                          class_weights=weights)
+        trainer = Trainer(
+            config, strategy, model, optimizer, global_batch_size=global_batch, jit_compile=jit, class_weights=weights
+        )
         trainers = {finetune.BACKBONE: trainer}
         if plan is not None:
             trainable[finetune.HEAD] = finetune.set_stage(model, finetune.HEAD, plan)
-            trainers[finetune.HEAD] = Trainer(config, strategy, model, optimizer, global_batch_size=global_batch,
-                                              jit_compile=jit, class_weights=weights)
+            trainers[finetune.HEAD] = Trainer(
+                config,
+                strategy,
+                model,
+                optimizer,
+                global_batch_size=global_batch,
+                jit_compile=jit,
+                class_weights=weights,
+            )
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, ema=trainer.ema, ema_step=trainer.ema_step)
     saver = ckpt_lib.RunCheckpoint(checkpoint, read_dir=config.out, write_dir=write_dir)
     progress = saver.restore() or ckpt_lib.Progress()
     if progress.global_step:
-        where = f"after epoch {progress.epoch}" + (f", step {progress.step} of epoch {progress.epoch + 1}" if progress.step else "")
+        where = f"after epoch {progress.epoch}" + (
+            f", step {progress.step} of epoch {progress.epoch + 1}" if progress.step else ""
+        )
         say(f"resumed from {saver.read_dir} at global step {progress.global_step} ({where})")
     history = [e for e in progress.history if e["epoch"] <= progress.epoch]
     info = {
-        "config": config_lib.json_config(config), "class_names": list(splits.class_names),
-        "num_train": len(splits.train_files), "num_val": len(splits.val_files),
-        "skipped": [str(s) for s in splits.skipped], "num_replicas": replicas, "strategy": strategy_lib.strategy_name(strategy),
-        "devices": list(getattr(strategy.extended, "worker_devices", ())), "dtype_policy": policy, "jit_compile": jit,
-        "global_batch_size": global_batch, "per_replica_batch_size": global_batch // replicas,
-        "steps_per_epoch": steps_per_epoch, "base_learning_rate": base_lr, "optimizer": type(optimizer).__name__,
+        "config": config_lib.json_config(config),
+        "class_names": list(splits.class_names),
+        "num_train": len(splits.train_files),
+        "num_val": len(splits.val_files),
+        "skipped": [str(s) for s in splits.skipped],
+        "num_replicas": replicas,
+        "strategy": strategy_lib.strategy_name(strategy),
+        "devices": list(getattr(strategy.extended, "worker_devices", ())),
+        "dtype_policy": policy,
+        "jit_compile": jit,
+        "global_batch_size": global_batch,
+        "per_replica_batch_size": global_batch // replicas,
+        "steps_per_epoch": steps_per_epoch,
+        "base_learning_rate": base_lr,
+        "optimizer": type(optimizer).__name__,
         "contract": applied,
         "regularization": {str(s): r.as_dict() for s, r in stage_reg.items()},
-        "class_weight": {"mode": config.class_weight,
-                         "weights": None if weights is None else dict(zip(splits.class_names, map(float, weights)))},
-        "finetune": None if plan is None else {
-            **plan.as_dict(), "source": config.init_from, "copied_layers": len(copied),
+        "class_weight": {
+            "mode": config.class_weight,
+            "weights": None if weights is None else dict(zip(splits.class_names, map(float, weights))),
+        },
+        "finetune": None
+        if plan is None
+        else {
+            **plan.as_dict(),
+            "source": config.init_from,
+            "copied_layers": len(copied),
             "learning_rate": {s: plan.learning_rate(s, base_lr) for s in (finetune.HEAD, finetune.BACKBONE)},
-            "trainable_parameters": trainable},
+            "trainable_parameters": trainable,
+        },
     }
     if chief:
         atomic_write(os.path.join(write_dir, ckpt_lib.LABELS), "\n".join(splits.class_names) + "\n")
         ckpt_lib.write_json(os.path.join(write_dir, ckpt_lib.METRICS), {**info, "epochs": history})
-    say(f"{info['strategy']} with {replicas} replica(s); global batch {global_batch} = {global_batch // replicas} per replica; "
+    say(
+        f"{info['strategy']} with {replicas} replica(s); global batch {global_batch} = {global_batch // replicas} per replica; "
         f"{len(splits.train_files)} train / {len(splits.val_files)} val images, {num_classes} classes; "
-        f"{steps_per_epoch} steps/epoch; lr {base_lr:.4g}; {policy}; jit_compile={jit}")
+        f"{steps_per_epoch} steps/epoch; lr {base_lr:.4g}; {policy}; jit_compile={jit}"
+    )
     if multi_worker:
         say(cluster_lib.describe(strategy.cluster_resolver))
     if sharded:
@@ -443,19 +537,35 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
     writers = None
     if chief and config.tensorboard:
         logs = os.path.join(write_dir, ckpt_lib.LOGS)
-        writers = (tf.summary.create_file_writer(os.path.join(logs, "train")),
-                   tf.summary.create_file_writer(os.path.join(logs, "val")))
+        writers = (
+            tf.summary.create_file_writer(os.path.join(logs, "train")),
+            tf.summary.create_file_writer(os.path.join(logs, "val")),
+        )
     wandb_run = _start_wandb(config, info) if chief and config.wandb else None
 
     val_cache = {}
 
     def val_dataset(size):
         if size not in val_cache and sharded:
-            val_cache[size] = shards_lib.distribute(strategy, splits.val_files, global_batch=global_batch, image_size=size,
-                                                    training=False, label_offset=splits.label_offset)
+            val_cache[size] = shards_lib.distribute(
+                strategy,
+                splits.val_files,
+                global_batch=global_batch,
+                image_size=size,
+                training=False,
+                label_offset=splits.label_offset,
+            )
         if size not in val_cache:
-            ds = data_lib.make_dataset(splits.val_files, splits.val_labels, image_size=size, batch_size=global_batch,
-                                       training=False, augment="none", cache=config.cache, drop_remainder=False)
+            ds = data_lib.make_dataset(
+                splits.val_files,
+                splits.val_labels,
+                image_size=size,
+                batch_size=global_batch,
+                training=False,
+                augment="none",
+                cache=config.cache,
+                drop_remainder=False,
+            )
             val_cache[size] = strategy.experimental_distribute_dataset(ds)
         return val_cache[size]
 
@@ -485,24 +595,53 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
         # the steps already done and continues the same order.
         reg = stage_reg[size]
         if config.progressive_resize:
-            regularization.apply_rates(model, dropout_rate=reg.dropout_rate, drop_connect_rate=reg.drop_connect_rate,
-                                       built_drop_connect_rate=model_config.drop_connect_rate)
+            regularization.apply_rates(
+                model,
+                dropout_rate=reg.dropout_rate,
+                drop_connect_rate=reg.drop_connect_rate,
+                built_drop_connect_rate=model_config.drop_connect_rate,
+            )
         if sharded:
-            iterator = iter(shards_lib.distribute(
-                strategy, splits.train_files, global_batch=global_batch, skip_steps=done, record_ids=config.record_ids,
-                image_size=size, training=True, label_offset=splits.label_offset, augment=config.augment,
-                seed=config.seed, repeat=True, start_epoch=epoch - 1, crop_area=(reg.crop_scale_min, 1.0),
-                randaugment_magnitude=reg.randaugment_magnitude))
+            iterator = iter(
+                shards_lib.distribute(
+                    strategy,
+                    splits.train_files,
+                    global_batch=global_batch,
+                    skip_steps=done,
+                    record_ids=config.record_ids,
+                    image_size=size,
+                    training=True,
+                    label_offset=splits.label_offset,
+                    augment=config.augment,
+                    seed=config.seed,
+                    repeat=True,
+                    start_epoch=epoch - 1,
+                    crop_area=(reg.crop_scale_min, 1.0),
+                    randaugment_magnitude=reg.randaugment_magnitude,
+                )
+            )
         else:
             ds = data_lib.make_dataset(
-                splits.train_files, splits.train_labels, image_size=size, batch_size=global_batch, training=True,
-                augment=config.augment, seed=config.seed, cache=config.cache, drop_remainder=True, repeat=True,
-                start_epoch=epoch - 1, crop_area=(reg.crop_scale_min, 1.0), randaugment_magnitude=reg.randaugment_magnitude,
+                splits.train_files,
+                splits.train_labels,
+                image_size=size,
+                batch_size=global_batch,
+                training=True,
+                augment=config.augment,
+                seed=config.seed,
+                cache=config.cache,
+                drop_remainder=True,
+                repeat=True,
+                start_epoch=epoch - 1,
+                crop_area=(reg.crop_scale_min, 1.0),
+                randaugment_magnitude=reg.randaugment_magnitude,
             )
             if done:
                 ds = ds.skip(done)
             iterator = iter(strategy.experimental_distribute_dataset(ds))
-        bar = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["loss", "accuracy", "lr"], verbose=config.verbose if chief else 0)
+        bar = keras.utils.Progbar(
+            steps_per_epoch, stateful_metrics=["loss", "accuracy", "lr"], verbose=config.verbose if chief else 0
+        )
         loss_sum = partial.get("loss_sum", 0.0)
         correct_sum = partial.get("correct_sum", 0.0)
         earlier_seconds = partial.get("seconds", 0.0)
@@ -513,16 +652,31 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
             n = min(loop_length.next(), steps_per_epoch - step)
             if config.checkpoint_every_steps:
                 n = min(n, config.checkpoint_every_steps - (global_step % config.checkpoint_every_steps))
-            rates = [schedule.learning_rate(global_step + i - stage_start, base=stage_lr, total_steps=stage_steps,
-                                            warmup_steps=min(warmup_steps, stage_steps), kind=config.schedule,
-                                            steps_per_epoch=steps_per_epoch) for i in range(n)]
+            rates = [
+                schedule.learning_rate(
+                    global_step + i - stage_start,
+                    base=stage_lr,
+                    total_steps=stage_steps,
+                    warmup_steps=min(warmup_steps, stage_steps),
+                    kind=config.schedule,
+                    steps_per_epoch=steps_per_epoch,
+                )
+                for i in range(n)
+            ]
             lr = rates[-1]
             t0 = time.perf_counter()
             loop_loss, loop_correct = trainer.train_loop(iterator, rates)
             loop_loss = float(loop_loss)  # the one host read per loop
             t1 = time.perf_counter()
-            check_finite(loop_loss, epoch=epoch, first_step=step + 1, last_step=step + n, global_step=global_step + n,
-                         model_dir=config.out, last_checkpoint=last_checkpoint)
+            check_finite(
+                loop_loss,
+                epoch=epoch,
+                first_step=step + 1,
+                last_step=step + n,
+                global_step=global_step + n,
+                model_dir=config.out,
+                last_checkpoint=last_checkpoint,
+            )
             if steady_from is None:
                 steady_from, steady_steps = t1, 0  # the first call may include tracing and pipeline warm-up
             else:
@@ -533,10 +687,24 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
             loss_sum += loop_loss
             correct_sum += float(loop_correct)
             bar.update(step, [("loss", loss_sum / step), ("accuracy", correct_sum / (step * global_batch)), ("lr", lr)])
-            if config.checkpoint_every_steps and global_step % config.checkpoint_every_steps == 0 and step < steps_per_epoch:
-                save(ckpt_lib.Progress(epoch=epoch - 1, step=step, global_step=global_step, history=history,
-                                       partial={"loss_sum": loss_sum, "correct_sum": correct_sum,
-                                                "seconds": earlier_seconds + time.perf_counter() - start}))
+            if (
+                config.checkpoint_every_steps
+                and global_step % config.checkpoint_every_steps == 0
+                and step < steps_per_epoch
+            ):
+                save(
+                    ckpt_lib.Progress(
+                        epoch=epoch - 1,
+                        step=step,
+                        global_step=global_step,
+                        history=history,
+                        partial={
+                            "loss_sum": loss_sum,
+                            "correct_sum": correct_sum,
+                            "seconds": earlier_seconds + time.perf_counter() - start,
+                        },
+                    )
+                )
                 last_checkpoint = global_step
         end = time.perf_counter()
         seconds = earlier_seconds + end - start
@@ -551,25 +719,45 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
         if trainer.ema:
             trainer.swap_ema()
         record = {
-            "epoch": epoch, "loss": loss_sum / steps_per_epoch, "accuracy": correct_sum / (steps_per_epoch * global_batch),
-            "val_loss": val["val_loss"], "val_accuracy": val["val_accuracy"], "val_top5": val["val_top5"],
-            "images_per_sec": steady, "seconds": seconds,
-            "image_size": size, "learning_rate": lr, "steps": steps_per_epoch,
+            "epoch": epoch,
+            "loss": loss_sum / steps_per_epoch,
+            "accuracy": correct_sum / (steps_per_epoch * global_batch),
+            "val_loss": val["val_loss"],
+            "val_accuracy": val["val_accuracy"],
+            "val_top5": val["val_top5"],
+            "images_per_sec": steady,
+            "seconds": seconds,
+            "image_size": size,
+            "learning_rate": lr,
+            "steps": steps_per_epoch,
         }
         if plan is not None:
             record["stage"] = stage
         history.append(record)
-        say(f"epoch {epoch}/{config.epochs}: loss {record['loss']:.4f} acc {record['accuracy']:.4f} "
+        say(
+            f"epoch {epoch}/{config.epochs}: loss {record['loss']:.4f} acc {record['accuracy']:.4f} "
             f"val_loss {record['val_loss']:.4f} val_acc {record['val_accuracy']:.4f} val_top5 {record['val_top5']:.4f} "
-            f"| {record['images_per_sec']:.1f} images/s ({seconds:.1f} s, {size}px)")
+            f"| {record['images_per_sec']:.1f} images/s ({seconds:.1f} s, {size}px)"
+        )
         # The checkpoint first: whatever metrics.json says is done is in a checkpoint.
-        save(ckpt_lib.Progress(epoch=epoch, step=0, global_step=global_step, history=history), {**info, "epochs": history})
+        save(
+            ckpt_lib.Progress(epoch=epoch, step=0, global_step=global_step, history=history),
+            {**info, "epochs": history},
+        )
         last_checkpoint = global_step
         if writers:
-            for writer, values in zip(writers, ({"loss": record["loss"], "accuracy": record["accuracy"],
-                                                  "images_per_sec": record["images_per_sec"], "learning_rate": lr},
-                                                 {"loss": record["val_loss"], "accuracy": record["val_accuracy"],
-                                                  "top5": record["val_top5"]})):
+            for writer, values in zip(
+                writers,
+                (
+                    {
+                        "loss": record["loss"],
+                        "accuracy": record["accuracy"],
+                        "images_per_sec": record["images_per_sec"],
+                        "learning_rate": lr,
+                    },
+                    {"loss": record["val_loss"], "accuracy": record["val_accuracy"], "top5": record["val_top5"]},
+                ),
+            ):
                 with writer.as_default(step=epoch):
                     for k, v in values.items():
                         tf.summary.scalar(k, v)
@@ -581,8 +769,9 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
         trainer.swap_ema()  # the saved model holds the EMA weights
     if plan is not None:
         model.trainable = True  # every layer's weights, in the order export_model copies them
-    final = contract.export_model(model, model_config, num_classes, config.image_size, model_fn=model_fn,
-                                  pretrained=plan is not None)
+    final = contract.export_model(
+        model, model_config, num_classes, config.image_size, model_fn=model_fn, pretrained=plan is not None
+    )
     result = {**info, "epochs": history, "final": history[-1] if history else {}}
     if chief:
         result["evaluation"] = evaluate_split(final, splits, config.image_size, global_batch)
@@ -598,8 +787,15 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
 
 def evaluate_split(model, splits, image_size: int, batch_size: int) -> dict:
     """The confusion matrix, per-class precision, recall and F1 and the most confused pairs of `model` on the val split."""
-    ds = data_lib.make_dataset(splits.val_files, splits.val_labels, image_size=image_size, batch_size=batch_size,
-                               training=False, augment="none", drop_remainder=False)
+    ds = data_lib.make_dataset(
+        splits.val_files,
+        splits.val_labels,
+        image_size=image_size,
+        batch_size=batch_size,
+        training=False,
+        augment="none",
+        drop_remainder=False,
+    )
     predictions = np.concatenate([np.argmax(model(x, training=False).numpy(), -1) for x, _ in ds])
     return confusion.summary(np.asarray(splits.val_labels), predictions, splits.class_names)
 
@@ -609,7 +805,8 @@ def _import_wandb():
         import wandb
     except ImportError:
         raise ConfigError(
-            "--wandb needs the optional wandb extra, which is not installed: pip install '.[wandb]'") from None
+            "--wandb needs the optional wandb extra, which is not installed: pip install '.[wandb]'"
+        ) from None
     return wandb
 
 

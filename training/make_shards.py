@@ -37,16 +37,26 @@ IMAGES_PER_SHARD = 1024
 
 @dataclasses.dataclass(frozen=True)
 class ShardsConfig:
-    data_dir: str | None = cli.flag(None, "A folder of images: train/<class>/* and val/<class>/*.", group="input",
-                                    required=True)
-    out: str | None = cli.flag(None, "Where to write the shards and index.json (a rerun finishes an interrupted set).",
-                               group="output", required=True)
-    train_shards: int | None = cli.flag(None, f"Train shards (none: one per {IMAGES_PER_SHARD} images; ImageNet: 1024).",
-                                        group="output")
-    val_shards: int | None = cli.flag(None, f"Validation shards (none: one per {IMAGES_PER_SHARD} images; ImageNet: 128).",
-                                      group="output")
-    label_offset: int = cli.flag(shards_lib.IMAGENET_LABEL_OFFSET, "image/class/label of the first class "
-                                 "(1: imagenet_to_gcs, whose label 0 is background).", group="output")
+    data_dir: str | None = cli.flag(
+        None, "A folder of images: train/<class>/* and val/<class>/*.", group="input", required=True
+    )
+    out: str | None = cli.flag(
+        None,
+        "Where to write the shards and index.json (a rerun finishes an interrupted set).",
+        group="output",
+        required=True,
+    )
+    train_shards: int | None = cli.flag(
+        None, f"Train shards (none: one per {IMAGES_PER_SHARD} images; ImageNet: 1024).", group="output"
+    )
+    val_shards: int | None = cli.flag(
+        None, f"Validation shards (none: one per {IMAGES_PER_SHARD} images; ImageNet: 128).", group="output"
+    )
+    label_offset: int = cli.flag(
+        shards_lib.IMAGENET_LABEL_OFFSET,
+        "image/class/label of the first class (1: imagenet_to_gcs, whose label 0 is background).",
+        group="output",
+    )
     seed: int = cli.flag(0, "Seed of the order of the images across shards.", group="output")
 
     def __post_init__(self):
@@ -91,9 +101,15 @@ def example_bytes(path: str, label: int, synset: str, root: str) -> bytes:
         return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
 
     feature = {
-        "image/height": i(height), "image/width": i(width), "image/colorspace": b(b"RGB"), "image/channels": i(3),
-        "image/class/label": i(label), "image/class/synset": b(synset.encode()), "image/format": b(fmt.encode()),
-        "image/filename": b(os.path.relpath(path, root).replace(os.sep, "/").encode()), "image/encoded": b(data),
+        "image/height": i(height),
+        "image/width": i(width),
+        "image/colorspace": b(b"RGB"),
+        "image/channels": i(3),
+        "image/class/label": i(label),
+        "image/class/synset": b(synset.encode()),
+        "image/format": b(fmt.encode()),
+        "image/filename": b(os.path.relpath(path, root).replace(os.sep, "/").encode()),
+        "image/encoded": b(data),
     }
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
@@ -131,30 +147,55 @@ def write_shards(config: ShardsConfig, *, log=print) -> dict:
         "train": plan(splits.train_files, splits.train_labels, config.train_shards, config.seed),
         "validation": plan(splits.val_files, splits.val_labels, config.val_shards, config.seed),
     }
-    fingerprint = hashlib.sha256(json.dumps({
-        "classes": splits.class_names, "offset": config.label_offset,
-        "parts": {k: [[(os.path.relpath(f, data_dir), y, os.path.getsize(f)) for f, y in shard] for shard in v]
-                  for k, v in parts.items()},
-    }).encode()).hexdigest()
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            {
+                "classes": splits.class_names,
+                "offset": config.label_offset,
+                "parts": {
+                    k: [[(os.path.relpath(f, data_dir), y, os.path.getsize(f)) for f, y in shard] for shard in v]
+                    for k, v in parts.items()
+                },
+            }
+        ).encode()
+    ).hexdigest()
     index_path = os.path.join(config.out, shards_lib.INDEX)
     index = None
     if os.path.isdir(config.out):
         index = shards_lib.read_index(config.out) if os.path.exists(index_path) else None
         if index is not None and index.get("fingerprint") != fingerprint:
-            raise cli.UsageError("out", config.out, "an empty folder or the shards of this same --data_dir and flags "
-                                                    "(it holds shards written from other images or with other flags)")
+            raise cli.UsageError(
+                "out",
+                config.out,
+                "an empty folder or the shards of this same --data_dir and flags "
+                "(it holds shards written from other images or with other flags)",
+            )
         if index is None and any(shards_lib.SHARD_NAME.match(n) for n in os.listdir(config.out)):
-            raise cli.UsageError("out", config.out, f"an empty folder or a shard set with its {shards_lib.INDEX} "
-                                                    "(it holds shards without one)")
+            raise cli.UsageError(
+                "out",
+                config.out,
+                f"an empty folder or a shard set with its {shards_lib.INDEX} (it holds shards without one)",
+            )
     if index is None:
         index = {
-            "version": shards_lib.INDEX_VERSION, "format": "imagenet_to_gcs", "complete": False,
-            "fingerprint": fingerprint, "label_offset": config.label_offset, "classes": list(splits.class_names),
-            "splits": {prefix: {
-                "num_shards": len(part), "num_examples": sum(len(s) for s in part),
-                "class_counts": {name: int(sum(1 for s in part for _, y in s if y == c))
-                                 for c, name in enumerate(splits.class_names)},
-                "shards": {}} for prefix, part in parts.items()},
+            "version": shards_lib.INDEX_VERSION,
+            "format": "imagenet_to_gcs",
+            "complete": False,
+            "fingerprint": fingerprint,
+            "label_offset": config.label_offset,
+            "classes": list(splits.class_names),
+            "splits": {
+                prefix: {
+                    "num_shards": len(part),
+                    "num_examples": sum(len(s) for s in part),
+                    "class_counts": {
+                        name: int(sum(1 for s in part for _, y in s if y == c))
+                        for c, name in enumerate(splits.class_names)
+                    },
+                    "shards": {},
+                }
+                for prefix, part in parts.items()
+            },
             "skipped": [str(s) for s in splits.skipped],
         }
     os.makedirs(config.out, exist_ok=True)
@@ -174,9 +215,11 @@ def write_shards(config: ShardsConfig, *, log=print) -> dict:
     index["complete"] = True
     files_lib.atomic_write(index_path, json.dumps(index, indent=1, sort_keys=True))
     counts = {p: index["splits"][p]["num_examples"] for p in parts}
-    log(f"{config.out}: {len(parts['train'])} train shards ({counts['train']} images), {len(parts['validation'])} "
+    log(
+        f"{config.out}: {len(parts['train'])} train shards ({counts['train']} images), {len(parts['validation'])} "
         f"validation shards ({counts['validation']} images), {len(splits.class_names)} classes; wrote {written} "
-        f"shard(s) now")
+        f"shard(s) now"
+    )
     return index
 
 
@@ -186,8 +229,14 @@ def _command(config: ShardsConfig) -> int:
 
 
 def main(argv=None) -> int:
-    return cli.main(ShardsConfig, _command, argv, prog="keras-effnet-shards", resumable=True,
-                    description="Write a folder of images as ImageNet-format TFRecord shards with an index.")
+    return cli.main(
+        ShardsConfig,
+        _command,
+        argv,
+        prog="keras-effnet-shards",
+        resumable=True,
+        description="Write a folder of images as ImageNet-format TFRecord shards with an index.",
+    )
 
 
 if __name__ == "__main__":

@@ -15,8 +15,12 @@ from training.evaluate import load_labels, load_model
 
 @dataclasses.dataclass(frozen=True)
 class PredictConfig:
-    model: str | None = cli.flag(None, "A model.keras written by training.train (labels.txt beside it names the classes).",
-                                 group="input", required=True)
+    model: str | None = cli.flag(
+        None,
+        "A model.keras written by training.train (labels.txt beside it names the classes).",
+        group="input",
+        required=True,
+    )
     images: tuple[str, ...] = cli.flag((), "Image files, comma-separated.", group="input", required=True)
     top_k: int = cli.flag(5, "How many labels to print per image.", group="output")
 
@@ -40,7 +44,9 @@ def predict(model_path: str, images, *, top_k: int = 5) -> list[list[tuple[str, 
     model = load_model(model_path)
     names = load_labels(model_path, int(model.output_shape[-1]))
     size = model.input_shape[1] or 224
-    ds = data_lib.make_dataset(images, [0] * len(images), image_size=size, batch_size=32, training=False, augment="none")
+    ds = data_lib.make_dataset(
+        images, [0] * len(images), image_size=size, batch_size=32, training=False, augment="none"
+    )
     probs = np.concatenate([model(x, training=False).numpy() for x, _ in ds])
     k = min(top_k, probs.shape[1])
     return [[(names[i], float(p[i])) for i in np.argsort(-p)[:k]] for p in probs]
@@ -55,8 +61,13 @@ def _command(config: PredictConfig) -> int:
 
 
 def main(argv=None) -> int:
-    return cli.main(PredictConfig, _command, argv, prog="keras-effnet-predict",
-                    description="The most probable labels of each image, by a trained model.")
+    return cli.main(
+        PredictConfig,
+        _command,
+        argv,
+        prog="keras-effnet-predict",
+        description="The most probable labels of each image, by a trained model.",
+    )
 
 
 if __name__ == "__main__":

@@ -93,9 +93,13 @@ def for_stage(
     return Regularization(
         strength=round(t, 4),
         crop_scale_min=round(lerp("crop_scale_min"), 4) if crop_scale_min is None else float(crop_scale_min),
-        randaugment_magnitude=round(lerp("randaugment_magnitude"), 2) if randaugment_magnitude is None else float(randaugment_magnitude),
+        randaugment_magnitude=round(lerp("randaugment_magnitude"), 2)
+        if randaugment_magnitude is None
+        else float(randaugment_magnitude),
         dropout_rate=round(model_dropout * lerp("dropout"), 4) if dropout_rate is None else float(dropout_rate),
-        drop_connect_rate=round(model_drop_connect * lerp("drop_connect"), 4) if drop_connect_rate is None else float(drop_connect_rate),
+        drop_connect_rate=round(model_drop_connect * lerp("drop_connect"), 4)
+        if drop_connect_rate is None
+        else float(drop_connect_rate),
     )
 
 
@@ -109,9 +113,13 @@ def for_config(config, image_size: int, num_train_images: int) -> Regularization
     except (ValueError, TypeError, AttributeError):
         pass  # a family keras_effnet does not scale (a model_fn's own model): B0's
     return for_stage(
-        image_size, num_train_images, model_dropout=model_dropout,
-        crop_scale_min=config.crop_scale_min, randaugment_magnitude=config.randaugment_magnitude,
-        dropout_rate=config.dropout_rate, drop_connect_rate=config.drop_connect_rate,
+        image_size,
+        num_train_images,
+        model_dropout=model_dropout,
+        crop_scale_min=config.crop_scale_min,
+        randaugment_magnitude=config.randaugment_magnitude,
+        dropout_rate=config.dropout_rate,
+        drop_connect_rate=config.drop_connect_rate,
     )
 
 

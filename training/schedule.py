@@ -57,7 +57,9 @@ def learning_rate(
     return base
 
 
-def progressive_sizes(image_size: int, epochs: int, *, stages: int = 4, min_size: int = 32, start_ratio: float = 0.5) -> list[int]:
+def progressive_sizes(
+    image_size: int, epochs: int, *, stages: int = 4, min_size: int = 32, start_ratio: float = 0.5
+) -> list[int]:
     """Image size for each epoch (1-based list index + 1): growing in `stages` steps to `image_size`.
 
     Progressive resizing as in ProGAN (Karras et al. 2018) and EfficientNetV2

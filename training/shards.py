@@ -109,6 +109,7 @@ class ShardSplits:
 
 # ---------------------------------------------------------------- finding and checking the shard files
 
+
 def list_shards(data_dir: str, prefix: str) -> list[str]:
     """The shard files of one split, sorted; ShardError when one is missing or the `-of-N` parts disagree."""
     found = {}
@@ -120,14 +121,21 @@ def list_shards(data_dir: str, prefix: str) -> list[str]:
         raise ShardError("data_dir", data_dir, f"{prefix}-NNNNN-of-NNNNN TFRecord shards (none found)")
     totals = sorted({total for _, total in found.values()})
     if len(totals) > 1:
-        raise ShardError("data_dir", data_dir, f"one shard set per split ({prefix} shards say -of-"
-                                               f"{', -of-'.join(str(t) for t in totals)})")
+        raise ShardError(
+            "data_dir",
+            data_dir,
+            f"one shard set per split ({prefix} shards say -of-{', -of-'.join(str(t) for t in totals)})",
+        )
     total = totals[0]
     missing = sorted(set(range(total)) - {i for i, _ in found.values()})
     if missing:
         names = ", ".join(shard_name(prefix, i, total) for i in missing[:3]) + (" ..." if len(missing) > 3 else "")
-        raise ShardError("data_dir", data_dir, f"all {total} {prefix} shards that their names announce "
-                                               f"({len(found)} found; missing {len(missing)}: {names})")
+        raise ShardError(
+            "data_dir",
+            data_dir,
+            f"all {total} {prefix} shards that their names announce "
+            f"({len(found)} found; missing {len(missing)}: {names})",
+        )
     return [os.path.join(data_dir, n) for n in sorted(found)]
 
 
@@ -140,8 +148,12 @@ def read_index(data_dir: str) -> dict | None:
             index = json.load(f)
         assert isinstance(index, dict) and index.get("version") == INDEX_VERSION
     except (OSError, ValueError, AssertionError):
-        raise ShardError("data_dir", data_dir, f"a readable {INDEX} of version {INDEX_VERSION} (this one is damaged "
-                                               "or of another version; write the shards again)") from None
+        raise ShardError(
+            "data_dir",
+            data_dir,
+            f"a readable {INDEX} of version {INDEX_VERSION} (this one is damaged "
+            "or of another version; write the shards again)",
+        ) from None
     return index
 
 
@@ -157,15 +169,25 @@ class ShardCheck:
     sha256: str
 
     def as_json(self):
-        return {"count": self.count, "labels": {str(k): v for k, v in self.labels.items()},
-                "synsets": {str(k): v for k, v in self.synsets.items()},
-                "bad": {str(k): v for k, v in self.bad.items()}, "damaged": self.damaged, "sha256": self.sha256}
+        return {
+            "count": self.count,
+            "labels": {str(k): v for k, v in self.labels.items()},
+            "synsets": {str(k): v for k, v in self.synsets.items()},
+            "bad": {str(k): v for k, v in self.bad.items()},
+            "damaged": self.damaged,
+            "sha256": self.sha256,
+        }
 
     @classmethod
     def from_json(cls, d):
-        return cls(count=int(d["count"]), labels={int(k): int(v) for k, v in d["labels"].items()},
-                   synsets={int(k): v for k, v in d["synsets"].items()}, bad={int(k): v for k, v in d["bad"].items()},
-                   damaged=d["damaged"], sha256=d["sha256"])
+        return cls(
+            count=int(d["count"]),
+            labels={int(k): int(v) for k, v in d["labels"].items()},
+            synsets={int(k): v for k, v in d["synsets"].items()},
+            bad={int(k): v for k, v in d["bad"].items()},
+            damaged=d["damaged"],
+            sha256=d["sha256"],
+        )
 
 
 def image_problem(data: bytes) -> str | None:
@@ -198,8 +220,11 @@ def parse_record(record: bytes) -> tuple[bytes, int | None, str]:
         return values[0] if len(values) else None
 
     label = one("image/class/label", "int64_list")
-    return one("image/encoded", "bytes_list") or b"", None if label is None else int(label), \
-        (one("image/class/synset", "bytes_list") or b"").decode("utf-8", "replace")
+    return (
+        one("image/encoded", "bytes_list") or b"",
+        None if label is None else int(label),
+        (one("image/class/synset", "bytes_list") or b"").decode("utf-8", "replace"),
+    )
 
 
 def check_shard(path: str) -> ShardCheck:
@@ -291,8 +316,12 @@ def load_shards(data_dir: str, *, label_offset: int | None = None) -> ShardSplit
     data_dir = os.fspath(data_dir)
     index = read_index(data_dir)
     if index is not None and not index.get("complete"):
-        raise ShardError("data_dir", data_dir, f"a complete shard set ({INDEX} says the writing was interrupted: run "
-                                               "keras-effnet-shards again with the same flags to finish it)")
+        raise ShardError(
+            "data_dir",
+            data_dir,
+            f"a complete shard set ({INDEX} says the writing was interrupted: run "
+            "keras-effnet-shards again with the same flags to finish it)",
+        )
     offset = label_offset if label_offset is not None else (index or {}).get("label_offset", IMAGENET_LABEL_OFFSET)
     paths = {split: list_shards(data_dir, prefix) for split, prefix in SPLITS.items()}
     checks = checked_shards(data_dir, paths["train"] + paths["val"])
@@ -312,14 +341,26 @@ def load_shards(data_dir: str, *, label_offset: int | None = None) -> ShardSplit
                 skipped.append(f"{name}: {check.damaged}; the records after it are not read")
             for label in check.labels:
                 if not 0 <= label - offset < len(class_names):
-                    raise ShardError("data_dir", data_dir, f"labels in 0..{len(class_names) - 1} after subtracting "
-                                                           f"label_offset={offset} ({name} has image/class/label {label}; "
-                                                           f"{len(class_names)} classes)")
-        sets[split] = ShardSet(paths=tuple(split_paths), counts=tuple(checks[p].count for p in split_paths), bad=tuple(bad))
+                    raise ShardError(
+                        "data_dir",
+                        data_dir,
+                        f"labels in 0..{len(class_names) - 1} after subtracting "
+                        f"label_offset={offset} ({name} has image/class/label {label}; "
+                        f"{len(class_names)} classes)",
+                    )
+        sets[split] = ShardSet(
+            paths=tuple(split_paths), counts=tuple(checks[p].count for p in split_paths), bad=tuple(bad)
+        )
         if sets[split].num_examples < 1:
             raise ShardError("data_dir", data_dir, f"{SPLITS[split]} shards with at least one readable image (none)")
-    return ShardSplits(data_dir=data_dir, class_names=tuple(class_names), train_files=sets["train"],
-                       val_files=sets["val"], skipped=tuple(skipped), label_offset=int(offset))
+    return ShardSplits(
+        data_dir=data_dir,
+        class_names=tuple(class_names),
+        train_files=sets["train"],
+        val_files=sets["val"],
+        skipped=tuple(skipped),
+        label_offset=int(offset),
+    )
 
 
 def _check_against_index(data_dir, index, paths, checks):
@@ -328,13 +369,20 @@ def _check_against_index(data_dir, index, paths, checks):
         on_disk = {os.path.basename(p): p for p in paths[split]}
         if set(listed) != set(on_disk):
             extra, absent = sorted(set(on_disk) - set(listed)), sorted(set(listed) - set(on_disk))
-            raise ShardError("data_dir", data_dir, f"the {prefix} shards that {INDEX} lists (not listed: "
-                                                   f"{extra[:3] or 'none'}; listed but absent: {absent[:3] or 'none'})")
+            raise ShardError(
+                "data_dir",
+                data_dir,
+                f"the {prefix} shards that {INDEX} lists (not listed: "
+                f"{extra[:3] or 'none'}; listed but absent: {absent[:3] or 'none'})",
+            )
         for name, entry in sorted(listed.items()):
             check = checks[on_disk[name]]
             if entry.get("count") != check.count or entry.get("sha256") != check.sha256:
-                what = (f"{entry.get('count')} records, it has {check.count}" if entry.get("count") != check.count
-                        else "another sha256: the file changed after it was written")
+                what = (
+                    f"{entry.get('count')} records, it has {check.count}"
+                    if entry.get("count") != check.count
+                    else "another sha256: the file changed after it was written"
+                )
                 raise ShardError("data_dir", data_dir, f"shards that match {INDEX} ({INDEX} gives {name} {what})")
 
 
@@ -347,8 +395,9 @@ def _class_names(data_dir, index, checks, offset) -> list[str]:
     for check in checks.values():
         for label, synset in check.synsets.items():
             if by_label.setdefault(label, synset) != synset:
-                raise ShardError("data_dir", data_dir, f"one synset per label (label {label} has {by_label[label]!r} "
-                                                       f"and {synset!r})")
+                raise ShardError(
+                    "data_dir", data_dir, f"one synset per label (label {label} has {by_label[label]!r} and {synset!r})"
+                )
     if by_label:
         return [by_label[label] for label in sorted(by_label)]
     labels = {label for c in checks.values() for label in c.labels}
@@ -356,6 +405,7 @@ def _class_names(data_dir, index, checks, offset) -> list[str]:
 
 
 # ---------------------------------------------------------------- splitting across workers
+
 
 @dataclasses.dataclass(frozen=True)
 class SplitPlan:
@@ -369,8 +419,11 @@ class SplitPlan:
     def describe(self, shards: int) -> str:
         if self.workers == 1:
             return f"{shards} shard(s) read by 1 worker ({self.per_worker[0]} examples)"
-        how = (f"by file ({shards} shards, worker w reads shards w, w+{self.workers}, ...)" if self.by == "file"
-               else f"by data ({shards} shard(s), worker w keeps records w, w+{self.workers}, ... of the interleaved stream)")
+        how = (
+            f"by file ({shards} shards, worker w reads shards w, w+{self.workers}, ...)"
+            if self.by == "file"
+            else f"by data ({shards} shard(s), worker w keeps records w, w+{self.workers}, ... of the interleaved stream)"
+        )
         return f"split over {self.workers} workers {how}: {', '.join(map(str, self.per_worker))} examples each"
 
 
@@ -395,6 +448,7 @@ def steps_per_epoch(shards: ShardSet, global_batch: int, workers: int) -> int:
 
 
 # ---------------------------------------------------------------- the tf.data pipeline
+
 
 def make_dataset(
     shards: ShardSet,
@@ -451,8 +505,13 @@ def make_dataset(
         ds = tf.data.TFRecordDataset(path).take(tf.cast(count, tf.int64)).enumerate()
         return ds.map(lambda i, r: (tf.cast(position, tf.int64) * (1 << 32) + i, name, i, r))
 
-    ds = files.interleave(records, cycle_length=max(1, min(CYCLE_LENGTH, len(paths))), block_length=1,
-                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = files.interleave(
+        records,
+        cycle_length=max(1, min(CYCLE_LENGTH, len(paths))),
+        block_length=1,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
     if bad_keys:
         bad = tf.constant(sorted(bad_keys), tf.int64)
         ds = ds.filter(lambda key, name, i, r: tf.logical_not(tf.reduce_any(tf.equal(bad, key))))
@@ -475,8 +534,11 @@ def make_dataset(
         parsed = tf.io.parse_single_example(record, features)
         data = parsed["image/encoded"]
         label = tf.cast(parsed["image/class/label"] - label_offset, tf.int32)
-        example_id = tf.where(tf.strings.length(parsed["image/filename"]) > 0, parsed["image/filename"],
-                              tf.strings.join([name, tf.strings.as_string(record_index)], ":"))
+        example_id = tf.where(
+            tf.strings.length(parsed["image/filename"]) > 0,
+            parsed["image/filename"],
+            tf.strings.join([name, tf.strings.as_string(record_index)], ":"),
+        )
         if training and augment != "none":
             element_seed = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(start_epoch, tf.int64), index])
             image = _random_crop(data, element_seed, crop_area)
@@ -507,9 +569,15 @@ def _random_crop(data, element_seed, crop_area):
 
     def window(shape):
         begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
-            tf.cast(shape, tf.int32), tf.zeros([1, 0, 4], tf.float32), seed=element_seed, min_object_covered=0.0,
-            aspect_ratio_range=data_lib.CROP_ASPECT, area_range=crop_area, max_attempts=10,
-            use_image_if_no_bounding_boxes=True)
+            tf.cast(shape, tf.int32),
+            tf.zeros([1, 0, 4], tf.float32),
+            seed=element_seed,
+            min_object_covered=0.0,
+            aspect_ratio_range=data_lib.CROP_ASPECT,
+            area_range=crop_area,
+            max_attempts=10,
+            use_image_if_no_bounding_boxes=True,
+        )
         return begin, extent
 
     def jpeg_crop():
@@ -527,8 +595,9 @@ def _random_crop(data, element_seed, crop_area):
     return image
 
 
-def distribute(strategy, shards: ShardSet, *, global_batch: int, skip_steps: int = 0, record_ids: str | None = None,
-               **kwargs):
+def distribute(
+    strategy, shards: ShardSet, *, global_batch: int, skip_steps: int = 0, record_ids: str | None = None, **kwargs
+):
     """`strategy.distribute_datasets_from_function` over this worker's part of `shards`.
 
     Each worker builds its own pipeline (input_pipeline_id = worker) batched
@@ -545,8 +614,14 @@ def distribute(strategy, shards: ShardSet, *, global_batch: int, skip_steps: int
     def dataset_fn(context):
         workers, worker = context.num_input_pipelines, context.input_pipeline_id
         local_replicas = max(1, context.num_replicas_in_sync // workers)
-        ds = make_dataset(shards, batch_size=context.get_per_replica_batch_size(global_batch), worker=worker,
-                          workers=workers, with_ids=bool(record_ids), **kwargs)
+        ds = make_dataset(
+            shards,
+            batch_size=context.get_per_replica_batch_size(global_batch),
+            worker=worker,
+            workers=workers,
+            with_ids=bool(record_ids),
+            **kwargs,
+        )
         ds = ds.enumerate()  # numbered before the skip: a resumed epoch keeps its step numbers
         if skip_steps:
             ds = ds.skip(skip_steps * local_replicas)
@@ -581,8 +656,13 @@ def evaluate(model, names: list[str], data_dir: str, *, batch_size: int = 64) ->
     if unknown:
         raise ShardError("data_dir", data_dir, f"shards of classes the model knows ({names}); unknown: {unknown}")
     to_model = np.array([names.index(n) for n in splits.class_names])
-    ds = make_dataset(splits.val_files, image_size=model.input_shape[1] or 224, batch_size=batch_size, training=False,
-                      label_offset=splits.label_offset)
+    ds = make_dataset(
+        splits.val_files,
+        image_size=model.input_shape[1] or 224,
+        batch_size=batch_size,
+        training=False,
+        label_offset=splits.label_offset,
+    )
     probs, targets = [], []
     for x, y in ds:
         probs.append(model(x, training=False).numpy())
@@ -591,7 +671,16 @@ def evaluate(model, names: list[str], data_dir: str, *, batch_size: int = 64) ->
     top5 = np.argsort(-probs, axis=1)[:, :5]
     hit1 = top5[:, 0] == targets
     hit5 = (top5 == targets[:, None]).any(axis=1)
-    per_class = {name: float(hit1[targets == names.index(name)].mean()) for name in splits.class_names
-                 if (targets == names.index(name)).any()}
-    return {"top1": float(hit1.mean()), "top5": float(hit5.mean()), "num_images": int(len(targets)),
-            "per_class": per_class, "skipped": list(splits.skipped), "data_dir": data_dir}
+    per_class = {
+        name: float(hit1[targets == names.index(name)].mean())
+        for name in splits.class_names
+        if (targets == names.index(name)).any()
+    }
+    return {
+        "top1": float(hit1.mean()),
+        "top5": float(hit5.mean()),
+        "num_images": int(len(targets)),
+        "per_class": per_class,
+        "skipped": list(splits.skipped),
+        "data_dir": data_dir,
+    }

@@ -43,8 +43,14 @@ def configure_cpu_replicas(cpu_replicas: int) -> int:
     return have
 
 
-def get_strategy(name: str = "auto", *, num_gpus: int | None = None, cpu_replicas: int = 1, cluster: str = "auto",
-                 port_base: int = cluster_lib.DEFAULT_PORT):
+def get_strategy(
+    name: str = "auto",
+    *,
+    num_gpus: int | None = None,
+    cpu_replicas: int = 1,
+    cluster: str = "auto",
+    port_base: int = cluster_lib.DEFAULT_PORT,
+):
     """A tf.distribute.Strategy by name: "auto", "mirrored", "one_device" or "multi_worker".
 
     auto: MirroredStrategy on the GPUs if there are any, else MirroredStrategy
@@ -62,7 +68,9 @@ def get_strategy(name: str = "auto", *, num_gpus: int | None = None, cpu_replica
     if cluster != "auto" and name == "auto":
         name = "multi_worker"
     if cluster != "auto" and name != "multi_worker":
-        raise cluster_lib.ClusterError("cluster", cluster, f"auto with --strategy={name} (a cluster is for multi_worker)")
+        raise cluster_lib.ClusterError(
+            "cluster", cluster, f"auto with --strategy={name} (a cluster is for multi_worker)"
+        )
     if name == "multi_worker":
         resolver = cluster_lib.resolve("tf_config" if cluster == "auto" else cluster, port_base=port_base)
         if cpu_replicas > 1:
@@ -115,8 +123,13 @@ def run_key(strategy) -> str:
     if resolver is None or not getattr(resolver, "task_type", None):
         return ""
     cluster = resolver.cluster_spec().as_dict()
-    return ",".join(sorted(str(address) for tasks in cluster.values() for address in
-                           (tasks.values() if isinstance(tasks, dict) else tasks)))
+    return ",".join(
+        sorted(
+            str(address)
+            for tasks in cluster.values()
+            for address in (tasks.values() if isinstance(tasks, dict) else tasks)
+        )
+    )
 
 
 def strategy_name(strategy) -> str:

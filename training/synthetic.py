@@ -22,8 +22,16 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 CLASSES = (
-    "circle", "square", "triangle", "ring", "cross",
-    "hstripes", "vstripes", "checker", "dots", "diagonal",
+    "circle",
+    "square",
+    "triangle",
+    "ring",
+    "cross",
+    "hstripes",
+    "vstripes",
+    "checker",
+    "dots",
+    "diagonal",
 )
 MANIFEST = "synthetic.json"
 FORMAT_VERSION = 3
@@ -51,8 +59,12 @@ def generate(
     _check_int("seed", seed, 0)
     root = os.path.abspath(os.fspath(root))
     spec = {
-        "format_version": FORMAT_VERSION, "num_classes": num_classes, "train_per_class": train_per_class,
-        "val_per_class": val_per_class, "image_size": image_size, "seed": seed,
+        "format_version": FORMAT_VERSION,
+        "num_classes": num_classes,
+        "train_per_class": train_per_class,
+        "val_per_class": val_per_class,
+        "image_size": image_size,
+        "seed": seed,
     }
     if _complete(root, spec):
         return root
@@ -100,7 +112,12 @@ def _complete(root: str, spec: dict) -> bool:
 
 
 def _check_int(name, value, low, high=None):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or (high is not None and value > high):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or value < low
+        or (high is not None and value > high)
+    ):
         allowed = f"an integer >= {low}" + (f" and <= {high}" if high is not None else "")
         raise ValueError(f"{name} must be {allowed}, got {value!r}.")
 
@@ -177,8 +194,10 @@ def draw(label: int, size: int, rng: np.random.Generator) -> Image.Image:
 
 
 def _regular(cx, cy, r, sides, angle):
-    return [(cx + r * math.cos(angle + 2 * math.pi * k / sides), cy + r * math.sin(angle + 2 * math.pi * k / sides))
-            for k in range(sides)]
+    return [
+        (cx + r * math.cos(angle + 2 * math.pi * k / sides), cy + r * math.sin(angle + 2 * math.pi * k / sides))
+        for k in range(sides)
+    ]
 
 
 def _stripes(d, big, angle, period, fg, rng):
@@ -193,10 +212,15 @@ def _stripes(d, big, angle, period, fg, rng):
         s = k * period + offset
         p0 = (c + nx * s, c + ny * s)
         p1 = (c + nx * (s + period / 2), c + ny * (s + period / 2))
-        d.polygon([
-            (p0[0] - tx * length, p0[1] - ty * length), (p0[0] + tx * length, p0[1] + ty * length),
-            (p1[0] + tx * length, p1[1] + ty * length), (p1[0] - tx * length, p1[1] - ty * length),
-        ], fill=fg)
+        d.polygon(
+            [
+                (p0[0] - tx * length, p0[1] - ty * length),
+                (p0[0] + tx * length, p0[1] + ty * length),
+                (p1[0] + tx * length, p1[1] + ty * length),
+                (p1[0] - tx * length, p1[1] - ty * length),
+            ],
+            fill=fg,
+        )
         k += 1
 
 
@@ -209,7 +233,10 @@ def load_pixels(root: str, split: str, image_size: int = 32) -> tuple[np.ndarray
         folder = os.path.join(split_dir, name)
         for f in sorted(os.listdir(folder)):
             with Image.open(os.path.join(folder, f)) as im:
-                xs.append(np.asarray(im.convert("RGB").resize((image_size, image_size), Image.BILINEAR), np.float32).ravel() / 255.0)
+                xs.append(
+                    np.asarray(im.convert("RGB").resize((image_size, image_size), Image.BILINEAR), np.float32).ravel()
+                    / 255.0
+                )
             ys.append(label)
     return np.stack(xs), np.asarray(ys)
 
@@ -243,8 +270,17 @@ def linear_probe(root: str, image_size: int = 32, *, l2=(1e-4, 1e-3, 1e-2, 1e-1)
             vw = 0.9 * vw - lr * (x.T @ g + lam * (w + 0.9 * vw))
             vb = 0.9 * vb - lr * g.sum(0)
             w, b = w + vw, b + vb
-        results[lam] = {"train_top1": float(((x @ w + b).argmax(1) == y).mean()),
-                        "val_top1": float(((xv @ w + b).argmax(1) == yv).mean())}
+        results[lam] = {
+            "train_top1": float(((x @ w + b).argmax(1) == y).mean()),
+            "val_top1": float(((xv @ w + b).argmax(1) == yv).mean()),
+        }
     best = max(results, key=lambda lam: results[lam]["val_top1"])
-    return {"image_size": image_size, "num_train": len(x), "num_val": len(xv), "chance": 1 / k,
-            "l2": best, **results[best], "all": results}
+    return {
+        "image_size": image_size,
+        "num_train": len(x),
+        "num_val": len(xv),
+        "chance": 1 / k,
+        "l2": best,
+        **results[best],
+        "all": results,
+    }

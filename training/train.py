@@ -33,7 +33,9 @@ def train(config: TrainConfig) -> int:
     """The command: validate, train, print where the model is."""
     config = config.validated()
     if config.data_dir and config.dataset == "folder":
-        cli.require_dir("data_dir", config.data_dir, what="a folder of images (train/<class>/* and val/<class>/*, or <class>/*)")
+        cli.require_dir(
+            "data_dir", config.data_dir, what="a folder of images (train/<class>/* and val/<class>/*, or <class>/*)"
+        )
     cli.require_writable_dir("out", config.out)
     try:
         result = run(config)
@@ -46,8 +48,10 @@ def train(config: TrainConfig) -> int:
         raise cli.UsageError(str(e)) from None
     final = result["final"]
     if final:
-        print(f"done: val_accuracy {final['val_accuracy']:.4f} after {final['epoch']} epoch(s); model in "
-              f"{os.path.join(config.out, MODEL)}")
+        print(
+            f"done: val_accuracy {final['val_accuracy']:.4f} after {final['epoch']} epoch(s); model in "
+            f"{os.path.join(config.out, MODEL)}"
+        )
     return 0
 
 
@@ -55,9 +59,14 @@ def main(argv=None) -> int:
     from absl import logging
 
     logging.set_verbosity(logging.WARNING)
-    return cli.main(TrainConfig, train, argv, prog="keras-effnet-train",
-                    description="Train an EfficientNet on a folder of images, resuming from --out when a run is there.",
-                    resumable=True)
+    return cli.main(
+        TrainConfig,
+        train,
+        argv,
+        prog="keras-effnet-train",
+        description="Train an EfficientNet on a folder of images, resuming from --out when a run is there.",
+        resumable=True,
+    )
 
 
 if __name__ == "__main__":

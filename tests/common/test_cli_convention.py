@@ -43,16 +43,19 @@ def test_flags_become_a_typed_config():
     assert config.verbose is False and config.threads == (1,) and config.internal == 3
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    ([], "--model is required"),
-    (["--model=m", "--fmt=c"], "--fmt=c: expected one of a, b"),
-    (["--model=m", "--threads=0"], "--threads=0: expected a positive integer"),
-    (["--model=m", "--threads=x"], "--threads"),
-    (["--model=m", "--rate=fast"], "--rate"),
-    (["--model=m", "--bogus=1"], "--bogus=1"),
-    (["--model=m", "extra"], "extra"),
-    (["--model=m", "--internal=4"], "--internal=4"),
-])
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        ([], "--model is required"),
+        (["--model=m", "--fmt=c"], "--fmt=c: expected one of a, b"),
+        (["--model=m", "--threads=0"], "--threads=0: expected a positive integer"),
+        (["--model=m", "--threads=x"], "--threads"),
+        (["--model=m", "--rate=fast"], "--rate"),
+        (["--model=m", "--bogus=1"], "--bogus=1"),
+        (["--model=m", "extra"], "extra"),
+        (["--model=m", "--internal=4"], "--internal=4"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(argv, fragment, capsys):
     code, config = _run(argv)
     err = capsys.readouterr().err

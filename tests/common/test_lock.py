@@ -23,8 +23,13 @@ with lock.exclusive(sys.argv[1], command="holder", run=sys.argv[2]):
 
 
 def _holder(folder, run=""):
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), run], cwd=REPO, stdout=subprocess.PIPE,
-                            text=True, env=dict(os.environ, PYTHONPATH=REPO))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder), run],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=REPO),
+    )
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -36,9 +41,11 @@ def test_a_second_process_is_refused_naming_the_holder_and_sigkill_releases_it(t
         with pytest.raises(lock.FolderBusyError) as e:
             with lock.exclusive(str(folder), command="second"):
                 raise AssertionError("the lock was taken twice")
-        assert str(e.value) == (f"--out={folder}: the folder is in use by pid {proc.pid} on host "
-                                f"{socket.gethostname()} (holder); wait for it to end (a killed process releases "
-                                "it by itself) or give another folder")
+        assert str(e.value) == (
+            f"--out={folder}: the folder is in use by pid {proc.pid} on host "
+            f"{socket.gethostname()} (holder); wait for it to end (a killed process releases "
+            "it by itself) or give another folder"
+        )
         assert os.listdir(folder) == [lock.LOCK_NAME]
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -109,13 +116,21 @@ def run(c):
 
 sys.exit(cli.main(C, run, sys.argv[1:], prog="probe", description="probe"))
 """
-        done = subprocess.run([sys.executable, "-c", code, f"--out={folder}"], cwd=REPO, capture_output=True,
-                              text=True, env=dict(os.environ, PYTHONPATH=REPO), timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-c", code, f"--out={folder}"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, PYTHONPATH=REPO),
+            timeout=120,
+        )
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr.splitlines() == [f"error: --out={folder}: the folder is in use by pid {proc.pid} on host "
-                                        f"{socket.gethostname()} (holder); wait for it to end (a killed process "
-                                        "releases it by itself) or give another folder"]
+    assert done.stderr.splitlines() == [
+        f"error: --out={folder}: the folder is in use by pid {proc.pid} on host "
+        f"{socket.gethostname()} (holder); wait for it to end (a killed process "
+        "releases it by itself) or give another folder"
+    ]
     assert os.listdir(folder) == [lock.LOCK_NAME]

@@ -20,8 +20,14 @@ def run_module(module, *args, timeout=600, cwd=None):
     """`python -m module args...` in a fresh process (from `cwd`, default a neutral folder: the packages are
     installed); returns the CompletedProcess (check it yourself)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or os.path.expanduser("~"), env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd or os.path.expanduser("~"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -69,8 +75,14 @@ def _probe(tmp_path_factory, dataset, family, widest=None):
     model = keras_effnet.build(0, family=family, input_shape=(SIZE, SIZE, 3), classes=CLASSES)
     features = keras.Model(model.input, model.get_layer("avg_pool").output)
     splits = data.load_splits(dataset)
-    train = data.make_dataset(list(splits.train_files), list(splits.train_labels), image_size=SIZE,
-                              batch_size=64, training=False, augment="none")
+    train = data.make_dataset(
+        list(splits.train_files),
+        list(splits.train_labels),
+        image_size=SIZE,
+        batch_size=64,
+        training=False,
+        augment="none",
+    )
     x, y = [], []
     for images, labels in train:
         x.append(features.predict(images, verbose=0))
@@ -114,8 +126,16 @@ def b0_export(tmp_path_factory, probe_path, dataset):
 
     out = str(tmp_path_factory.mktemp("edge_export") / "E")
     report = export.export_all(
-        probe_path, dataset, out, formats=export.FORMATS, qat_epochs=1, steps_per_epoch=2, batch_size=8,
-        num_calibration=6, latency_runs=3, diagnostics=True,
+        probe_path,
+        dataset,
+        out,
+        formats=export.FORMATS,
+        qat_epochs=1,
+        steps_per_epoch=2,
+        batch_size=8,
+        num_calibration=6,
+        latency_runs=3,
+        diagnostics=True,
         mixed_int8=False,  # the search's time depends on whether int8 loses a 12-image point; tested on its own
     )
     return report, out

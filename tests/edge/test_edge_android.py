@@ -17,7 +17,6 @@ import pytest
 
 from edge import android
 
-
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 LOG = os.path.join(DATA, "benchmark_model_session.log")
 LITERT_LOG = os.path.join(DATA, "litert_benchmark_session.log")
@@ -35,19 +34,25 @@ def test_parse_one_run():
 
 
 def test_parse_plain_lines_and_exponents():
-    text = ("count=50 first=249042 curr=250889 min=247067 max=254474 avg=249684 std=1442\n"
-            "Inference timings in us: Init: 16242, First inference: 360262, Warmup (avg): 304586, Inference (avg): 249684\n")
+    text = (
+        "count=50 first=249042 curr=250889 min=247067 max=254474 avg=249684 std=1442\n"
+        "Inference timings in us: Init: 16242, First inference: 360262, Warmup (avg): 304586, Inference (avg): 249684\n"
+    )
     out = android.parse_benchmark_output(text)
     assert out["runs"] == 50 and out["avg_us"] == 249684 and "warmup_runs" not in out
     out = android.parse_benchmark_output(
-        "Inference timings in us: Init: 1.20412e+06, First inference: 3512391, Warmup (avg): 3.51239e+06, Inference (avg): 2.95034e+06")
+        "Inference timings in us: Init: 1.20412e+06, First inference: 3512391, Warmup (avg): 3.51239e+06, Inference (avg): 2.95034e+06"
+    )
     assert out["init_us"] == pytest.approx(1204120) and out["inference_avg_us"] == pytest.approx(2950340)
 
 
 def test_parse_log_splits_runs_and_keeps_failures():
     rows = android.parse_log(open(LOG).read())
     assert [(r["file"], r["config"]) for r in rows] == [
-        ("model_int8.tflite", "cpu_1t_xnnpack"), ("model_int8.tflite", "gpu"), ("model_int8.tflite", "nnapi")]
+        ("model_int8.tflite", "cpu_1t_xnnpack"),
+        ("model_int8.tflite", "gpu"),
+        ("model_int8.tflite", "nnapi"),
+    ]
     assert rows[0]["median_us"] == 5262
     gpu = rows[1]
     assert gpu["delegate"] == "TfLiteGpuDelegateV2" and (gpu["delegated_nodes"], gpu["total_nodes"]) == (66, 68)
@@ -68,9 +73,12 @@ def test_not_benchmark_output_is_an_error():
 def test_parse_real_litert_benchmark_output():
     rows = android.parse_log(open(LITERT_LOG).read())
     assert [(r["file"], r["config"]) for r in rows] == [
-        ("model_int8.tflite", "litert_cpu_1t"), ("model_int8.tflite", "litert_cpu_2t"),
-        ("model_int8_uint8io.tflite", "litert_cpu_1t"), ("model_int8_uint8io.tflite", "litert_cpu_2t"),
-        ("missing.tflite", "litert_cpu_1t")]
+        ("model_int8.tflite", "litert_cpu_1t"),
+        ("model_int8.tflite", "litert_cpu_2t"),
+        ("model_int8_uint8io.tflite", "litert_cpu_1t"),
+        ("model_int8_uint8io.tflite", "litert_cpu_2t"),
+        ("missing.tflite", "litert_cpu_1t"),
+    ]
     text = open(LITERT_LOG).read()
     first = text.split("config=litert_cpu_1t")[1]
     median_ms = float(first.split("Inference (median):")[1].split("ms")[0])
@@ -88,17 +96,27 @@ def test_script_pushes_and_runs_every_config(tmp_path):
     model = tmp_path / "model_int8.tflite"
     model.write_bytes(b"x")
     out = tmp_path / "run.sh"
-    android.write_script([str(model)], str(out), benchmark_binary="/opt/bm/benchmark_model",
-                         litert_benchmark_binary="/opt/bm/benchmark_litert_model", threads=(1, 4))
+    android.write_script(
+        [str(model)],
+        str(out),
+        benchmark_binary="/opt/bm/benchmark_model",
+        litert_benchmark_binary="/opt/bm/benchmark_litert_model",
+        threads=(1, 4),
+    )
     text = out.read_text()
     assert os.stat(out).st_mode & stat.S_IXUSR
     for binary in ("benchmark_model", "benchmark_litert_model"):
         assert f"adb push /opt/bm/{binary} {android.DEVICE_DIR}/{binary}" in text
     assert f"adb push {model} {android.DEVICE_DIR}/model_int8.tflite" in text
-    for config, flag in (("cpu_1t_xnnpack", "benchmark_model --graph"), ("cpu_4t_xnnpack", "--num_threads=4"),
-                         ("gpu", "--use_gpu=true"), ("nnapi", "--use_nnapi=true"),
-                         ("litert_cpu_1t", "benchmark_litert_model --graph"), ("litert_cpu_4t", "--use_cpu=true"),
-                         ("litert_gpu", "--use_cpu=false")):
+    for config, flag in (
+        ("cpu_1t_xnnpack", "benchmark_model --graph"),
+        ("cpu_4t_xnnpack", "--num_threads=4"),
+        ("gpu", "--use_gpu=true"),
+        ("nnapi", "--use_nnapi=true"),
+        ("litert_cpu_1t", "benchmark_litert_model --graph"),
+        ("litert_cpu_4t", "--use_cpu=true"),
+        ("litert_gpu", "--use_cpu=false"),
+    ):
         assert f"{android.MARKER} file=model_int8.tflite config={config}" in text and flag in text
 
 
@@ -121,12 +139,15 @@ def test_command_line(tmp_path, capsys):
     assert "config=litert_cpu_2t" in (tmp_path / "run.sh").read_text()
 
 
-@pytest.mark.parametrize("argv,message", [
-    ([], "--model (to write a script) or --parse=LOG"),
-    (["--parse=/nonexistent/log"], "--parse=/nonexistent/log: expected a saved output"),
-    (["--model=/nonexistent/m.tflite"], "--model=/nonexistent/m.tflite: expected an existing .tflite file"),
-    (["--model=m.tflite", "--threads=0"], "--threads=0: expected a positive integer"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        ([], "--model (to write a script) or --parse=LOG"),
+        (["--parse=/nonexistent/log"], "--parse=/nonexistent/log: expected a saved output"),
+        (["--model=/nonexistent/m.tflite"], "--model=/nonexistent/m.tflite: expected an existing .tflite file"),
+        (["--model=m.tflite", "--threads=0"], "--threads=0: expected a positive integer"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(argv, message, capsys):
     assert android.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -17,8 +17,14 @@ from keras_effnet import flavours
 @pytest.fixture(scope="module")
 def tiny_tflite(tmp_path_factory):
     keras = flavours.keras3()
-    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3), keras.layers.GlobalAveragePooling2D(),
-                              keras.layers.Dense(3, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(4, 3),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
     path = tmp_path_factory.mktemp("bench") / "tiny.tflite"
     path.write_bytes(export.convert(model, "float32"))
     return str(path)
@@ -42,19 +48,24 @@ def test_command_line_json(tiny_tflite, capsys):
     assert len(out["results"]) == 4 and out["host"] and out["load_average"]
 
 
-@pytest.mark.parametrize("kwargs,match", [({"threads": (0,)}, "threads"), ({"runs": 0}, "runs"), ({"warmup": -1}, "warmup")])
+@pytest.mark.parametrize(
+    "kwargs,match", [({"threads": (0,)}, "threads"), ({"runs": 0}, "runs"), ({"warmup": -1}, "warmup")]
+)
 def test_bad_arguments(tiny_tflite, kwargs, match):
     with pytest.raises(ValueError, match=match):
         benchmark.benchmark(tiny_tflite, **kwargs)
 
 
-@pytest.mark.parametrize("argv,message", [
-    ([], "--model is required"),
-    (["--model=/nonexistent.tflite"], "--model=/nonexistent.tflite: expected an existing .tflite file or folder"),
-    (["--model=x.tflite", "--threads=0"], "--threads=0: expected a positive integer"),
-    (["--model=x.tflite", "--runs=-1"], "--runs=-1: expected a positive integer"),
-    (["FILE.tflite"], "FILE.tflite"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        ([], "--model is required"),
+        (["--model=/nonexistent.tflite"], "--model=/nonexistent.tflite: expected an existing .tflite file or folder"),
+        (["--model=x.tflite", "--threads=0"], "--threads=0: expected a positive integer"),
+        (["--model=x.tflite", "--runs=-1"], "--runs=-1: expected a positive integer"),
+        (["FILE.tflite"], "FILE.tflite"),
+    ],
+)
 def test_bad_command_line_is_one_line_exit_2(argv, message, capsys):
     assert benchmark.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -85,8 +96,18 @@ def test_latency_agrees_with_litert_benchmark(tmp_path):
     for _ in range(3):
         ours.append(benchmark.benchmark(str(path), runs=100, warmup=10)[0]["median_ms"])
         result = tmp_path / "r.json"
-        subprocess.run([tool, f"--model={path}", "--num_runs=100", "--warmup_runs=10", "--num_threads=1",
-                        f"--result_json={result}"], check=True, capture_output=True)
+        subprocess.run(
+            [
+                tool,
+                f"--model={path}",
+                "--num_runs=100",
+                "--warmup_runs=10",
+                "--num_threads=1",
+                f"--result_json={result}",
+            ],
+            check=True,
+            capture_output=True,
+        )
         theirs.append(json.loads(result.read_text())["latency"]["median_ms"])
     ours_ms, theirs_ms = sorted(ours)[1], sorted(theirs)[1]
     assert abs(ours_ms / theirs_ms - 1) <= 0.15, (ours, theirs)

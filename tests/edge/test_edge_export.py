@@ -8,12 +8,11 @@ import stat
 
 import numpy as np
 import pytest
+from edge_support import CLASSES, SIZE, run_module
 
+from common import cli
 from edge import data, export, litert, metadata, mixed
 from edge import report as report_lib
-from common import cli
-
-from edge_support import CLASSES, SIZE, run_module
 
 # One worker computes the shared export of every format (`b0_export`) for both files (pytest-xdist).
 pytestmark = pytest.mark.xdist_group("b0_export")
@@ -32,7 +31,10 @@ def test_every_format_is_written_and_evaluated(b0_export):
         path = os.path.join(out, row["file"])
         assert os.path.getsize(path) == row["bytes"] > 0 and _mode(path) == 0o644
         assert 0 <= row["top1"] <= 1 and 0 <= row["agreement_with_keras"] <= 1
-        assert row["latency_api"] == "CompiledModel" and 0 < row["latency_p5_ms"] <= row["latency_ms"] <= row["latency_p95_ms"]
+        assert (
+            row["latency_api"] == "CompiledModel"
+            and 0 < row["latency_p5_ms"] <= row["latency_ms"] <= row["latency_p95_ms"]
+        )
         assert row["op_counts"]["CONV_2D"] > 0 and row["op_counts"]["SOFTMAX"] == 1
     assert rows["float16"]["bytes"] < 0.6 * rows["float32"]["bytes"]
     for fmt in ("dynamic", "int8", "int16x8"):
@@ -54,7 +56,12 @@ def test_every_format_is_written_and_evaluated(b0_export):
         assert rows[fmt]["gpu_delegate"]["gpu_compatible"], (fmt, rows[fmt]["gpu_delegate"])
     assert not rows["int16x8"]["gpu_delegate"]["gpu_compatible"] and "int16" in table
     assert report["gpu_delegate"]["format"] == "float16"
-    assert sorted(f for f in os.listdir(out) if not f.startswith("model_")) == ["labels.txt", "qat", "report.json", "report.md"]
+    assert sorted(f for f in os.listdir(out) if not f.startswith("model_")) == [
+        "labels.txt",
+        "qat",
+        "report.json",
+        "report.md",
+    ]
     assert _mode(os.path.join(out, "report.json")) == _mode(os.path.join(out, "labels.txt")) == 0o644
 
 
@@ -117,9 +124,33 @@ def test_int8_diagnostics_name_layers(b0_export):
 
 def test_recommend_prefers_the_fastest_accurate_format():
     rows = [
-        {"format": "float32", "file": "a", "top1": 0.90, "agreement_with_keras": 1.0, "latency_ms": 10.0, "bytes": 100, "latency_threads": 1},
-        {"format": "int8", "file": "b", "top1": 0.70, "agreement_with_keras": 0.8, "latency_ms": 3.0, "bytes": 25, "latency_threads": 1},
-        {"format": "qat_int8", "file": "c", "top1": 0.895, "agreement_with_keras": 0.995, "latency_ms": 4.0, "bytes": 25, "latency_threads": 1},
+        {
+            "format": "float32",
+            "file": "a",
+            "top1": 0.90,
+            "agreement_with_keras": 1.0,
+            "latency_ms": 10.0,
+            "bytes": 100,
+            "latency_threads": 1,
+        },
+        {
+            "format": "int8",
+            "file": "b",
+            "top1": 0.70,
+            "agreement_with_keras": 0.8,
+            "latency_ms": 3.0,
+            "bytes": 25,
+            "latency_threads": 1,
+        },
+        {
+            "format": "qat_int8",
+            "file": "c",
+            "top1": 0.895,
+            "agreement_with_keras": 0.995,
+            "latency_ms": 4.0,
+            "bytes": 25,
+            "latency_threads": 1,
+        },
         {"format": "float16", "error": "boom"},
     ]
     assert export.recommend(rows, keras_top1=0.90)["format"] == "qat_int8"
@@ -128,8 +159,19 @@ def test_recommend_prefers_the_fastest_accurate_format():
     unlabelled = export.recommend(rows, keras_top1=None)  # agreement stands in for accuracy
     assert unlabelled["format"] == "qat_int8" and "no labelled data" in unlabelled["reason"]
     # An int8_mixed with most MACs in float is not shipped as int8, however fast it measured.
-    mixed_rows = [rows[0], {"format": export.MIXED, "file": "m", "top1": 0.90, "agreement_with_keras": 1.0,
-                            "latency_ms": 1.0, "bytes": 90, "latency_threads": 1, "mixed": {"is_int8": False}}]
+    mixed_rows = [
+        rows[0],
+        {
+            "format": export.MIXED,
+            "file": "m",
+            "top1": 0.90,
+            "agreement_with_keras": 1.0,
+            "latency_ms": 1.0,
+            "bytes": 90,
+            "latency_threads": 1,
+            "mixed": {"is_int8": False},
+        },
+    ]
     assert export.recommend(mixed_rows, keras_top1=0.90)["format"] == "float32"
     mixed_rows[1]["mixed"]["is_int8"] = True
     assert export.recommend(mixed_rows, keras_top1=0.90)["format"] == export.MIXED
@@ -189,20 +231,33 @@ def test_a_failing_format_is_reported_and_the_others_kept(monkeypatch, b0_path, 
     out = tmp_path / "E"
     labels = tmp_path / "names.txt"
     labels.write_text("triangle\ncircle\nsquare\n")  # not the class folders' order: matched by name
-    report = export.export_all(b0_path, dataset, str(out), formats="float16,int8", io_dtype="uint8",
-                               num_calibration=3, latency_runs=2, max_val_images=6, mixed_int8=False,
-                               labels=str(labels))
+    report = export.export_all(
+        b0_path,
+        dataset,
+        str(out),
+        formats="float16,int8",
+        io_dtype="uint8",
+        num_calibration=3,
+        latency_runs=2,
+        max_val_images=6,
+        mixed_int8=False,
+        labels=str(labels),
+    )
     rows = {r["format"]: r for r in report["formats"]}
     model = data.load_model(b0_path)
     val = data.validation_set(dataset, SIZE, limit=6)
     mapped = np.asarray([["triangle", "circle", "square"].index(val.class_names[y]) for y in val.labels])
-    assert report["keras_top1"] == pytest.approx(float((model.predict(val.images, verbose=0).argmax(1) == mapped).mean()))
+    assert report["keras_top1"] == pytest.approx(
+        float((model.predict(val.images, verbose=0).argmax(1) == mapped).mean())
+    )
     assert report["class_names"] == ["triangle", "circle", "square"]
     assert rows["float16"]["error"] == "RuntimeError: converter exploded on purpose"
     assert not rows["int8"].get("error") and rows["int8"]["input_dtype"] == "uint8"
     # uint8 input costs one QUANTIZE (uint8 -> int8) that XNNPACK does not take: named, with the reason.
     assert not rows["int8"]["fully_accelerated"]
-    assert [(o["op"], o["input"], o["output"]) for o in rows["int8"]["not_on_xnnpack"]] == [("QUANTIZE", "uint8", "int8")]
+    assert [(o["op"], o["input"], o["output"]) for o in rows["int8"]["not_on_xnnpack"]] == [
+        ("QUANTIZE", "uint8", "int8")
+    ]
     assert "uint8 -> int8" in rows["int8"]["not_on_xnnpack"][0]["why"]
     assert not (out / "model_float16.tflite").exists() and (out / "model_int8.tflite").is_file()
     assert report["num_val_images"] == 6
@@ -212,8 +267,9 @@ def test_a_failing_format_is_reported_and_the_others_kept(monkeypatch, b0_path, 
 
 
 def test_qat_int8_without_fine_tune_is_an_error_row_not_a_crash(b0_path, dataset, tmp_path):
-    report = export.export_all(b0_path, dataset, str(tmp_path / "E"), formats=["qat_int8"], latency_runs=2,
-                               max_val_images=3)
+    report = export.export_all(
+        b0_path, dataset, str(tmp_path / "E"), formats=["qat_int8"], latency_runs=2, max_val_images=3
+    )
     assert "qat_epochs >= 1" in report["formats"][0]["error"]
     assert report["recommendation"]["format"] is None
 
@@ -224,8 +280,9 @@ def test_pretrained_model_without_data_exports_the_float_formats(b0_path, tmp_pa
     labels = tmp_path / "names.txt"
     labels.write_text("cat\ndog\nbird\n")
     out = tmp_path / "E"
-    code = export.main([f"--model={b0_path}", f"--labels={labels}", f"--out={out}", "--formats=float32",
-                        "--latency_runs=2"])
+    code = export.main(
+        [f"--model={b0_path}", f"--labels={labels}", f"--out={out}", "--formats=float32", "--latency_runs=2"]
+    )
     assert code == 0, capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
     assert [r["format"] for r in report["formats"]] == ["float32"] and report["keras_top1"] is None
@@ -242,8 +299,16 @@ def test_pretrained_model_without_data_exports_the_float_formats(b0_path, tmp_pa
     for i in range(3):
         Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(images / f"p{i}.jpg")
     (images / "notes.txt").write_text("not an image")
-    code = export.main([f"--model={b0_path}", f"--labels={labels}", f"--out={out}", "--formats=int8",
-                        f"--calibration_dir={tmp_path / 'photos'}", "--latency_runs=2"])
+    code = export.main(
+        [
+            f"--model={b0_path}",
+            f"--labels={labels}",
+            f"--out={out}",
+            "--formats=int8",
+            f"--calibration_dir={tmp_path / 'photos'}",
+            "--latency_runs=2",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
     assert [r["format"] for r in report["formats"]] == ["int8"] and "3 images under" in report["calibration"]
@@ -258,8 +323,18 @@ def test_no_format_succeeding_exits_1(monkeypatch, b0_path, tmp_path, capsys):
     monkeypatch.setattr(export, "convert_saved_model", convert)
     labels = tmp_path / "names.txt"
     labels.write_text("a\nb\nc\n")
-    assert export.main([f"--model={b0_path}", f"--labels={labels}", f"--out={tmp_path / 'E'}",
-                        "--formats=float32,float16", "--latency_runs=2"]) == 1
+    assert (
+        export.main(
+            [
+                f"--model={b0_path}",
+                f"--labels={labels}",
+                f"--out={tmp_path / 'E'}",
+                "--formats=float32,float16",
+                "--latency_runs=2",
+            ]
+        )
+        == 1
+    )
     captured = capsys.readouterr()
     assert "no format was exported" in captured.err
     assert "| float32 | model_float32.tflite | - |" in captured.out and "FAILED: RuntimeError: no luck" in captured.out
@@ -275,8 +350,14 @@ def foreign_model(tmp_path_factory):
     from keras_effnet import flavours
 
     keras = flavours.keras3()
-    model = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Conv2D(2, 3), keras.layers.GlobalAveragePooling2D(),
-                              keras.layers.Dense(CLASSES, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((SIZE, SIZE, 3)),
+            keras.layers.Conv2D(2, 3),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(CLASSES, activation="softmax"),
+        ]
+    )
     path = tmp_path_factory.mktemp("foreign") / "foreign.keras"
     model.save(str(path))
     return str(path)
@@ -374,8 +455,10 @@ def _graph(blob):
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(blob), 0))
     codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
     sub = model.subgraphs[0]
-    tensors = [(t.type, None if t.quantization is None or t.quantization.scale is None else
-                float(t.quantization.scale[0])) for t in sub.tensors]
+    tensors = [
+        (t.type, None if t.quantization is None or t.quantization.scale is None else float(t.quantization.scale[0]))
+        for t in sub.tensors
+    ]
     return [codes[op.opcodeIndex] for op in sub.operators], tensors
 
 

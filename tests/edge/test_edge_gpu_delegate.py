@@ -16,7 +16,8 @@ def _convert(fn, spec, representative=None, int16x8=False):
         converter.representative_dataset = representative
         if int16x8:
             converter.target_spec.supported_ops = [
-                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+            ]
     return converter.convert()
 
 
@@ -41,8 +42,11 @@ def models():
         for _ in range(4):
             yield [rng.uniform(0, 1, (1, 8, 8, 3)).astype("float32")]
 
-    return {"float32": _convert(conv, spec), "int16x8": _convert(conv, spec, rep, int16x8=True),
-            "segment": _convert(segment, spec)}
+    return {
+        "float32": _convert(conv, spec),
+        "int16x8": _convert(conv, spec, rep, int16x8=True),
+        "segment": _convert(segment, spec),
+    }
 
 
 def test_an_op_the_delegate_refuses_is_named(models):
@@ -53,8 +57,11 @@ def test_an_op_the_delegate_refuses_is_named(models):
 
 
 def test_int16_activations_are_refused_and_float_is_taken_whole(models):
-    assert gpu_delegate.verdict(models["float32"]) == {"gpu_compatible": True, "not_on_gpu": [],
-                                                        "source": gpu_delegate.verdict(models["float32"])["source"]}
+    assert gpu_delegate.verdict(models["float32"]) == {
+        "gpu_compatible": True,
+        "not_on_gpu": [],
+        "source": gpu_delegate.verdict(models["float32"])["source"],
+    }
     v = gpu_delegate.verdict(models["int16x8"])
     assert not v["gpu_compatible"] and {"CONV_2D", "QUANTIZE"} <= {o["op"] for o in v["not_on_gpu"]}
 
@@ -73,10 +80,12 @@ def test_the_checker_in_use_is_the_analyzer_when_it_checks(models):
 def test_parse_reads_the_warning_under_its_op():
     """The Analyzer's format (tensorflow/lite/python/analyzer_wrapper/model_analyzer.cc): a warning line under
     the op it concerns, and a subgraph summary that is not an op."""
-    text = ("Subgraph#0 main(T#0) -> [T#3]\n  Op#0 CONV_2D(T#0, T#1, T#2) -> [T#4]\n"
-            "  Op#1 SEGMENT_SUM(T#4, T#5) -> [T#3]\nGPU COMPATIBILITY WARNING: Not supported op SEGMENT_SUM\n\n"
-            "GPU COMPATIBILITY WARNING: Subgraph#0 has GPU delegate compatibility issues at nodes 1 with TFLite "
-            "runtime version 2.21.0\n")
+    text = (
+        "Subgraph#0 main(T#0) -> [T#3]\n  Op#0 CONV_2D(T#0, T#1, T#2) -> [T#4]\n"
+        "  Op#1 SEGMENT_SUM(T#4, T#5) -> [T#3]\nGPU COMPATIBILITY WARNING: Not supported op SEGMENT_SUM\n\n"
+        "GPU COMPATIBILITY WARNING: Subgraph#0 has GPU delegate compatibility issues at nodes 1 with TFLite "
+        "runtime version 2.21.0\n"
+    )
     assert gpu_delegate.parse(text) == [{"index": 1, "op": "SEGMENT_SUM", "why": "Not supported op SEGMENT_SUM"}]
 
 

@@ -35,7 +35,7 @@ def _write_set(root, rng, per_class):
             for i in range(n):
                 x = rng.uniform(0, 150, (SIZE, SIZE, 3))
                 r0, c0 = rng.integers(0, SIZE // 2, 2)
-                x[r0:r0 + SIZE // 2, c0:c0 + SIZE // 2, c] += 100
+                x[r0 : r0 + SIZE // 2, c0 : c0 + SIZE // 2, c] += 100
                 Image.fromarray(x.astype(np.uint8)).save(folder / f"{i}.jpg", quality=95)
 
 
@@ -52,11 +52,18 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("edge_int8")
     _write_set(root / "data", np.random.default_rng(0), 120)
     splits = data.load_splits(str(root / "data"))
-    train = data.make_dataset(list(splits.train_files), list(splits.train_labels), image_size=SIZE, batch_size=360,
-                              training=False, augment="none")
+    train = data.make_dataset(
+        list(splits.train_files),
+        list(splits.train_labels),
+        image_size=SIZE,
+        batch_size=360,
+        training=False,
+        augment="none",
+    )
     x, y = next(iter(train))
-    model = keras_effnet.build(0, input_shape=(SIZE, SIZE, 3), classes=3, bn_momentum=0.9, drop_connect_rate=0.0,
-                               dropout_rate=0.0)
+    model = keras_effnet.build(
+        0, input_shape=(SIZE, SIZE, 3), classes=3, bn_momentum=0.9, drop_connect_rate=0.0, dropout_rate=0.0
+    )
     model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy")
     model.fit(x.numpy(), y.numpy(), batch_size=32, epochs=6, shuffle=True, verbose=0)
     path = str(root / "model.keras")
@@ -73,8 +80,9 @@ def exported(trained, tmp_path_factory):
     """float32 and int8 of the trained model by edge.export (calibration audited, the default); (report, rows)."""
     model, data_dir = trained
     out = str(tmp_path_factory.mktemp("edge_int8_export") / "E")
-    report = export.export_all(model, data_dir, out, formats="float32,int8", latency_runs=2, num_calibration=60,
-                               mixed_int8=False)
+    report = export.export_all(
+        model, data_dir, out, formats="float32,int8", latency_runs=2, num_calibration=60, mixed_int8=False
+    )
     rows = {r["format"]: r for r in report["formats"]}
     assert not rows["float32"].get("error") and not rows["int8"].get("error"), rows
     return report, rows, out
@@ -93,8 +101,8 @@ def test_int8_keeps_the_float_accuracy_of_a_trained_model(exported):
 def test_wrong_calibrated_ranges_collapse_int8_unless_audited(trained, exported):
     """The assertion above fails on a collapse: with every recorded range 50x too wide (a calibrator fault
     of the kind `edge.calibration` finds, made larger) int8 falls far below float32; the audit restores it."""
-    from ai_edge_litert import schema_py_generated as schema
     import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
 
     from edge import calibration, data, litert
 

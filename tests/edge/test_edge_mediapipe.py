@@ -17,10 +17,9 @@ import subprocess
 
 import numpy as np
 import pytest
+from edge_support import REPO_ROOT, SIZE
 
 from edge import data
-
-from edge_support import REPO_ROOT, SIZE
 
 # One worker computes the shared export of every format (`b0_export`) for both files (pytest-xdist).
 pytestmark = pytest.mark.xdist_group("b0_export")
@@ -29,7 +28,9 @@ SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mediapipe_cla
 
 
 def _mediapipe_python():
-    path = os.environ.get("KERAS_EFFNET_MEDIAPIPE_PYTHON") or os.path.join(REPO_ROOT, ".venv-mediapipe", "bin", "python")
+    path = os.environ.get("KERAS_EFFNET_MEDIAPIPE_PYTHON") or os.path.join(
+        REPO_ROOT, ".venv-mediapipe", "bin", "python"
+    )
     return path if os.path.isfile(path) else None
 
 
@@ -46,8 +47,14 @@ def test_mediapipe_image_classifier_reads_every_format(b0_export, dataset, tmp_p
         images.append(str(tmp_path / f"val{i}.png"))
         Image.fromarray(pixels.astype(np.uint8)).save(images[-1])
     request = {"models": [os.path.join(out, r["file"]) for r in rows], "images": images}
-    proc = subprocess.run([_mediapipe_python(), SCRIPT], input=json.dumps(request), capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ, GLOG_minloglevel="2"))
+    proc = subprocess.run(
+        [_mediapipe_python(), SCRIPT],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, GLOG_minloglevel="2"),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout)
     names = report["class_names"]

@@ -5,13 +5,12 @@ import os
 
 import numpy as np
 import pytest
+from edge_support import CLASSES, SIZE, run_module
 
 import keras_effnet
 from edge import export, litert, qat
 from keras_effnet import flavours
 from keras_effnet import twin as twin_lib
-
-from edge_support import CLASSES, SIZE, run_module
 
 
 def _b0():
@@ -39,13 +38,24 @@ def test_quantization_error_names_every_layer():
     x = inner(x)
     model = K.Model(inp, x)
     rejected = qat.rejected_layers(model)
-    assert [(n, k) for n, k, _ in rejected] == [("ln", "LayerNormalization"), ("elu", "Activation"), ("inner", "Sequential")]
+    assert [(n, k) for n, k, _ in rejected] == [
+        ("ln", "LayerNormalization"),
+        ("elu", "Activation"),
+        ("inner", "Sequential"),
+    ]
     message = str(qat.QuantizationError("m", rejected))
-    for text in ("3 layer(s)", "ln (LayerNormalization)", "elu (Activation): activation 'elu'", "inner (Sequential): a model nested"):
+    for text in (
+        "3 layer(s)",
+        "ln (LayerNormalization)",
+        "elu (Activation): activation 'elu'",
+        "inner (Sequential): a model nested",
+    ):
         assert text in message
 
 
-@pytest.mark.parametrize("family,phi", [("efficientnet", 0), ("lite", 0), ("efficientnet", 0.5), ("lite", 2), ("v2", 0)])
+@pytest.mark.parametrize(
+    "family,phi", [("efficientnet", 0), ("lite", 0), ("efficientnet", 0.5), ("lite", 2), ("v2", 0)]
+)
 def test_every_family_member_is_quantizable(family, phi):
     model = keras_effnet.build(phi, family=family, input_shape=(SIZE, SIZE, 3), classes=CLASSES)
     assert qat.quantize(model, check_only=True) == []
@@ -130,8 +140,11 @@ def test_calibrate_ranges_sets_activation_ranges_from_data_and_changes_nothing_e
     keras = flavours.keras3()
     stem = keras.Model(model.input, model.get_layer("stem_bn").output)
     values = np.concatenate([stem(b, training=False).numpy().ravel() for b in batches])
-    low, high = (float(w.numpy()) for w in q.get_layer("quant_stem_bn").weights
-                 if w.name.endswith(("output_min:0", "output_max:0")))
+    low, high = (
+        float(w.numpy())
+        for w in q.get_layer("quant_stem_bn").weights
+        if w.name.endswith(("output_min:0", "output_max:0"))
+    )
     np.testing.assert_allclose([low, high], [min(values.min(), 0), max(values.max(), 0)], rtol=0.05)
 
 
@@ -144,10 +157,16 @@ def test_quantize_refuses_models_not_made_by_keras_effnet():
         qat.quantize("model.keras")
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"epochs": -1}, "epochs"), ({"batch_size": 0}, "batch_size"), ({"learning_rate": 0}, "learning_rate"),
-    ({"steps_per_epoch": 0}, "steps_per_epoch"), ({"calibration_batches": -1}, "calibration_batches"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"epochs": -1}, "epochs"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"learning_rate": 0}, "learning_rate"),
+        ({"steps_per_epoch": 0}, "steps_per_epoch"),
+        ({"calibration_batches": -1}, "calibration_batches"),
+    ],
+)
 def test_fine_tune_config_rejects_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
         qat.FineTuneConfig(**kwargs)
@@ -155,8 +174,15 @@ def test_fine_tune_config_rejects_bad_values(kwargs, match):
 
 def test_qat_command_fine_tunes_lite0_and_the_result_converts_to_full_integer(lite0_probe_path, dataset, tmp_path):
     out = tmp_path / "Q"
-    proc = run_module("edge.qat", f"--model={lite0_probe_path}", f"--data_dir={dataset}", "--epochs=1",
-                      "--steps_per_epoch=2", "--batch_size=8", f"--out={out}")
+    proc = run_module(
+        "edge.qat",
+        f"--model={lite0_probe_path}",
+        f"--data_dir={dataset}",
+        "--epochs=1",
+        "--steps_per_epoch=2",
+        "--batch_size=8",
+        f"--out={out}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     info = json.loads((out / qat.QAT_INFO).read_text())
     assert info["fine_tune"]["epochs"] == 1 and info["fine_tune"]["steps_per_epoch"] == 2
@@ -174,9 +200,19 @@ def test_qat_command_fine_tunes_lite0_and_the_result_converts_to_full_integer(li
     assert export.float_ops(blob) == []
     # Every image of the dataset (36): the comparison is between two computations, not an accuracy.
     splits = data.load_splits(dataset)
-    images = np.concatenate([x.numpy() for x, _ in data.make_dataset(
-        list(splits.train_files) + list(splits.val_files), list(splits.train_labels) + list(splits.val_labels),
-        image_size=SIZE, batch_size=64, training=False, augment="none")])
+    images = np.concatenate(
+        [
+            x.numpy()
+            for x, _ in data.make_dataset(
+                list(splits.train_files) + list(splits.val_files),
+                list(splits.train_labels) + list(splits.val_labels),
+                image_size=SIZE,
+                batch_size=64,
+                training=False,
+                augment="none",
+            )
+        ]
+    )
     probs = litert.TFLiteModel(blob).predict(images)
     want = q.predict(images, verbose=0)
     # The full-integer file must give the QAT Keras model's answers. The probe reads its widest features, and the
@@ -195,8 +231,9 @@ def test_load_without_weights_names_the_folder(tmp_path):
         qat.load(_b0(), str(tmp_path))
 
 
-@pytest.mark.parametrize("case", ["no_model", "missing_data", "empty_data", "zero_epochs", "bad_strategy",
-                                  "negative_calibration"])
+@pytest.mark.parametrize(
+    "case", ["no_model", "missing_data", "empty_data", "zero_epochs", "bad_strategy", "negative_calibration"]
+)
 def test_bad_command_line_is_one_line_exit_2_and_nothing_written(case, lite0_path, dataset, tmp_path, capsys):
     out = tmp_path / "Q"
     args = {"model": lite0_path, "data_dir": dataset, "out": str(out)}

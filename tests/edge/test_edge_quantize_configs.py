@@ -80,11 +80,15 @@ def test_rescaling_output_config_and_normalization_replacement():
     x = norm(x)
     x = K.layers.Conv2D(4, 3, padding="same", name="conv")(x)
     model = K.Model(inp, _head(K, x))
-    norm.set_weights([np.array([0.485, 0.456, 0.406], np.float32), np.array([0.05, 0.06, 0.07], np.float32),
-                      np.zeros((), np.int64)])
+    norm.set_weights(
+        [np.array([0.485, 0.456, 0.406], np.float32), np.array([0.05, 0.06, 0.07], np.float32), np.zeros((), np.int64)]
+    )
     norm.finalize_state()
     rejected = qat.rejected_layers(model)
-    assert {(name, kind) for name, kind, _ in rejected} == {("rescaling", "Rescaling"), ("normalization", "Normalization")}
+    assert {(name, kind) for name, kind, _ in rejected} == {
+        ("rescaling", "Rescaling"),
+        ("normalization", "Normalization"),
+    }
     assert isinstance(quantize_configs.config_for(model.get_layer("rescaling")), quantize_configs.OutputQuantizeConfig)
 
     replacement = quantize_configs.replacement_for(norm)
@@ -155,7 +159,9 @@ def test_configs_round_trip_and_check_counts(cls):
     K = flavours.tf_keras()
     layer = K.layers.Conv2D(2, 1, activation="swish")
     layer.build((None, 4, 4, 3))
-    assert len(config.get_weights_and_quantizers(layer)) == (1 if cls is quantize_configs.SwishConvQuantizeConfig else 0)
+    assert len(config.get_weights_and_quantizers(layer)) == (
+        1 if cls is quantize_configs.SwishConvQuantizeConfig else 0
+    )
     with pytest.raises(ValueError, match="expects|quantizes no"):
         config.set_quantize_weights(layer, [layer.kernel, layer.kernel])
     with pytest.raises(ValueError, match="expects|quantizes no"):

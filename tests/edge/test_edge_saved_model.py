@@ -8,10 +8,9 @@ import sys
 
 import numpy as np
 import pytest
+from edge_support import SIZE
 
 from edge import data, export, saved_model
-
-from edge_support import SIZE
 
 _CALL = r"""
 import json, sys
@@ -40,8 +39,9 @@ def served(tmp_path_factory, probe_path, dataset):
 
     tmp = tmp_path_factory.mktemp("edge_saved_model")
     out = str(tmp / "E")
-    code = export.main([f"--model={probe_path}", f"--data_dir={dataset}", f"--out={out}", "--formats=saved_model",
-                        "--latency_runs=1"])
+    code = export.main(
+        [f"--model={probe_path}", f"--data_dir={dataset}", f"--out={out}", "--formats=saved_model", "--latency_runs=1"]
+    )
     assert code == 0
     val = data.validation_set(dataset, SIZE)
     files = []
@@ -52,12 +52,25 @@ def served(tmp_path_factory, probe_path, dataset):
     batch = str(tmp / "images.npy")
     np.save(batch, val.images[:5])
     result = str(tmp / "out.json")
-    proc = subprocess.run([sys.executable, "-c", _CALL, os.path.join(out, "saved_model"), json.dumps(files), batch,
-                           result], capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    proc = subprocess.run(
+        [sys.executable, "-c", _CALL, os.path.join(out, "saved_model"), json.dumps(files), batch, result],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # The same decode and resize outside the graph: what training.data's eval pipeline does to a file.
-    outside = np.stack([tf.image.resize(tf.io.decode_image(open(f, "rb").read(), channels=3, expand_animations=False),
-                                        [SIZE, SIZE], antialias=True).numpy() for f in files])
+    outside = np.stack(
+        [
+            tf.image.resize(
+                tf.io.decode_image(open(f, "rb").read(), channels=3, expand_animations=False),
+                [SIZE, SIZE],
+                antialias=True,
+            ).numpy()
+            for f in files
+        ]
+    )
     return {k: np.asarray(v) for k, v in json.load(open(result)).items()}, outside, val, out
 
 

@@ -2,14 +2,12 @@
 ones, constant input statistics) converts and runs in LiteRT; float32 matches Keras, the quantized formats
 track it, and the QAT model converts to full integer."""
 
-
 import numpy as np
 import pytest
+from edge_support import CLASSES, SIZE
 
 import keras_effnet
 from edge import export, litert, qat
-
-from edge_support import CLASSES, SIZE
 
 
 @pytest.fixture(scope="module")

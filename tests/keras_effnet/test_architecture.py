@@ -4,7 +4,8 @@ import dataclasses
 import math
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keras_effnet import architecture as arch
 
@@ -14,18 +15,39 @@ KERAS_FREE = True  # pure functions and tables: no Keras session to reset
 BLOCKS = {0: 16, 1: 23, 2: 23, 3: 26, 4: 32, 5: 39, 6: 45, 7: 55}
 HEAD = {0: 1280, 1: 1280, 2: 1408, 3: 1536, 4: 1792, 5: 2048, 6: 2304, 7: 2560}
 PRESETS = {  # width, depth, res, dropout
-    0: (1.0, 1.0, 224, 0.2), 1: (1.0, 1.1, 240, 0.2), 2: (1.1, 1.2, 260, 0.3), 3: (1.2, 1.4, 300, 0.3),
-    4: (1.4, 1.8, 380, 0.4), 5: (1.6, 2.2, 456, 0.4), 6: (1.8, 2.6, 528, 0.5), 7: (2.0, 3.1, 600, 0.5),
+    0: (1.0, 1.0, 224, 0.2),
+    1: (1.0, 1.1, 240, 0.2),
+    2: (1.1, 1.2, 260, 0.3),
+    3: (1.2, 1.4, 300, 0.3),
+    4: (1.4, 1.8, 380, 0.4),
+    5: (1.6, 2.2, 456, 0.4),
+    6: (1.8, 2.6, 528, 0.5),
+    7: (2.0, 3.1, 600, 0.5),
     8: (2.2, 3.6, 672, 0.5),
 }
-LITE = {0: (1.0, 1.0, 224, 0.2), 1: (1.0, 1.1, 240, 0.2), 2: (1.1, 1.2, 260, 0.3), 3: (1.2, 1.4, 280, 0.3),
-        4: (1.4, 1.8, 300, 0.3)}
+LITE = {
+    0: (1.0, 1.0, 224, 0.2),
+    1: (1.0, 1.1, 240, 0.2),
+    2: (1.1, 1.2, 260, 0.3),
+    3: (1.2, 1.4, 280, 0.3),
+    4: (1.4, 1.8, 300, 0.3),
+}
 
 
 @pytest.mark.parametrize(
     "filters,width,expected",
-    [(32, 1.0, 32), (32, 1.1, 32), (32, 1.2, 40), (1280, 1.1, 1408), (1280, 2.0, 2560), (16, 1.4, 24),
-     (24, 1.1, 24), (40, 1.8, 72), (320, 1.2, 384), (8, 0.1, 8)],
+    [
+        (32, 1.0, 32),
+        (32, 1.1, 32),
+        (32, 1.2, 40),
+        (1280, 1.1, 1408),
+        (1280, 2.0, 2560),
+        (16, 1.4, 24),
+        (24, 1.1, 24),
+        (40, 1.8, 72),
+        (320, 1.2, 384),
+        (8, 0.1, 8),
+    ],
 )
 def test_round_filters(filters, width, expected):
     assert arch.round_filters(filters, width) == expected
@@ -102,8 +124,15 @@ def test_formula_dropout_reproduces_presets():
 
 def test_b0_stage_table_matches_the_paper():
     rows = [(s.kernel_size, s.repeats, s.filters_in, s.filters_out, s.expand_ratio, s.strides) for s in arch.B0_STAGES]
-    assert rows == [(3, 1, 32, 16, 1, 1), (3, 2, 16, 24, 6, 2), (5, 2, 24, 40, 6, 2), (3, 3, 40, 80, 6, 2),
-                    (5, 3, 80, 112, 6, 1), (5, 4, 112, 192, 6, 2), (3, 1, 192, 320, 6, 1)]
+    assert rows == [
+        (3, 1, 32, 16, 1, 1),
+        (3, 2, 16, 24, 6, 2),
+        (5, 2, 24, 40, 6, 2),
+        (3, 3, 40, 80, 6, 2),
+        (5, 3, 80, 112, 6, 1),
+        (5, 4, 112, 192, 6, 2),
+        (3, 1, 192, 320, 6, 1),
+    ]
     # SE bottleneck is 1/4 of the block *input* channels: block2a gets 16 in -> 4.
     spec = arch.model_spec(arch.coefficients(0))
     assert spec.blocks[1].name == "block2a_" and spec.blocks[1].se_filters == 4
@@ -166,11 +195,17 @@ def test_coefficients_properties(phi, alpha, beta, gamma):
 # ----------------------------------------------------------------------------- EfficientNetV2
 
 V2_PRESETS = {  # width, depth, eval res, train res, dropout (google/automl effnetv2_configs.py)
-    0: (1.0, 1.0, 224, 192, 0.2), 1: (1.0, 1.1, 240, 192, 0.2), 2: (1.1, 1.2, 260, 208, 0.3),
+    0: (1.0, 1.0, 224, 192, 0.2),
+    1: (1.0, 1.1, 240, 192, 0.2),
+    2: (1.1, 1.2, 260, 208, 0.3),
     3: (1.2, 1.4, 300, 240, 0.3),
 }
-V2_TABLES = {"efficientnetv2-b0": "v2-b0", "efficientnetv2-s": "v2-s", "efficientnetv2-m": "v2-m",
-             "efficientnetv2-l": "v2-l"}
+V2_TABLES = {
+    "efficientnetv2-b0": "v2-b0",
+    "efficientnetv2-s": "v2-s",
+    "efficientnetv2-m": "v2-m",
+    "efficientnetv2-l": "v2-l",
+}
 
 
 def _keras_applications_v2():
@@ -181,11 +216,32 @@ def _keras_applications_v2():
 
 @pytest.mark.parametrize("name,table", sorted(V2_TABLES.items()))
 def test_v2_stage_tables_are_keras_applications(name, table):
-    rows = [(1 if s.block == "fused" else 0, s.kernel_size, s.repeats, s.filters_in, s.filters_out, s.expand_ratio,
-             s.strides, s.se_ratio) for s in arch.STAGE_TABLES[table]]
-    theirs = [(a["conv_type"], a["kernel_size"], a["num_repeat"], a["input_filters"], a["output_filters"],
-               a["expand_ratio"], a["strides"], a["se_ratio"])
-              for a in _keras_applications_v2().DEFAULT_BLOCKS_ARGS[name]]
+    rows = [
+        (
+            1 if s.block == "fused" else 0,
+            s.kernel_size,
+            s.repeats,
+            s.filters_in,
+            s.filters_out,
+            s.expand_ratio,
+            s.strides,
+            s.se_ratio,
+        )
+        for s in arch.STAGE_TABLES[table]
+    ]
+    theirs = [
+        (
+            a["conv_type"],
+            a["kernel_size"],
+            a["num_repeat"],
+            a["input_filters"],
+            a["output_filters"],
+            a["expand_ratio"],
+            a["strides"],
+            a["se_ratio"],
+        )
+        for a in _keras_applications_v2().DEFAULT_BLOCKS_ARGS[name]
+    ]
     assert rows == theirs
 
 
@@ -217,8 +273,10 @@ def test_v2_presets_report_train_and_eval_resolution(phi):
 def test_v2_named_members_and_formula():
     s = arch.variant_coefficients("efficientnetv2-s")
     assert (s.phi, s.resolution, s.train_resolution, s.dropout, s.stages) == (None, 384, 300, 0.2, "v2-s")
-    assert [(arch.variant_coefficients(n).resolution, arch.variant_coefficients(n).train_resolution)
-            for n in ("efficientnetv2-m", "efficientnetv2-l")] == [(480, 384), (480, 384)]
+    assert [
+        (arch.variant_coefficients(n).resolution, arch.variant_coefficients(n).train_resolution)
+        for n in ("efficientnetv2-m", "efficientnetv2-l")
+    ] == [(480, 384), (480, 384)]
     spec = arch.model_spec(s)
     assert spec.stem_filters == 24 and spec.head_filters == 1280 and len(spec.blocks) == 40
     assert spec.preprocessing == arch.MINUS_ONE_TO_ONE

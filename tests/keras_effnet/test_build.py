@@ -1,18 +1,24 @@
 """`keras_effnet.build`: exact sizes, MACs, input handling, bad input, mixed precision, saving."""
 
+import keras
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-import keras
 import keras_effnet
 from keras_effnet import profile
 
 # keras.applications totals, timm/KerasHub trainable counts, GMACs at native resolution.
 PARAMS = {
-    0: (5_330_571, 5_288_548, 0.386), 1: (7_856_239, 7_794_184, 0.687), 2: (9_177_569, 9_109_994, 0.994),
-    3: (12_320_535, 12_233_232, 1.827), 4: (19_466_823, 19_341_616, 4.394), 5: (30_562_527, 30_389_784, 10.27),
-    6: (43_265_143, 43_040_704, 19.07), 7: (66_658_687, 66_347_960, 37.75),
+    0: (5_330_571, 5_288_548, 0.386),
+    1: (7_856_239, 7_794_184, 0.687),
+    2: (9_177_569, 9_109_994, 0.994),
+    3: (12_320_535, 12_233_232, 1.827),
+    4: (19_466_823, 19_341_616, 4.394),
+    5: (30_562_527, 30_389_784, 10.27),
+    6: (43_265_143, 43_040_704, 19.07),
+    7: (66_658_687, 66_347_960, 37.75),
 }
 
 
@@ -21,8 +27,10 @@ def test_exact_params_and_macs_at_native_resolution(phi):
     model = keras_effnet.build(phi)
     total, trainable, gmacs = PARAMS[phi]
     p = profile(model)
-    assert model.input_shape == (None, keras_effnet.coefficients(phi).resolution,) * 1 + (
-        keras_effnet.coefficients(phi).resolution, 3)
+    assert model.input_shape == (
+        None,
+        keras_effnet.coefficients(phi).resolution,
+    ) * 1 + (keras_effnet.coefficients(phi).resolution, 3)
     assert p.params == total
     assert p.trainable_params == trainable
     assert p.macs / 1e9 == pytest.approx(gmacs, rel=0.02)
@@ -47,10 +55,10 @@ def test_formula_phi_3_matches_the_reference_figures():
 
 def test_profile_counts_a_hand_computed_model():
     inputs = keras.Input((8, 8, 3))
-    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)          # 8*8*4 * 3*3*3 = 6912
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)  # 8*8*4 * 3*3*3 = 6912
     x = keras.layers.DepthwiseConv2D(3, strides=2, padding="same")(x)  # 4*4*4 * 9 = 576
     x = keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.Dense(5)(x)                                     # 4*5 = 20
+    x = keras.layers.Dense(5)(x)  # 4*5 = 20
     p = profile(keras.Model(inputs, x))
     assert p.macs == 6912 + 576 + 20
     assert p.activations == 8 * 8 * 4 + 4 * 4 * 4 + 5
@@ -67,26 +75,29 @@ def test_defaults_take_raw_pixels_and_hold_imagenet_statistics():
     np.testing.assert_allclose(normalised.numpy(), 0.0, atol=1e-5)  # (127 - 127) / 128
 
 
-@pytest.mark.parametrize("kwargs,exc,match", [
-    ({"classes": 0}, ValueError, "classes must be an integer >= 1, got 0"),
-    ({"classes": 2.5}, TypeError, "classes"),
-    ({"classes": True}, TypeError, "classes"),
-    ({"input_shape": (31, 64, 3)}, ValueError, r"input_shape height must be >= 32 .*got 31"),
-    ({"input_shape": (64, 16, 3)}, ValueError, r"input_shape width must be >= 32 .*got 16"),
-    ({"input_shape": (64, 64)}, ValueError, "input_shape must be a tuple"),
-    ({"pooling": "mean", "include_top": False}, ValueError, "pooling must be one of"),
-    ({"include_top": "yes"}, TypeError, "include_top"),
-    ({"dropout_rate": 1.5}, ValueError, "dropout_rate must be in"),
-    ({"drop_connect_rate": -0.1}, ValueError, "drop_connect_rate"),
-    ({"weights": 42}, TypeError, "weights must be None, 'imagenet' or a file path, got 42"),
-    ({"weights": "imagenet", "classes": 10}, ValueError, "classes=1000"),
-    ({"family": "lite", "weights": "imagenet"}, ValueError, "weights='imagenet' exists for the presets B0..B7"),
-    ({"phi": 2.5, "weights": "imagenet"}, ValueError, "weights='imagenet' exists for the presets B0..B7"),
-    ({"phi": 8, "weights": "imagenet"}, ValueError, "weights='imagenet' exists for the presets B0..B7"),
-    ({"phi": -1}, ValueError, "phi must be >= 0, got -1"),
-    ({"phi": "b3"}, TypeError, "phi must be a real number"),
-    ({"family": "lite", "phi": 5}, ValueError, "phi=5"),
-])
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        ({"classes": 0}, ValueError, "classes must be an integer >= 1, got 0"),
+        ({"classes": 2.5}, TypeError, "classes"),
+        ({"classes": True}, TypeError, "classes"),
+        ({"input_shape": (31, 64, 3)}, ValueError, r"input_shape height must be >= 32 .*got 31"),
+        ({"input_shape": (64, 16, 3)}, ValueError, r"input_shape width must be >= 32 .*got 16"),
+        ({"input_shape": (64, 64)}, ValueError, "input_shape must be a tuple"),
+        ({"pooling": "mean", "include_top": False}, ValueError, "pooling must be one of"),
+        ({"include_top": "yes"}, TypeError, "include_top"),
+        ({"dropout_rate": 1.5}, ValueError, "dropout_rate must be in"),
+        ({"drop_connect_rate": -0.1}, ValueError, "drop_connect_rate"),
+        ({"weights": 42}, TypeError, "weights must be None, 'imagenet' or a file path, got 42"),
+        ({"weights": "imagenet", "classes": 10}, ValueError, "classes=1000"),
+        ({"family": "lite", "weights": "imagenet"}, ValueError, "weights='imagenet' exists for the presets B0..B7"),
+        ({"phi": 2.5, "weights": "imagenet"}, ValueError, "weights='imagenet' exists for the presets B0..B7"),
+        ({"phi": 8, "weights": "imagenet"}, ValueError, "weights='imagenet' exists for the presets B0..B7"),
+        ({"phi": -1}, ValueError, "phi must be >= 0, got -1"),
+        ({"phi": "b3"}, TypeError, "phi must be a real number"),
+        ({"family": "lite", "phi": 5}, ValueError, "phi=5"),
+    ],
+)
 def test_bad_input_raises_a_clear_error(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         keras_effnet.build(**kwargs)
@@ -106,7 +117,8 @@ def test_non_rgb_input_without_weights_works():
 
 @settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
-    height=st.integers(32, 80), width=st.integers(32, 80),
+    height=st.integers(32, 80),
+    width=st.integers(32, 80),
     phi=st.sampled_from([0, 0.3, 1.7]),
 )
 def test_any_input_size_at_least_32_runs(height, width, phi):

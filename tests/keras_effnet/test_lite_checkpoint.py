@@ -24,8 +24,13 @@ EMA = "/ExponentialMovingAverage"
 # tensorflow/tpu efficientnet_lite_builder.py: _DEFAULT_BLOCKS_ARGS (SE ratio ignored: use_se=False) ...
 OFFICIAL_BLOCKS = (
     # repeats, kernel, stride, expand, in, out
-    (1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
-    (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320),
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
 )
 # ... and efficientnet_lite_params: (width, depth) per variant.
 OFFICIAL_PARAMS = {0: (1.0, 1.0), 1: (1.0, 1.1), 2: (1.1, 1.2), 3: (1.2, 1.4), 4: (1.4, 1.8)}
@@ -86,8 +91,9 @@ def write_checkpoint(prefix, tensors):
 
     os.makedirs(os.path.dirname(prefix), exist_ok=True)
     names = sorted(tensors)
-    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
-                      tensors=[tensors[n] for n in names])
+    tf.raw_ops.SaveV2(
+        prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names), tensors=[tensors[n] for n in names]
+    )
     with open(os.path.join(os.path.dirname(prefix), "checkpoint"), "w") as f:
         f.write(f'model_checkpoint_path: "{os.path.basename(prefix)}"\n')
 
@@ -149,7 +155,8 @@ def test_build_with_a_checkpoint_prefix_loads_the_ema_values(lite0):
     assert_loaded(model, lite0["tensors"])
     tensors = lite0["tensors"]
     np.testing.assert_array_equal(
-        np.asarray(model.get_layer("stem_conv").weights[0]), tensors["efficientnet-lite0/stem/conv2d/kernel" + EMA])
+        np.asarray(model.get_layer("stem_conv").weights[0]), tensors["efficientnet-lite0/stem/conv2d/kernel" + EMA]
+    )
     # no EMA copy: the raw variable
     np.testing.assert_array_equal(np.asarray(model.get_layer("predictions").weights[1]), tensors[NO_EMA])
     # the in-model preprocessing is untouched: (x - 127) / 128
@@ -164,7 +171,8 @@ def test_tarball_and_folder_load_the_same(lite0):
     model = keras_effnet.build(0, family="lite", input_shape=(32, 32, 3), weights=lite0["tarball"])
     assert_loaded(model, lite0["tensors"])
     notop = keras_effnet.build(
-        0, family="lite", input_shape=(32, 32, 3), include_top=False, weights=os.path.dirname(lite0["prefix"]))
+        0, family="lite", input_shape=(32, 32, 3), include_top=False, weights=os.path.dirname(lite0["prefix"])
+    )
     assert "predictions" not in {layer.name for layer in notop.layers}
     assert_loaded(notop, lite0["tensors"])
 
@@ -195,8 +203,9 @@ def test_variable_map_covers_every_weight_once_with_the_official_names(phi):
     model = keras_effnet.build(phi, family="lite", input_shape=(32, 32, 3))
     assert lite_checkpoint.model_variant(model) == phi
     mapping = lite_checkpoint.variable_map(model)
-    weights = {(layer.name, i) for layer in model.layers if layer.name != "normalization"
-               for i in range(len(layer.weights))}
+    weights = {
+        (layer.name, i) for layer in model.layers if layer.name != "normalization" for i in range(len(layer.weights))
+    }
     keys = [(layer, index) for layer, index, _ in mapping]
     names = [name for _, _, name in mapping]
     assert len(keys) == len(set(keys)) and set(keys) == weights
@@ -211,7 +220,9 @@ def test_another_variant_is_refused_naming_both(tmp_path, model0):
     prefix = str(tmp_path / "efficientnet-lite1" / "model.ckpt")
     write_checkpoint(prefix, fake_values(1, seed=1, ema=False))
     before = [np.asarray(w).copy() for w in model0.weights]
-    with pytest.raises(ValueError, match=r"^weights: checkpoint .* is efficientnet-lite1 but the model is efficientnet-lite0"):
+    with pytest.raises(
+        ValueError, match=r"^weights: checkpoint .* is efficientnet-lite1 but the model is efficientnet-lite0"
+    ):
         lite_checkpoint.load(model0, prefix)
     for b, w in zip(before, model0.weights):
         np.testing.assert_array_equal(b, np.asarray(w))
@@ -232,8 +243,11 @@ def test_a_shape_mismatch_names_the_layer_and_both_shapes(tmp_path, lite0, model
     tensors[name] = np.zeros((1, 1, 320, 1000), np.float32)
     prefix = str(tmp_path / "model.ckpt")
     write_checkpoint(prefix, tensors)
-    with pytest.raises(ValueError, match=r"layer 'top_conv' weight 0 has shape \(1, 1, 320, 1280\) in the model "
-                                         r"but .* has shape \(1, 1, 320, 1000\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"layer 'top_conv' weight 0 has shape \(1, 1, 320, 1280\) in the model "
+        r"but .* has shape \(1, 1, 320, 1000\)",
+    ):
         lite_checkpoint.load(model0, prefix)
 
 
@@ -254,7 +268,10 @@ def test_build_refuses_other_classes_other_families_and_points_imagenet_to_the_t
         keras_effnet.build(0, family="lite", input_shape=(32, 32, 3), classes=10, weights=lite0["prefix"])
     with pytest.raises(ValueError, match="is a TensorFlow checkpoint, which loads into family='lite' only"):
         keras_effnet.build(0, input_shape=(32, 32, 3), weights=lite0["tarball"])
-    with pytest.raises(ValueError, match=r"weights='imagenet' exists for .* download the official checkpoint "
-                                         r"https://storage\.googleapis\.com/cloud-tpu-checkpoints/efficientnet/lite/"
-                                         r"efficientnet-lite2\.tar\.gz and pass its path as weights="):
+    with pytest.raises(
+        ValueError,
+        match=r"weights='imagenet' exists for .* download the official checkpoint "
+        r"https://storage\.googleapis\.com/cloud-tpu-checkpoints/efficientnet/lite/"
+        r"efficientnet-lite2\.tar\.gz and pass its path as weights=",
+    ):
         keras_effnet.build(2, family="lite", weights="imagenet")

@@ -5,10 +5,10 @@ import http.server
 import re
 import threading
 
+import keras
 import numpy as np
 import pytest
 
-import keras
 import keras_effnet
 from keras_effnet import weights as weights_lib
 
@@ -31,7 +31,8 @@ def _save_legacy_h5(model, path):
     tfk = flavours.tf_keras()
     phi = int(model.name[-1])
     legacy = getattr(tfk.applications, f"EfficientNetB{phi}")(
-        weights=None, input_shape=model.input_shape[1:], classes=model.output_shape[-1])
+        weights=None, input_shape=model.input_shape[1:], classes=model.output_shape[-1]
+    )
     legacy.set_weights(model.get_weights())
     legacy.save_weights(str(path))
 
@@ -51,10 +52,12 @@ def test_same_layers_weights_and_outputs_as_keras_applications(phi):
     assert [_strip_counter(l.name) for l in ours.layers] == [_strip_counter(l.name) for l in theirs.layers]
     assert [type(l).__name__ for l in ours.layers] == [type(l).__name__ for l in theirs.layers]
     assert [(w.path.split("/")[-1], tuple(w.shape)) for w in ours.weights] == [
-        (w.path.split("/")[-1], tuple(w.shape)) for w in theirs.weights]
+        (w.path.split("/")[-1], tuple(w.shape)) for w in theirs.weights
+    ]
     rng = np.random.default_rng(phi)
-    theirs.set_weights([rng.normal(0, 0.05, w.shape).astype(w.dtype) if i else w
-                        for i, w in enumerate(theirs.get_weights())])
+    theirs.set_weights(
+        [rng.normal(0, 0.05, w.shape).astype(w.dtype) if i else w for i, w in enumerate(theirs.get_weights())]
+    )
     # the same statistics keras.applications' model would hold after normalisation is set right
     norm = [l for l in theirs.layers if type(l).__name__ == "Normalization"][0]
     norm.set_weights(ours.get_layer("normalization").get_weights())
@@ -88,8 +91,13 @@ def _official_style_file(tmp_path):
     """A file laid out like keras.applications' efficientnetb0.h5: stddev stored as the variance."""
     theirs = keras.applications.EfficientNetB0(weights=None, input_shape=(SIZE, SIZE, 3))
     norm = [l for l in theirs.layers if type(l).__name__ == "Normalization"][0]
-    norm.set_weights([np.array(weights_lib.IMAGENET_MEAN_RGB, "float32"),
-                      np.array(weights_lib.IMAGENET_STDDEV_RGB, "float32"), np.array(0)])
+    norm.set_weights(
+        [
+            np.array(weights_lib.IMAGENET_MEAN_RGB, "float32"),
+            np.array(weights_lib.IMAGENET_STDDEV_RGB, "float32"),
+            np.array(0),
+        ]
+    )
     path = tmp_path / "efficientnetb0.h5"
     _save_legacy_h5(theirs, path)
     return theirs, path

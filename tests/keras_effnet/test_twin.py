@@ -1,9 +1,9 @@
 """The tf_keras (Keras 2) twin: same names, same weights, same outputs."""
 
+import keras
 import numpy as np
 import pytest
 
-import keras
 import keras_effnet
 from keras_effnet import twin
 
@@ -13,9 +13,16 @@ def test_twin_matches_keras3(family, phi, tmp_path):
     model = keras_effnet.build(phi, family=family, input_shape=(64, 64, 3), classes=7)
     rng = np.random.default_rng(0)
     # positive BN variances: a negative one makes both outputs NaN, which assert_allclose would call equal
-    model.set_weights([w.numpy() if "normalization" in w.path
-                       else rng.uniform(0.5, 1.5, w.shape).astype(w.dtype) if "variance" in w.path
-                       else rng.normal(0, 0.05, w.shape).astype(w.dtype) for w in model.weights])
+    model.set_weights(
+        [
+            w.numpy()
+            if "normalization" in w.path
+            else rng.uniform(0.5, 1.5, w.shape).astype(w.dtype)
+            if "variance" in w.path
+            else rng.normal(0, 0.05, w.shape).astype(w.dtype)
+            for w in model.weights
+        ]
+    )
     path = tmp_path / "m.keras"
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)  # the twin works from a saved model too

@@ -6,17 +6,22 @@ import http.server
 import re
 import threading
 
+import keras
 import numpy as np
 import pytest
 
-import keras
 import keras_effnet
-from keras_effnet import twin, weights as weights_lib
+from keras_effnet import twin
+from keras_effnet import weights as weights_lib
 
 APPS = {
-    "efficientnetv2-b0": "EfficientNetV2B0", "efficientnetv2-b1": "EfficientNetV2B1",
-    "efficientnetv2-b2": "EfficientNetV2B2", "efficientnetv2-b3": "EfficientNetV2B3",
-    "efficientnetv2-s": "EfficientNetV2S", "efficientnetv2-m": "EfficientNetV2M", "efficientnetv2-l": "EfficientNetV2L",
+    "efficientnetv2-b0": "EfficientNetV2B0",
+    "efficientnetv2-b1": "EfficientNetV2B1",
+    "efficientnetv2-b2": "EfficientNetV2B2",
+    "efficientnetv2-b3": "EfficientNetV2B3",
+    "efficientnetv2-s": "EfficientNetV2S",
+    "efficientnetv2-m": "EfficientNetV2M",
+    "efficientnetv2-l": "EfficientNetV2L",
 }
 SIZE = 32  # weights do not depend on resolution; 32 px (1x1 after five stride-2 stages) keeps CI fast
 CLASSES = 10
@@ -36,7 +41,7 @@ def _randomise(model, rng):
         shape, name = tuple(w.shape), w.path.split("/")[-1]
         if name in ("kernel", "depthwise_kernel"):
             fan_in = int(np.prod(shape[:-1])) if name == "kernel" else int(np.prod(shape[:2]))
-            values.append(rng.normal(0, fan_in ** -0.5, shape).astype("float32"))
+            values.append(rng.normal(0, fan_in**-0.5, shape).astype("float32"))
         elif name in ("gamma", "moving_variance"):
             values.append(rng.uniform(0.5, 1.5, shape).astype("float32"))
         elif name in ("bias", "beta", "moving_mean"):
@@ -48,9 +53,12 @@ def _randomise(model, rng):
 
 # keras.applications with include_top and 1000 classes: (total, trainable) parameters (Keras 3.15.1).
 APPLICATIONS_PARAMS = {
-    "efficientnetv2-b0": (7_200_312, 7_139_704), "efficientnetv2-b1": (8_212_124, 8_141_052),
-    "efficientnetv2-b2": (10_178_374, 10_096_086), "efficientnetv2-b3": (14_467_622, 14_358_406),
-    "efficientnetv2-s": (21_612_360, 21_458_488), "efficientnetv2-m": (54_431_388, 54_139_356),
+    "efficientnetv2-b0": (7_200_312, 7_139_704),
+    "efficientnetv2-b1": (8_212_124, 8_141_052),
+    "efficientnetv2-b2": (10_178_374, 10_096_086),
+    "efficientnetv2-b3": (14_467_622, 14_358_406),
+    "efficientnetv2-s": (21_612_360, 21_458_488),
+    "efficientnetv2-m": (54_431_388, 54_139_356),
     "efficientnetv2-l": (119_027_848, 118_515_272),
 }
 BIG = ("efficientnetv2-m", "efficientnetv2-l")  # 54 M and 119 M parameters: building them dominates the test time
@@ -58,7 +66,8 @@ BIG = ("efficientnetv2-m", "efficientnetv2-l")  # 54 M and 119 M parameters: bui
 
 def _reference(name, **kwargs):
     return getattr(keras.applications, APPS[name])(
-        weights=None, input_shape=(SIZE, SIZE, 3), classes=CLASSES, classifier_activation=None, **kwargs)
+        weights=None, input_shape=(SIZE, SIZE, 3), classes=CLASSES, classifier_activation=None, **kwargs
+    )
 
 
 def _assert_same_structure(ours, theirs, name):
@@ -67,7 +76,8 @@ def _assert_same_structure(ours, theirs, name):
     assert [_strip_counter(l.name) for l in ours.layers] == [_strip_counter(l.name) for l in theirs.layers]
     assert [type(l).__name__ for l in ours.layers] == [type(l).__name__ for l in theirs.layers]
     assert [(w.path.split("/")[-1], tuple(w.shape)) for w in ours.weights] == [
-        (w.path.split("/")[-1], tuple(w.shape)) for w in theirs.weights]
+        (w.path.split("/")[-1], tuple(w.shape)) for w in theirs.weights
+    ]
     # the same network at 1000 classes has the reference table's parameter count
     head = ours.get_layer("top_conv").filters
     total = ours.count_params() + (1000 - CLASSES) * (head + 1)
@@ -99,7 +109,9 @@ def test_big_members_same_structure_as_keras_applications(name):
     their 54 M / 119 M weights (`keras.StatelessScope` defers variable values; the output check is slow-marked)."""
     with keras.StatelessScope(initialize_variables=False):
         theirs = _reference(name)
-        ours = keras_effnet.build_variant(name, input_shape=(SIZE, SIZE, 3), classes=CLASSES, classifier_activation=None)
+        ours = keras_effnet.build_variant(
+            name, input_shape=(SIZE, SIZE, 3), classes=CLASSES, classifier_activation=None
+        )
         _assert_same_structure(ours, theirs, name)
 
 
@@ -110,8 +122,9 @@ def test_preprocessing_holds_statistics_without_weights():
     assert not norm.weights
     x = np.random.default_rng(0).uniform(0, 255, (1, SIZE, SIZE, 3)).astype("float32")
     got = keras.Model(b0.input, norm.output)(x).numpy()
-    np.testing.assert_allclose(got, (x / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225]),
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        got, (x / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225]), rtol=1e-4, atol=1e-4
+    )
     spec = keras_effnet.architecture.model_spec(keras_effnet.variant_coefficients("efficientnetv2-s"))
     assert spec.preprocessing.mean_rgb is None and spec.preprocessing.offset == -1.0
     assert spec.preprocessing.scale == 1.0 / 128.0
@@ -126,7 +139,9 @@ def test_weights_saved_from_keras_applications_load(tmp_path):
     rng = np.random.default_rng(1)
     _randomise(theirs, rng)
     theirs.save_weights(tmp_path / "v2b0.weights.h5")
-    legacy = flavours.tf_keras().applications.EfficientNetV2B0(weights=None, input_shape=(SIZE, SIZE, 3), classes=CLASSES)
+    legacy = flavours.tf_keras().applications.EfficientNetV2B0(
+        weights=None, input_shape=(SIZE, SIZE, 3), classes=CLASSES
+    )
     legacy.set_weights(theirs.get_weights())
     legacy.save_weights(str(tmp_path / "v2b0.h5"))
     x = rng.uniform(0, 255, (2, SIZE, SIZE, 3)).astype("float32")
@@ -144,10 +159,16 @@ def test_imagenet_weights_come_from_keras_applications_with_a_hash_check(tmp_pat
 
     from keras_effnet import flavours
 
-    theirs = flavours.tf_keras().applications.EfficientNetV2B0(weights=None, include_top=False, input_shape=(SIZE, SIZE, 3))
+    theirs = flavours.tf_keras().applications.EfficientNetV2B0(
+        weights=None, include_top=False, input_shape=(SIZE, SIZE, 3)
+    )
     rng = np.random.default_rng(2)
-    theirs.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") if "variance" in w.name else w.numpy()
-                        for w in theirs.weights])
+    theirs.set_weights(
+        [
+            rng.uniform(0.5, 1.5, w.shape).astype("float32") if "variance" in w.name else w.numpy()
+            for w in theirs.weights
+        ]
+    )
     served = tmp_path / "served"
     served.mkdir()
     path = served / "efficientnetv2-b0_notop.h5"
@@ -178,8 +199,10 @@ def test_imagenet_hashes_and_url_are_keras_applications_own():
     from keras.src.applications import efficientnet_v2 as ka
 
     assert weights_lib.V2_BASE_WEIGHTS_URL == ka.BASE_WEIGHTS_PATH
-    ours = {k[len("efficientnetv2-"):] if "-b" in k else k[len("efficientnetv2"):]: v
-            for k, v in weights_lib.V2_WEIGHTS_HASHES.items()}
+    ours = {
+        k[len("efficientnetv2-") :] if "-b" in k else k[len("efficientnetv2") :]: v
+        for k, v in weights_lib.V2_WEIGHTS_HASHES.items()
+    }
     assert ours == ka.WEIGHTS_HASHES
 
 
@@ -212,24 +235,36 @@ def test_fused_stages_trades_macs_for_fewer_layers():
     assert own.coefficients.name == "efficientnetv2-b0"  # the member's own table: no suffix
 
 
-@pytest.mark.parametrize("call,match", [
-    (lambda: keras_effnet.build_variant("efficientnetv2-xl"), r"name must be one of the variants .*efficientnetv2-l.*got 'efficientnetv2-xl'"),
-    (lambda: keras_effnet.build_variant("efficientnetb3", phi=2), r"phi=2 is fixed by the variant name"),
-    (lambda: keras_effnet.build_variant("efficientnetb3", colour="red"), r"unexpected keyword argument 'colour'"),
-    (lambda: keras_effnet.build(0, fused_stages=8), r"fused_stages must be None or an integer 0\.\.7 .*got 8"),
-    (lambda: keras_effnet.build(0, family="v2", fused_stages=7), r"fused_stages must be None or an integer 0\.\.6 .*got 7"),
-    (lambda: keras_effnet.build(0, fused_stages=-1), r"fused_stages .*got -1"),
-    (lambda: keras_effnet.build(0, fused_stages=1.0), r"fused_stages .*got 1\.0"),
-    (lambda: keras_effnet.build_variant("efficientnetv2-m", fused_stages=8), r"integer 0\.\.7 .*got 8"),
-    (lambda: keras_effnet.build(-1, family="v2"), r"phi must be >= 0, got -1"),
-    (lambda: keras_effnet.build(13, family="v2"), r"phi must be <= 12 for family='v2', got 13.*build_variant"),
-    (lambda: keras_effnet.build(4, family="v2", scaling="preset"), r"scaling='preset' needs an integer phi in \[0, 1, 2, 3\]"),
-    (lambda: keras_effnet.build(0, family="v3"), r"family must be one of .*'v2'.*got 'v3'"),
-    (lambda: keras_effnet.build(0, bn_momentum=1.0), r"bn_momentum must be None .*\[0, 1\), got 1\.0"),
-    (lambda: keras_effnet.build(0, bn_momentum="0.9"), r"bn_momentum .*got '0\.9'"),
-    (lambda: keras_effnet.build(2.5, family="v2", weights="imagenet"), r"weights='imagenet' exists for .*V2"),
-    (lambda: keras_effnet.build(0, family="v2", fused_stages=0, weights="imagenet"), r"efficientnetv2-b0_fused0"),
-])
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (
+            lambda: keras_effnet.build_variant("efficientnetv2-xl"),
+            r"name must be one of the variants .*efficientnetv2-l.*got 'efficientnetv2-xl'",
+        ),
+        (lambda: keras_effnet.build_variant("efficientnetb3", phi=2), r"phi=2 is fixed by the variant name"),
+        (lambda: keras_effnet.build_variant("efficientnetb3", colour="red"), r"unexpected keyword argument 'colour'"),
+        (lambda: keras_effnet.build(0, fused_stages=8), r"fused_stages must be None or an integer 0\.\.7 .*got 8"),
+        (
+            lambda: keras_effnet.build(0, family="v2", fused_stages=7),
+            r"fused_stages must be None or an integer 0\.\.6 .*got 7",
+        ),
+        (lambda: keras_effnet.build(0, fused_stages=-1), r"fused_stages .*got -1"),
+        (lambda: keras_effnet.build(0, fused_stages=1.0), r"fused_stages .*got 1\.0"),
+        (lambda: keras_effnet.build_variant("efficientnetv2-m", fused_stages=8), r"integer 0\.\.7 .*got 8"),
+        (lambda: keras_effnet.build(-1, family="v2"), r"phi must be >= 0, got -1"),
+        (lambda: keras_effnet.build(13, family="v2"), r"phi must be <= 12 for family='v2', got 13.*build_variant"),
+        (
+            lambda: keras_effnet.build(4, family="v2", scaling="preset"),
+            r"scaling='preset' needs an integer phi in \[0, 1, 2, 3\]",
+        ),
+        (lambda: keras_effnet.build(0, family="v3"), r"family must be one of .*'v2'.*got 'v3'"),
+        (lambda: keras_effnet.build(0, bn_momentum=1.0), r"bn_momentum must be None .*\[0, 1\), got 1\.0"),
+        (lambda: keras_effnet.build(0, bn_momentum="0.9"), r"bn_momentum .*got '0\.9'"),
+        (lambda: keras_effnet.build(2.5, family="v2", weights="imagenet"), r"weights='imagenet' exists for .*V2"),
+        (lambda: keras_effnet.build(0, family="v2", fused_stages=0, weights="imagenet"), r"efficientnetv2-b0_fused0"),
+    ],
+)
 def test_bad_input_names_argument_value_and_allowed(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
@@ -241,8 +276,9 @@ def test_bn_momentum_is_the_familys_saved_and_kept_by_the_twin(tmp_path):
     def momenta(model):
         return {l.momentum for l in model.layers if "BatchNormalization" in type(l).__name__}
 
-    assert {f: architecture.model_spec(architecture.coefficients(0, family=f)).bn_momentum
-            for f in architecture.FAMILIES} == {"efficientnet": 0.99, "lite": 0.99, "v2": 0.9}
+    assert {
+        f: architecture.model_spec(architecture.coefficients(0, family=f)).bn_momentum for f in architecture.FAMILIES
+    } == {"efficientnet": 0.99, "lite": 0.99, "v2": 0.9}
     assert momenta(keras_effnet.build(0, family="v2", input_shape=(SIZE, SIZE, 3))) == {0.9}
     model = keras_effnet.build(0, input_shape=(SIZE, SIZE, 3), classes=3, bn_momentum=0.97)
     assert momenta(model) == {0.97}

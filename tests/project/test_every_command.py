@@ -75,9 +75,13 @@ def places(tmp_path):
     (tmp_path / "notes.txt").write_text("cat\ndog\n")
     Image.new("RGB", (8, 8), (200, 40, 40)).save(tmp_path / "red.png")
     return {
-        "out": str(tmp_path / "out"), "missing": str(tmp_path / "missing"), "empty": str(tmp_path / "empty"),
-        "file": str(tmp_path / "a_file"), "notmodel": str(tmp_path / "not_a_model.keras"),
-        "notimage": str(tmp_path / "not_an_image.jpg"), "text": str(tmp_path / "notes.txt"),
+        "out": str(tmp_path / "out"),
+        "missing": str(tmp_path / "missing"),
+        "empty": str(tmp_path / "empty"),
+        "file": str(tmp_path / "a_file"),
+        "notmodel": str(tmp_path / "not_a_model.keras"),
+        "notimage": str(tmp_path / "not_an_image.jpg"),
+        "text": str(tmp_path / "notes.txt"),
         "image": str(tmp_path / "red.png"),
     }
 
@@ -124,8 +128,10 @@ def test_help_explains_every_flag(module, capsys):
 def _console_scripts():
     from importlib.metadata import entry_points
 
-    return sorted((ep for ep in entry_points(group="console_scripts") if ep.name.startswith("keras-effnet")),
-                  key=lambda ep: ep.name)
+    return sorted(
+        (ep for ep in entry_points(group="console_scripts") if ep.name.startswith("keras-effnet")),
+        key=lambda ep: ep.name,
+    )
 
 
 def test_every_console_script_names_a_main_that_takes_argv():
@@ -145,8 +151,14 @@ def test_a_console_script_runs_from_any_directory(tmp_path):
 
     script = shutil.which("keras-effnet-evaluate", path=os.path.dirname(sys.executable))
     assert script, "keras-effnet-evaluate is not installed beside this Python"
-    done = subprocess.run([script, "--model=missing.keras", f"--data_dir={tmp_path}"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    done = subprocess.run(
+        [script, "--model=missing.keras", f"--data_dir={tmp_path}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: --model=missing.keras"), done.stderr
     assert "Traceback" not in done.stderr
@@ -163,8 +175,9 @@ def test_every_console_script_refuses_a_bad_flag_in_one_line_before_tensorflow_s
     for ep in _console_scripts():
         script = shutil.which(ep.name, path=os.path.dirname(sys.executable))
         assert script, f"{ep.name} is not installed beside this Python"
-        done = subprocess.run([script, "--no_such_flag=1"], cwd=tmp_path, capture_output=True, text=True,
-                              timeout=120, env=env)
+        done = subprocess.run(
+            [script, "--no_such_flag=1"], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env
+        )
         assert done.returncode == 2, (ep.name, done.stderr)
         assert done.stderr.splitlines() == ["error: unrecognized arguments: --no_such_flag=1"], (ep.name, done.stderr)
         assert "tensorflow" not in done.stdout.lower(), (ep.name, done.stdout)

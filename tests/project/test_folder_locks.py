@@ -46,22 +46,34 @@ COMMANDS = {
 @pytest.mark.parametrize("module", sorted(COMMANDS))
 def test_a_command_on_a_held_folder_stops_in_one_line_and_writes_nothing(tmp_path, module):
     out = tmp_path / "out"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], cwd=REPO, stdout=subprocess.PIPE, text=True,
-                              env=dict(os.environ, PYTHONPATH=REPO))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(out)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=REPO),
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         before = {n: (out / n).read_bytes() for n in os.listdir(out)}
-        proc = subprocess.run([sys.executable, "-m", module, f"--out={out}", *COMMANDS[module](*_inputs(tmp_path))],
-                              cwd=REPO, capture_output=True, text=True, timeout=600,
-                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+        proc = subprocess.run(
+            [sys.executable, "-m", module, f"--out={out}", *COMMANDS[module](*_inputs(tmp_path))],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        )
         after = {n: (out / n).read_bytes() for n in os.listdir(out)}
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     assert proc.returncode == 2, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert errors == [f"error: --out={out}: the folder is in use by pid {holder.pid} on host {socket.gethostname()} "
-                      "(holder); wait for it to end (a killed process releases it by itself) or give another "
-                      "folder"], proc.stderr[-3000:]
+    assert errors == [
+        f"error: --out={out}: the folder is in use by pid {holder.pid} on host {socket.gethostname()} "
+        "(holder); wait for it to end (a killed process releases it by itself) or give another "
+        "folder"
+    ], proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     assert after == before

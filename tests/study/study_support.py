@@ -14,14 +14,24 @@ def tiny_data(tmp_path_factory):
     """A real two-class JPEG folder (16 train / 8 val images per class, 32 px) from the synthetic generator."""
     from training import synthetic
 
-    return synthetic.generate(str(tmp_path_factory.mktemp("data") / "tiny"), num_classes=2, train_per_class=16,
-                              val_per_class=8, image_size=32)
+    return synthetic.generate(
+        str(tmp_path_factory.mktemp("data") / "tiny"), num_classes=2, train_per_class=16, val_per_class=8, image_size=32
+    )
 
 
 def fast_settings(**changes):
     """Study settings for CI: 32 px, one epoch, batch 8, two short rounds, Keras batch 1 only."""
-    settings = dict(image_size=32, epochs=1, batch_size=8, rounds=2, sample_s=0.02, throughput_batch=4,
-                    measure_classes=2, calibration_samples=2, backends=("keras_b1",))
+    settings = dict(
+        image_size=32,
+        epochs=1,
+        batch_size=8,
+        rounds=2,
+        sample_s=0.02,
+        throughput_batch=4,
+        measure_classes=2,
+        calibration_samples=2,
+        backends=("keras_b1",),
+    )
     settings.update(changes)
     return settings
 

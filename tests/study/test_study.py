@@ -10,12 +10,12 @@ import sys
 import time
 
 import pytest
+from study_support import check_png, fast_settings
 
 from common import cli
 from study import __main__ as study_main
 from study import measure, members, run, stats
 from study.config import StudyConfig
-from study_support import check_png, fast_settings
 
 
 def _rows(out):
@@ -24,7 +24,9 @@ def _rows(out):
 
 
 def _value(rows, key, measurement, backend=""):
-    found = [r for r in rows if r["key"] == key and r["measurement"] == measurement and r["backend"].startswith(backend)]
+    found = [
+        r for r in rows if r["key"] == key and r["measurement"] == measurement and r["backend"].startswith(backend)
+    ]
     assert len(found) == 1, (key, measurement, backend, found)
     return float(found[0]["value"])
 
@@ -46,10 +48,18 @@ def measured(tmp_path_factory):
     """`python -m study --measure_only` as a user runs it, from another directory: B0 on every backend and one
     formula twin."""
     out = str(tmp_path_factory.mktemp("measured") / "S")
-    cmd = [sys.executable, "-m", "study", "--measure_only", "--members=b0", "--formula_phis=1",
-           *_argv(out, backends=measure.BACKENDS)]
-    proc = subprocess.run(cmd, cwd=str(tmp_path_factory.mktemp("elsewhere")), env=_env(), capture_output=True,
-                          text=True, timeout=900)
+    cmd = [
+        sys.executable,
+        "-m",
+        "study",
+        "--measure_only",
+        "--members=b0",
+        "--formula_phis=1",
+        *_argv(out, backends=measure.BACKENDS),
+    ]
+    proc = subprocess.run(
+        cmd, cwd=str(tmp_path_factory.mktemp("elsewhere")), env=_env(), capture_output=True, text=True, timeout=900
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
 
@@ -81,8 +91,14 @@ def test_two_measure_only_runs_rank_the_members_the_same(tmp_path):
     """Repeatability: Lite0, B0 and B2 at 32 px, timed in two separate studies of interleaved rounds."""
     tables = []
     for name in ("first", "second"):
-        config = StudyConfig(**{"out": str(tmp_path / name), "measure_only": True, "members": ("lite0", "b0", "b2"),
-                                **fast_settings(rounds=5, sample_s=0.05)})
+        config = StudyConfig(
+            **{
+                "out": str(tmp_path / name),
+                "measure_only": True,
+                "members": ("lite0", "b0", "b2"),
+                **fast_settings(rounds=5, sample_s=0.05),
+            }
+        )
         tables.append(run.run_study(config, progress=False)["models"])
     agree = stats.agreement(*tables, ["keras_b1_ms"])["keras_b1_ms"]
     assert agree["members"] == 3 and agree["spearman"] >= 0.95, (agree, tables)
@@ -100,8 +116,9 @@ def test_ctrl_c_leaves_a_study_that_the_same_command_resumes(tmp_path, capsys):
     out = str(tmp_path / "S")
     cmd = [sys.executable, "-m", "study", *_argv(out, "--measure_only", "--members=b0", rounds=40, sample_s=0.05)]
     first_round = os.path.join(out, "steps", "round_001.json")
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_sigint_at_default)
+    proc = subprocess.Popen(
+        cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_at_default
+    )
     deadline = time.monotonic() + 600
     while not os.path.exists(first_round) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -140,8 +157,12 @@ def _empty_dataset(root):
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, case):
     out = tmp_path / "S"
     argv = _argv(str(out), "--measure_only", "--members=b0")
-    fragment = {"unknown member": "--members=b0,b9: unknown member 'b9'", "empty dataset": "--data_dir=",
-                "out under a file": "--out=", "out not a study": "a new or empty folder"}[case]
+    fragment = {
+        "unknown member": "--members=b0,b9: unknown member 'b9'",
+        "empty dataset": "--data_dir=",
+        "out under a file": "--out=",
+        "out not a study": "a new or empty folder",
+    }[case]
     if case == "unknown member":
         argv = _argv(str(out), "--measure_only", "--members=b0,b9")
     elif case == "empty dataset":
@@ -164,16 +185,21 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, case)
 
 
 def test_unknown_member_from_the_command_line_is_one_line():
-    proc = subprocess.run([sys.executable, "-m", "study", "--members=b9"], env=_env(), capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "study", "--members=b9"], env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("error: --members=b9: unknown member")
     assert proc.stderr.count("\n") == 1
 
 
 @pytest.mark.slow
 def test_training_study_reports_accuracy_against_time_with_one_recipe(tmp_path, tiny_data, monkeypatch):
-    config = StudyConfig(out=str(tmp_path / "S"), members=("b0",), data_dir=tiny_data,
-                         **fast_settings(epochs=2, rounds=1, plateau_epochs=1, target_accuracy=0.01))
+    config = StudyConfig(
+        out=str(tmp_path / "S"),
+        members=("b0",),
+        data_dir=tiny_data,
+        **fast_settings(epochs=2, rounds=1, plateau_epochs=1, target_accuracy=0.01),
+    )
     from training import train
 
     model_fns = []
@@ -205,8 +231,9 @@ def test_training_study_reports_accuracy_against_time_with_one_recipe(tmp_path, 
 
 @pytest.mark.skipif(not members.v2_available(), reason="keras_effnet has no EfficientNetV2 / fused-stage knob")
 def test_fused_stage_sweep_trades_macs_for_fewer_layers(tmp_path):
-    config = StudyConfig(out=str(tmp_path / "S"), measure_only=True, members=("b0", "b0-fused1", "b0-fused3"),
-                         **fast_settings(rounds=1))
+    config = StudyConfig(
+        out=str(tmp_path / "S"), measure_only=True, members=("b0", "b0-fused1", "b0-fused3"), **fast_settings(rounds=1)
+    )
     results = run.run_study(config, progress=False)
     by_key = {m["key"]: m for m in results["models"]}
     assert by_key["b0"]["macs"] < by_key["b0-fused1"]["macs"] < by_key["b0-fused3"]["macs"]
@@ -228,8 +255,9 @@ def test_resnet50_baseline_is_trained_by_the_same_trainer(tmp_path, tiny_data):
 
 @pytest.mark.slow
 def test_grid_search_trains_two_points_and_names_the_best(tmp_path, tiny_data):
-    config = StudyConfig(out=str(tmp_path / "S"), grid_search=True, grid_points=2, data_dir=tiny_data,
-                         **fast_settings())
+    config = StudyConfig(
+        out=str(tmp_path / "S"), grid_search=True, grid_points=2, data_dir=tiny_data, **fast_settings()
+    )
     results = run.run_study(config, progress=False)
     grid = [m for m in results["models"] if m["role"] == "grid"]
     assert len(grid) == 2 and (grid[0]["alpha"], grid[0]["beta"], grid[0]["gamma"]) == (1.2, 1.1, 1.15)
@@ -251,8 +279,19 @@ def test_conversion_workers_write_every_file_of_every_member(tmp_path):
     for key, params in (("b0", 30_000_000), ("lite0", 3_000_000)):
         m = members.member(key, 32)
         paths = {p: str(tmp_path / f"{key}_{p}.tflite") for p in ("float32", "int8")}
-        jobs.append(convert.Job(member=m, precisions=("float32", "int8"), paths=paths, trained_model=None,
-                                classes=2, seed=0, calibration=2, data_dir=None, params=params))
+        jobs.append(
+            convert.Job(
+                member=m,
+                precisions=("float32", "int8"),
+                paths=paths,
+                trained_model=None,
+                classes=2,
+                seed=0,
+                calibration=2,
+                data_dir=None,
+                params=params,
+            )
+        )
     assert [j.large for j in jobs] == [True, False]
     done = []
     convert.run_jobs(jobs, 2, lambda job, result: done.append((job.member.key, result)))

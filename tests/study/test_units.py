@@ -29,8 +29,15 @@ def test_spearman_matches_known_values_and_handles_ties():
 
 
 def _synthetic_members(rng, n=9):
-    return [{"key": f"m{i}", "macs": float(rng.uniform(0.2e9, 40e9)), "activations": float(rng.uniform(5e6, 200e6)),
-             "layers": float(rng.integers(150, 900))} for i in range(n)]
+    return [
+        {
+            "key": f"m{i}",
+            "macs": float(rng.uniform(0.2e9, 40e9)),
+            "activations": float(rng.uniform(5e6, 200e6)),
+            "layers": float(rng.integers(150, 900)),
+        }
+        for i in range(n)
+    ]
 
 
 def test_cost_model_recovers_a_known_linear_law():
@@ -88,18 +95,21 @@ def test_grid_points_satisfy_the_paper_constraint():
         assert abs(a * b**2 * g**2 - 2.0) <= 0.1 and min(a, b, g) >= 1.0
 
 
-@pytest.mark.parametrize("changes, fragment", [
-    ({"members": ("b0", "vgg16")}, "--members=b0,vgg16: unknown member 'vgg16'"),
-    ({"formula_phis": (13.0,)}, "--formula_phis=13"),
-    ({"grid_search": True, "measure_only": True}, "--grid_search=True"),
-    ({"image_size": 16}, "--image_size=16: expected 0 (native) or >= 32"),
-    ({"rounds": 0}, "--rounds=0: expected an integer >= 1"),
-    ({"convert_workers": -1}, "--convert_workers=-1: expected an integer >= 0"),
-    ({"max_spread": 0.0}, "--max_spread=0.0: expected a number > 0"),
-    ({"target_accuracy": 1.5}, "--target_accuracy=1.5"),
-    ({"dataset": "folder"}, "--dataset=folder needs --data_dir"),
-    ({"out": ""}, "--out is required"),
-])
+@pytest.mark.parametrize(
+    "changes, fragment",
+    [
+        ({"members": ("b0", "vgg16")}, "--members=b0,vgg16: unknown member 'vgg16'"),
+        ({"formula_phis": (13.0,)}, "--formula_phis=13"),
+        ({"grid_search": True, "measure_only": True}, "--grid_search=True"),
+        ({"image_size": 16}, "--image_size=16: expected 0 (native) or >= 32"),
+        ({"rounds": 0}, "--rounds=0: expected an integer >= 1"),
+        ({"convert_workers": -1}, "--convert_workers=-1: expected an integer >= 0"),
+        ({"max_spread": 0.0}, "--max_spread=0.0: expected a number > 0"),
+        ({"target_accuracy": 1.5}, "--target_accuracy=1.5"),
+        ({"dataset": "folder"}, "--dataset=folder needs --data_dir"),
+        ({"out": ""}, "--out is required"),
+    ],
+)
 def test_bad_settings_name_the_flag(changes, fragment):
     with pytest.raises(cli.UsageError) as e:
         StudyConfig(**{"measure_only": True, **changes})
@@ -107,16 +117,34 @@ def test_bad_settings_name_the_flag(changes, fragment):
 
 
 def test_command_line_names_every_changed_flag():
-    config = StudyConfig(out="S", members=("b0", "resnet50"), measure_only=True, image_size=32, rounds=3,
-                         backends=("keras_b1",), sample_s=0.05)
-    assert report.command_line(config) == ("keras-effnet-study --out=S --members=b0,resnet50 --measure_only "
-                                           "--image_size=32 --backends=keras_b1 --rounds=3 --sample_s=0.05")
+    config = StudyConfig(
+        out="S",
+        members=("b0", "resnet50"),
+        measure_only=True,
+        image_size=32,
+        rounds=3,
+        backends=("keras_b1",),
+        sample_s=0.05,
+    )
+    assert report.command_line(config) == (
+        "keras-effnet-study --out=S --members=b0,resnet50 --measure_only "
+        "--image_size=32 --backends=keras_b1 --rounds=3 --sample_s=0.05"
+    )
     assert dataclasses.replace(config).members == ("b0", "resnet50")
 
 
 def _job(key, params):
-    return convert.Job(member=members.member(key, 32), precisions=("float32",), paths={}, trained_model=None,
-                       classes=2, seed=0, calibration=2, data_dir=None, params=params)
+    return convert.Job(
+        member=members.member(key, 32),
+        precisions=("float32",),
+        paths={},
+        trained_model=None,
+        classes=2,
+        seed=0,
+        calibration=2,
+        data_dir=None,
+        params=params,
+    )
 
 
 def test_conversions_start_largest_first_and_only_the_fresh_worker_takes_large_ones():

@@ -19,8 +19,19 @@ def learned_b0(tmp_path_factory):
     from training.config import TrainConfig
 
     root = tmp_path_factory.mktemp("learned_b0")
-    data_dir = synthetic.generate(str(root / "data"), train_per_class=LEARNING_PER_CLASS, val_per_class=30, image_size=64)
-    config = TrainConfig(dataset="folder", data_dir=data_dir, out=str(root / "run"), image_size=32,
-                         epochs=LEARNING_EPOCHS, batch_size=32, strategy="one_device", tensorboard=False, verbose=0)
+    data_dir = synthetic.generate(
+        str(root / "data"), train_per_class=LEARNING_PER_CLASS, val_per_class=30, image_size=64
+    )
+    config = TrainConfig(
+        dataset="folder",
+        data_dir=data_dir,
+        out=str(root / "run"),
+        image_size=32,
+        epochs=LEARNING_EPOCHS,
+        batch_size=32,
+        strategy="one_device",
+        tensorboard=False,
+        verbose=0,
+    )
     result = train.run(config, log=lambda *a, **k: None)
     return {"data_dir": data_dir, "config": config, "result": result, "model": os.path.join(config.out, train.MODEL)}

@@ -31,13 +31,24 @@ def tiny_model(config, num_classes, *, image_size=None):
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    return synthetic.generate(str(tmp_path_factory.mktemp("ckpt") / "data"), train_per_class=4, val_per_class=1,
-                              image_size=64, seed=0)
+    return synthetic.generate(
+        str(tmp_path_factory.mktemp("ckpt") / "data"), train_per_class=4, val_per_class=1, image_size=64, seed=0
+    )
 
 
 def _config(data_dir, model_dir, **kw):
-    base = dict(data_dir=data_dir, out=str(model_dir), image_size=32, batch_size=8, epochs=2, steps_per_epoch=4,
-                strategy="one_device", verbose=0, tensorboard=False, steps_per_loop=1)
+    base = dict(
+        data_dir=data_dir,
+        out=str(model_dir),
+        image_size=32,
+        batch_size=8,
+        epochs=2,
+        steps_per_epoch=4,
+        strategy="one_device",
+        verbose=0,
+        tensorboard=False,
+        steps_per_loop=1,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -89,7 +100,9 @@ def test_another_configuration_is_refused_naming_the_fields_and_overwrite_starts
     result = loop.run(_config(data_dir, model_dir, epochs=2, steps_per_loop=2), model_fn=tiny_model, log=logs.append)
     assert [e["epoch"] for e in result["epochs"]] == [1, 2] and any("resumed" in line for line in logs)
     logs = []
-    result = loop.run(_config(data_dir, model_dir, epochs=1, seed=1, overwrite=True), model_fn=tiny_model, log=logs.append)
+    result = loop.run(
+        _config(data_dir, model_dir, epochs=1, seed=1, overwrite=True), model_fn=tiny_model, log=logs.append
+    )
     assert [e["epoch"] for e in result["epochs"]] == [1] and not any("resumed" in line for line in logs)
     assert checkpoints.read_json(str(model_dir / "run.json"))["config"]["seed"] == 1
 
@@ -113,6 +126,8 @@ def test_outputs_are_0644_and_no_temporary_is_left(tmp_path, data_dir):
 def test_steps_per_loop_gives_the_same_training(tmp_path, data_dir):
     """Several steps per graph call (sums kept on the device) train exactly like one step per call."""
     one = loop.run(_config(data_dir, tmp_path / "one", epochs=1), model_fn=tiny_model)
-    three = loop.run(_config(data_dir, tmp_path / "three", epochs=1, steps_per_loop=3), model_fn=tiny_model)  # 3 + 1 steps
+    three = loop.run(
+        _config(data_dir, tmp_path / "three", epochs=1, steps_per_loop=3), model_fn=tiny_model
+    )  # 3 + 1 steps
     assert three["epochs"][0]["loss"] == pytest.approx(one["epochs"][0]["loss"], rel=1e-4)
     assert three["epochs"][0]["accuracy"] == one["epochs"][0]["accuracy"]

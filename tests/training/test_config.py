@@ -15,12 +15,26 @@ def test_defaults_suit_small_data():
     assert TrainConfig(optimizer="rmsprop").validated().learning_rate == 0.016
 
 
-@pytest.mark.parametrize("field, value", [
-    ("optimizer", "adam"), ("augment", "autoaugment"), ("mixed_precision", "fp8"), ("strategy", "tpu"),
-    ("epochs", 0), ("batch_size", 2.5), ("image_size", 16), ("label_smoothing", 1.0), ("ema_decay", -0.1),
-    ("learning_rate", 0.0), ("cpu_replicas", 0), ("phi", -1), ("jit_compile", "yes"), ("label_noise", 3),
-    ("dataset", "imagenet"),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("optimizer", "adam"),
+        ("augment", "autoaugment"),
+        ("mixed_precision", "fp8"),
+        ("strategy", "tpu"),
+        ("epochs", 0),
+        ("batch_size", 2.5),
+        ("image_size", 16),
+        ("label_smoothing", 1.0),
+        ("ema_decay", -0.1),
+        ("learning_rate", 0.0),
+        ("cpu_replicas", 0),
+        ("phi", -1),
+        ("jit_compile", "yes"),
+        ("label_noise", 3),
+        ("dataset", "imagenet"),
+    ],
+)
 def test_bad_values_name_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         TrainConfig(**{field: value}).validated()

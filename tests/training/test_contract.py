@@ -12,8 +12,9 @@ from training.config import TrainConfig
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    return synthetic.generate(str(tmp_path_factory.mktemp("contract") / "data"), train_per_class=1, val_per_class=1,
-                              image_size=64, seed=0)
+    return synthetic.generate(
+        str(tmp_path_factory.mktemp("contract") / "data"), train_per_class=1, val_per_class=1, image_size=64, seed=0
+    )
 
 
 def resnet50(config, num_classes, *, image_size=None):
@@ -34,20 +35,40 @@ def test_resnet50_and_b0_get_the_same_treatment(tmp_path, data_dir):
             model = fn(config, num_classes, image_size=image_size)
             built.setdefault(name, model)  # the trained one; the trainer builds another to save in float32
             return model
+
         return model_fn
 
     # A momentum neither builder uses (keras.applications: 0.99; keras_effnet: 0.99), sync BN on, and a
     # vanishing rate: the loss then stays at its value for the initial weights.
-    config = TrainConfig(data_dir=data_dir, image_size=32, batch_size=5, epochs=1, steps_per_epoch=1, bn_momentum=0.8,
-                         sync_bn=True, optimizer="sgd", learning_rate=1e-12, weight_decay=0.0, label_smoothing=0.0,
-                         augment="none", strategy="one_device", verbose=0, tensorboard=False)
+    config = TrainConfig(
+        data_dir=data_dir,
+        image_size=32,
+        batch_size=5,
+        epochs=1,
+        steps_per_epoch=1,
+        bn_momentum=0.8,
+        sync_bn=True,
+        optimizer="sgd",
+        learning_rate=1e-12,
+        weight_decay=0.0,
+        label_smoothing=0.0,
+        augment="none",
+        strategy="one_device",
+        verbose=0,
+        tensorboard=False,
+    )
     results = {}
     for name, fn in (("resnet50", resnet50), ("b0", contract.build_model)):
         results[name] = loop.run(config.replace(out=str(tmp_path / name)), model_fn=capture(name, fn))
 
-    treatments = {name: {k: v for k, v in r["contract"].items() if k != "batch_norm_layers"} for name, r in results.items()}
-    assert treatments["resnet50"] == treatments["b0"] == {
-        "bn_momentum": 0.8, "sync_bn": True, "classifier": "predictions", "zero_init_head": True}
+    treatments = {
+        name: {k: v for k, v in r["contract"].items() if k != "batch_norm_layers"} for name, r in results.items()
+    }
+    assert (
+        treatments["resnet50"]
+        == treatments["b0"]
+        == {"bn_momentum": 0.8, "sync_bn": True, "classifier": "predictions", "zero_init_head": True}
+    )
     for name, model in built.items():
         bn = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
         assert len(bn) == results[name]["contract"]["batch_norm_layers"] > 40, name

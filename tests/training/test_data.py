@@ -35,10 +35,17 @@ def test_formats_and_modes_become_rgb_and_match_pil(tmp_path):
     root.mkdir(parents=True)
     base = _image(1, (36, 28))
     cases = {
-        "rgb.jpg": (base, "JPEG"), "gray.jpg": (base.convert("L"), "JPEG"), "cmyk.jpg": (base.convert("CMYK"), "JPEG"),
-        "pal.png": (base.convert("P"), "PNG"), "la.png": (base.convert("LA"), "PNG"), "i16.png": (base.convert("I;16"), "PNG"),
-        "rgba.png": (base.convert("RGBA"), "PNG"), "pal.gif": (base.convert("P"), "GIF"), "rgb.bmp": (base, "BMP"),
-        "pal.bmp": (base.convert("P"), "BMP"), "png_named.jpg": (base, "PNG"),
+        "rgb.jpg": (base, "JPEG"),
+        "gray.jpg": (base.convert("L"), "JPEG"),
+        "cmyk.jpg": (base.convert("CMYK"), "JPEG"),
+        "pal.png": (base.convert("P"), "PNG"),
+        "la.png": (base.convert("LA"), "PNG"),
+        "i16.png": (base.convert("I;16"), "PNG"),
+        "rgba.png": (base.convert("RGBA"), "PNG"),
+        "pal.gif": (base.convert("P"), "GIF"),
+        "rgb.bmp": (base, "BMP"),
+        "pal.bmp": (base.convert("P"), "BMP"),
+        "png_named.jpg": (base, "PNG"),
     }
     for name, (im, fmt) in cases.items():
         im.save(root / name, fmt)
@@ -70,18 +77,23 @@ def test_corrupt_files_are_skipped_counted_and_named(folder):
     assert "0 bytes" in reasons["empty.jpg"]
     assert all(os.path.isabs(s.path) or s.path.startswith(folder) for s in splits.skipped)
     assert len(splits.train_files) == 6 and len(splits.val_files) == 4
-    ds = data.make_dataset(splits.train_files, splits.train_labels, image_size=32, batch_size=2, training=True, augment="basic")
+    ds = data.make_dataset(
+        splits.train_files, splits.train_labels, image_size=32, batch_size=2, training=True, augment="basic"
+    )
     assert sum(int(x.shape[0]) for x, _ in ds) == 6
 
 
-@pytest.mark.parametrize("mistake, message", [
-    ("empty_class", "is empty"),
-    ("no_images", "no decodable image"),
-    ("class_mismatch", "different class folders"),
-    ("no_val", "no 'val' folder"),
-    ("no_classes", "no class folders"),
-    ("missing_dir", "is not a directory"),
-])
+@pytest.mark.parametrize(
+    "mistake, message",
+    [
+        ("empty_class", "is empty"),
+        ("no_images", "no decodable image"),
+        ("class_mismatch", "different class folders"),
+        ("no_val", "no 'val' folder"),
+        ("no_classes", "no class folders"),
+        ("missing_dir", "is not a directory"),
+    ],
+)
 def test_bad_folders_raise_clear_errors(folder, mistake, message):
     if mistake == "empty_class":
         os.makedirs(os.path.join(folder, "train", "c"))
@@ -94,9 +106,11 @@ def test_bad_folders_raise_clear_errors(folder, mistake, message):
         _write_split(folder, "val", ["z"])
     elif mistake == "no_val":
         import shutil
+
         shutil.rmtree(os.path.join(folder, "val"))
     elif mistake == "no_classes":
         import shutil
+
         shutil.rmtree(os.path.join(folder, "train"))
         os.makedirs(os.path.join(folder, "train"))
     elif mistake == "missing_dir":
@@ -115,8 +129,16 @@ def test_training_pipeline_is_deterministic_and_seed_dependent(folder):
     splits = data.load_splits(folder)
 
     def epoch(seed, start_epoch=0):
-        ds = data.make_dataset(splits.train_files, splits.train_labels, image_size=32, batch_size=3,
-                               training=True, augment="basic", seed=seed, start_epoch=start_epoch)
+        ds = data.make_dataset(
+            splits.train_files,
+            splits.train_labels,
+            image_size=32,
+            batch_size=3,
+            training=True,
+            augment="basic",
+            seed=seed,
+            start_epoch=start_epoch,
+        )
         return [(x.numpy(), y.numpy()) for x, y in ds]
 
     a, b, c = epoch(0), epoch(0), epoch(1)
@@ -130,30 +152,48 @@ def test_training_pipeline_is_deterministic_and_seed_dependent(folder):
 
 def test_repeat_reshuffles_each_epoch_and_cache_gives_same_eval(folder):
     splits = data.load_splits(folder)
-    ds = data.make_dataset(splits.train_files, splits.train_labels, image_size=32, batch_size=6,
-                           training=True, augment="none", repeat=True, seed=3)
+    ds = data.make_dataset(
+        splits.train_files,
+        splits.train_labels,
+        image_size=32,
+        batch_size=6,
+        training=True,
+        augment="none",
+        repeat=True,
+        seed=3,
+    )
     it = iter(ds)
     e1, e2 = next(it)[1].numpy(), next(it)[1].numpy()
     assert sorted(e1) == sorted(e2) == [0, 0, 0, 1, 1, 1]
-    plain = data.make_dataset(splits.val_files, splits.val_labels, image_size=32, batch_size=3, training=False, augment="none")
-    cached = data.make_dataset(splits.val_files, splits.val_labels, image_size=32, batch_size=3, training=False, augment="none", cache=True)
+    plain = data.make_dataset(
+        splits.val_files, splits.val_labels, image_size=32, batch_size=3, training=False, augment="none"
+    )
+    cached = data.make_dataset(
+        splits.val_files, splits.val_labels, image_size=32, batch_size=3, training=False, augment="none", cache=True
+    )
     for _ in range(2):
-        for (x1, y1), (x2, y2) in zip(plain, cached):
+        for (x1, _y1), (x2, _y2) in zip(plain, cached):
             np.testing.assert_array_equal(x1.numpy(), x2.numpy())
     assert [int(x.shape[0]) for x, _ in plain] == [3, 1]  # eval keeps the remainder
 
 
 def test_randaugment_pipeline_runs(folder):
     splits = data.load_splits(folder)
-    ds = data.make_dataset(splits.train_files, splits.train_labels, image_size=32, batch_size=3,
-                           training=True, augment="randaugment")
+    ds = data.make_dataset(
+        splits.train_files, splits.train_labels, image_size=32, batch_size=3, training=True, augment="randaugment"
+    )
     x, y = next(iter(ds))
     assert x.shape == (3, 32, 32, 3) and float(x.numpy().min()) >= 0 and float(x.numpy().max()) <= 255
 
 
-@pytest.mark.parametrize("kw, name", [
-    ({"augment": "heavy"}, "augment"), ({"image_size": 0}, "image_size"), ({"batch_size": 100}, "batch_size"),
-])
+@pytest.mark.parametrize(
+    "kw, name",
+    [
+        ({"augment": "heavy"}, "augment"),
+        ({"image_size": 0}, "image_size"),
+        ({"batch_size": 100}, "batch_size"),
+    ],
+)
 def test_make_dataset_bad_arguments(folder, kw, name):
     splits = data.load_splits(folder)
     args = dict(image_size=32, batch_size=2, training=True, augment="basic")
@@ -218,8 +258,18 @@ def test_in_memory_cache_of_decoded_images_crops_and_flips_only(folder):
     assert data.fits_in_memory(len(splits.train_files), 32) and not data.fits_in_memory(10**9, 224)
 
     def run(seed):
-        ds = data.make_dataset(splits.train_files, splits.train_labels, image_size=32, batch_size=3, training=True,
-                               augment="basic", seed=seed, cache=True, repeat=True, crop_area=(0.3, 1.0))
+        ds = data.make_dataset(
+            splits.train_files,
+            splits.train_labels,
+            image_size=32,
+            batch_size=3,
+            training=True,
+            augment="basic",
+            seed=seed,
+            cache=True,
+            repeat=True,
+            crop_area=(0.3, 1.0),
+        )
         it = iter(ds)
         return [next(it) for _ in range(4)]
 
@@ -233,8 +283,16 @@ def test_in_memory_cache_of_decoded_images_crops_and_flips_only(folder):
     # Epoch 2 sees the same 6 images cropped differently.
     assert not np.array_equal(np.sort(x[:6].reshape(6, -1).mean(1)), np.sort(x[6:].reshape(6, -1).mean(1)))
     # With crop area 1 every cached image comes back whole, perhaps mirrored.
-    ds = data.make_dataset(splits.train_files, splits.train_labels, image_size=32, batch_size=6, training=True,
-                           augment="basic", cache=True, crop_area=(1.0, 1.0))
+    ds = data.make_dataset(
+        splits.train_files,
+        splits.train_labels,
+        image_size=32,
+        batch_size=6,
+        training=True,
+        augment="basic",
+        cache=True,
+        crop_area=(1.0, 1.0),
+    )
     eval_ds = data.make_dataset(splits.train_files, splits.train_labels, image_size=32, batch_size=6, training=False)
     xs, _ = next(iter(ds))
     ref = next(iter(eval_ds))[0].numpy()

@@ -26,6 +26,7 @@ def _jpeg(seed):
 def _make_archive(path, name="imagenette2-160"):
     rows = []
     with tarfile.open(path, "w:gz") as tar:
+
         def add(arcname, payload):
             info = tarfile.TarInfo(arcname)
             info.size = len(payload)
@@ -38,8 +39,17 @@ def _make_archive(path, name="imagenette2-160"):
                     add(f"{name}/{rel}", _jpeg(hash(rel) % 1000))
                     # noisy_labels_5: the first training image of each class gets the other class's label
                     noisy = WNIDS[1 - w] if (split == "train" and i == 0) else wnid
-                    rows.append({"path": rel, "noisy_labels_0": wnid, "noisy_labels_1": wnid, "noisy_labels_5": noisy,
-                                 "noisy_labels_25": noisy, "noisy_labels_50": noisy, "is_valid": str(split == "val")})
+                    rows.append(
+                        {
+                            "path": rel,
+                            "noisy_labels_0": wnid,
+                            "noisy_labels_1": wnid,
+                            "noisy_labels_5": noisy,
+                            "noisy_labels_25": noisy,
+                            "noisy_labels_50": noisy,
+                            "is_valid": str(split == "val"),
+                        }
+                    )
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -79,6 +89,7 @@ def test_interrupted_unpack_is_redone_from_the_kept_archive(tmp_path, server):
     root = tmp_path / "datasets"
     path = datasets.download_fastai("imagenette", "160", str(root), base_url=url)
     import shutil
+
     shutil.rmtree(os.path.join(path, "val"))  # as if a crash had left half a dataset
     assert datasets.download_fastai("imagenette", "160", str(root), base_url="http://127.0.0.1:9/") == path
     assert len(data.load_splits(path).val_files) == 4
@@ -99,8 +110,10 @@ def test_corrupt_archive_and_missing_file_errors(tmp_path, server):
 
 
 def test_fastai_urls():
-    assert datasets.FASTAI_URL + datasets.ARCHIVES[("imagenette", "160")] + ".tgz" == \
-        "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz"
+    assert (
+        datasets.FASTAI_URL + datasets.ARCHIVES[("imagenette", "160")] + ".tgz"
+        == "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz"
+    )
     assert datasets.ARCHIVES[("imagewoof", "full")] == "imagewoof2"
 
 
@@ -111,7 +124,9 @@ def test_label_noise_column_selection(tmp_path, server):
     clean = datasets.apply_label_noise(splits, 0)
     assert clean.train_labels == splits.train_labels
     noisy = datasets.apply_label_noise(splits, 5)
-    flipped = [os.path.basename(f) for f, a, b in zip(splits.train_files, splits.train_labels, noisy.train_labels) if a != b]
+    flipped = [
+        os.path.basename(f) for f, a, b in zip(splits.train_files, splits.train_labels, noisy.train_labels) if a != b
+    ]
     assert sorted(flipped) == [f"{w}_0.JPEG" for w in WNIDS]
     assert noisy.val_labels == splits.val_labels
     with pytest.raises(ValueError, match="label_noise must be one of"):

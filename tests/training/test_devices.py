@@ -73,8 +73,9 @@ print("RESULT", json.dumps(out))
 
 def test_bf16_xla_two_replicas_and_fp16_loss_scaling_xla_train_and_save_float32(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads([line for line in proc.stdout.splitlines() if line.startswith("RESULT ")][-1][7:])
     bf16, fp16 = result["bf16_xla_2_replicas"], result["fp16_loss_scaling_xla"]
@@ -82,7 +83,9 @@ def test_bf16_xla_two_replicas_and_fp16_loss_scaling_xla_train_and_save_float32(
     assert (fp16["policy"], fp16["jit"], fp16["replicas"]) == ("mixed_float16", True, 1)
     assert fp16["optimizer"] == "LossScaleOptimizer" and bf16["optimizer"] == "AdamW"
     bench = result.pop("gpu_benchmark")
-    assert bench["row"]["images_per_sec"] > 0 and bench["row"]["dtype_policy"] == "mixed_bfloat16" and bench["row"]["jit"]
+    assert (
+        bench["row"]["images_per_sec"] > 0 and bench["row"]["dtype_policy"] == "mixed_bfloat16" and bench["row"]["jit"]
+    )
     lines = bench["markdown"].splitlines()
     rows = [line for line in lines if line.startswith("| 20")]
     assert len(rows) == 1 and "CPU (smoke run, not a GPU figure" in rows[0] and "| 32 |" in rows[0], bench["markdown"]
@@ -91,4 +94,3 @@ def test_bf16_xla_two_replicas_and_fp16_loss_scaling_xla_train_and_save_float32(
         losses = r["losses"]
         assert all(np.isfinite(losses)) and losses[-1] < losses[0] - 0.05, (name, losses)
         assert r["weight_dtypes"] == ["float32"] and r["layer_policies"] == ["float32"], (name, r)
-

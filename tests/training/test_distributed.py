@@ -31,8 +31,9 @@ def shard_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("distributed")
     folder = synthetic.generate(str(root / "folder"), train_per_class=4, val_per_class=1, image_size=64, seed=0)
     out = str(root / "shards")
-    make_shards.write_shards(make_shards.ShardsConfig(data_dir=folder, out=out, train_shards=4, val_shards=1),
-                             log=lambda *a: None)
+    make_shards.write_shards(
+        make_shards.ShardsConfig(data_dir=folder, out=out, train_shards=4, val_shards=1), log=lambda *a: None
+    )
     return out
 
 
@@ -57,15 +58,33 @@ def _free_port_pair():
 def _slurm_env(rank, tasks=2):
     # What srun sets in each task of `srun --nodes=1 --ntasks=2` on node "localhost" (and sbatch for the job).
     env = {k: v for k, v in ENV.items() if not k.startswith("SLURM_") and k != "TF_CONFIG"}
-    env.update(SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank), SLURM_NODEID="0", SLURM_STEP_NUM_TASKS=str(tasks),
-               SLURM_NTASKS=str(tasks), SLURM_STEP_NODELIST="localhost", SLURM_JOB_NODELIST="localhost",
-               SLURM_STEP_TASKS_PER_NODE=str(tasks), SLURM_TASKS_PER_NODE=str(tasks), SLURM_NNODES="1")
+    env.update(
+        SLURM_PROCID=str(rank),
+        SLURM_LOCALID=str(rank),
+        SLURM_NODEID="0",
+        SLURM_STEP_NUM_TASKS=str(tasks),
+        SLURM_NTASKS=str(tasks),
+        SLURM_STEP_NODELIST="localhost",
+        SLURM_JOB_NODELIST="localhost",
+        SLURM_STEP_TASKS_PER_NODE=str(tasks),
+        SLURM_TASKS_PER_NODE=str(tasks),
+        SLURM_NNODES="1",
+    )
     return env
 
 
 def _launch(envs, args):
-    return [subprocess.Popen([sys.executable, "-m", "training.train", *args], cwd=REPO, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for env in envs]
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "training.train", *args],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for env in envs
+    ]
 
 
 def _finish(procs, timeout=500):
@@ -106,7 +125,9 @@ def _check_each_example_once(seen, epoch, steps, expected):
 
 
 @pytest.mark.parametrize("kill", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["one_epoch", "kill_restart"])
-def test_slurm_two_workers_read_each_example_once_per_epoch_and_a_restart_after_a_kill_keeps_it(kill, tmp_path, shard_dir):
+def test_slurm_two_workers_read_each_example_once_per_epoch_and_a_restart_after_a_kill_keeps_it(
+    kill, tmp_path, shard_dir
+):
     """srun's variables -> SlurmClusterResolver -> MultiWorkerMirroredStrategy with 2 workers; 4 shards split by file.
     In each epoch the ids the two workers read are the whole train set, disjoint. kill_restart (slow: two launches):
     both workers are killed once epoch 1 is recorded; the rerun trains epoch 2 only, and a step read by both runs
@@ -117,8 +138,15 @@ def test_slurm_two_workers_read_each_example_once_per_epoch_and_a_restart_after_
     model_dir, ids_dir = str(tmp_path / "run"), str(tmp_path / "ids")
     epochs = 2 if kill else 1
     port = _free_port_pair()
-    args = [f"--data_dir={shard_dir}", f"--out={model_dir}", "--cluster=slurm", f"--cluster_port={port}",
-            f"--record_ids={ids_dir}", f"--epochs={epochs}", *TINY]
+    args = [
+        f"--data_dir={shard_dir}",
+        f"--out={model_dir}",
+        "--cluster=slurm",
+        f"--cluster_port={port}",
+        f"--record_ids={ids_dir}",
+        f"--epochs={epochs}",
+        *TINY,
+    ]
     procs = _launch([_slurm_env(r) for r in (0, 1)], args)
     if kill:
         try:
@@ -132,7 +160,7 @@ def test_slurm_two_workers_read_each_example_once_per_epoch_and_a_restart_after_
             _finish(procs, timeout=60)
         procs = _launch([_slurm_env(r) for r in (0, 1)], args)
     outs = _finish(procs)
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     chief = outs[0][0]
     trained = [line.split()[1] for line in chief.splitlines() if line.startswith("epoch ")]
@@ -159,10 +187,14 @@ def test_slurm_two_workers_read_each_example_once_per_epoch_and_a_restart_after_
 
 # ---------------------------------------------------------------- Kubernetes TFJob
 
+
 def _yaml(text):
     """The block-style YAML subset docs/tfjob.yaml is written in (maps, lists, scalars), without PyYAML."""
-    lines = [(len(raw) - len(raw.lstrip()), raw.strip()) for raw in text.splitlines()
-             if raw.strip() and not raw.strip().startswith("#")]
+    lines = [
+        (len(raw) - len(raw.lstrip()), raw.strip())
+        for raw in text.splitlines()
+        if raw.strip() and not raw.strip().startswith("#")
+    ]
 
     def scalar(value):
         return int(value) if re.fullmatch(r"-?\d+", value) else value.strip("'\"")
@@ -225,9 +257,17 @@ def test_the_tfjob_manifest_launches_two_workers_on_its_tf_config(tmp_path, shar
     port = _free_port_pair()
     loopback = [f"127.0.0.1:{port}", f"127.0.0.1:{port + 1}"]
     ids_dir = str(tmp_path / "ids")
-    procs = [subprocess.Popen([sys.executable, "-c", PROBE, shard_dir, ids_dir], cwd=REPO, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True,
-                              env=dict(ENV, TF_CONFIG=operator_tf_config(manifest, i, loopback))) for i in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PROBE, shard_dir, ids_dir],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(ENV, TF_CONFIG=operator_tf_config(manifest, i, loopback)),
+        )
+        for i in (0, 1)
+    ]
     outs = _finish(procs)
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
@@ -266,15 +306,23 @@ print(json.dumps({"replicas": strategy.num_replicas_in_sync, "steps": steps, "ex
 
 # ---------------------------------------------------------------- incomplete clusters, in one process each
 
-@pytest.mark.parametrize("variables, fragment", [
-    ({"SLURM_PROCID": None}, "missing: SLURM_PROCID"),
-    ({"SLURM_STEP_NODELIST": None, "SLURM_JOB_NODELIST": None}, "missing: SLURM_STEP_NODELIST or SLURM_JOB_NODELIST"),
-    ({"SLURM_STEP_TASKS_PER_NODE": "1", "SLURM_TASKS_PER_NODE": "1"}, "to add up to the 2 tasks"),
-    ({"SLURM_STEP_NODELIST": "node[1-3]"}, "a task count for each node (3 nodes"),
-    ({"SLURM_PROCID": "2"}, "SLURM_PROCID in 0..1 (got 2)"),
-])
-def test_an_incomplete_slurm_step_stops_the_worker_in_one_line_before_any_step(variables, fragment, tmp_path,
-                                                                              monkeypatch, capsys):
+
+@pytest.mark.parametrize(
+    "variables, fragment",
+    [
+        ({"SLURM_PROCID": None}, "missing: SLURM_PROCID"),
+        (
+            {"SLURM_STEP_NODELIST": None, "SLURM_JOB_NODELIST": None},
+            "missing: SLURM_STEP_NODELIST or SLURM_JOB_NODELIST",
+        ),
+        ({"SLURM_STEP_TASKS_PER_NODE": "1", "SLURM_TASKS_PER_NODE": "1"}, "to add up to the 2 tasks"),
+        ({"SLURM_STEP_NODELIST": "node[1-3]"}, "a task count for each node (3 nodes"),
+        ({"SLURM_PROCID": "2"}, "SLURM_PROCID in 0..1 (got 2)"),
+    ],
+)
+def test_an_incomplete_slurm_step_stops_the_worker_in_one_line_before_any_step(
+    variables, fragment, tmp_path, monkeypatch, capsys
+):
     from training import train
 
     for name, value in {**_slurm_env(0), **variables}.items():
@@ -285,19 +333,24 @@ def test_an_incomplete_slurm_step_stops_the_worker_in_one_line_before_any_step(v
                 monkeypatch.setenv(name, value)
     code = train.main(["--cluster=slurm", f"--out={tmp_path / 'run'}", *TINY])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and err[0].startswith("error: --cluster=slurm: expected") and fragment in err[0], err
+    assert (
+        code == 2 and len(err) == 1 and err[0].startswith("error: --cluster=slurm: expected") and fragment in err[0]
+    ), err
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("tf_config, fragment", [
-    ('{"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}}', '"task" object with "type" and "index"'),
-    ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 1}}', "task index in 0..0"),
-    ('{"cluster": {"worker": ["127.0.0.1"]}, "task": {"type": "worker", "index": 0}}', '"host:port" addresses'),
-    ('{"cluster": {"worker": ["h:1", "h:1"]}, "task": {"type": "worker", "index": 0}}', "each address once"),
-    ('{"cluster": {"chief": ["h:1"]}, "task": {"type": "worker", "index": 0}}', "'worker' is not one of ['chief']"),
-    ('{"cluster": {"worker": ["h:1"], "ps": ["h:2"]}, "task": {"type": "worker", "index": 0}}', 'no "ps" jobs'),
-    ("", "the TF_CONFIG environment variable"),
-])
+@pytest.mark.parametrize(
+    "tf_config, fragment",
+    [
+        ('{"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}}', '"task" object with "type" and "index"'),
+        ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 1}}', "task index in 0..0"),
+        ('{"cluster": {"worker": ["127.0.0.1"]}, "task": {"type": "worker", "index": 0}}', '"host:port" addresses'),
+        ('{"cluster": {"worker": ["h:1", "h:1"]}, "task": {"type": "worker", "index": 0}}', "each address once"),
+        ('{"cluster": {"chief": ["h:1"]}, "task": {"type": "worker", "index": 0}}', "'worker' is not one of ['chief']"),
+        ('{"cluster": {"worker": ["h:1"], "ps": ["h:2"]}, "task": {"type": "worker", "index": 0}}', 'no "ps" jobs'),
+        ("", "the TF_CONFIG environment variable"),
+    ],
+)
 def test_an_incomplete_tf_config_stops_the_worker_in_one_line(tf_config, fragment, tmp_path, monkeypatch, capsys):
     from training import train
 

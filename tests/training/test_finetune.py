@@ -21,8 +21,14 @@ QUIET = dict(strategy="one_device", tensorboard=False, verbose=0, image_size=32)
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    return synthetic.generate(str(tmp_path_factory.mktemp("ft") / "data"), num_classes=3, train_per_class=4,
-                              val_per_class=2, image_size=64, seed=0)
+    return synthetic.generate(
+        str(tmp_path_factory.mktemp("ft") / "data"),
+        num_classes=3,
+        train_per_class=4,
+        val_per_class=2,
+        image_size=64,
+        seed=0,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +40,13 @@ def test_plan_defaults_and_stages():
     assert finetune.plan(TrainConfig().validated()) is None  # no pretrained start: no recipe
     assert finetune.plan(TrainConfig(init_from="imagenet", finetune="off").validated()) is None
     plan = finetune.plan(TrainConfig(init_from="imagenet", epochs=15).validated())
-    assert plan == finetune.Plan(head_epochs=3, unfreeze="all", bn_trainable=False, lr_scale=finetune.LR_SCALE,
-                                 head_lr_scale=finetune.HEAD_LR_SCALE)
+    assert plan == finetune.Plan(
+        head_epochs=3,
+        unfreeze="all",
+        bn_trainable=False,
+        lr_scale=finetune.LR_SCALE,
+        head_lr_scale=finetune.HEAD_LR_SCALE,
+    )
     assert [plan.stage(e) for e in (1, 3, 4, 15)] == ["head", "head", "backbone", "backbone"]
     assert finetune.stage_steps(plan, 2, 15, 10) == (0, 30) and finetune.stage_steps(plan, 4, 15, 10) == (30, 120)
     assert finetune.plan(TrainConfig(init_from="imagenet", epochs=2).validated()).head_epochs == 1
@@ -86,12 +97,21 @@ def test_balanced_class_weights_change_the_loss_as_stated():
     per_example = -np.log(probs[np.arange(8), labels])
     losses = {}
     for name, w in (("none", None), ("balanced", weights)):
-        trainer = Trainer(config, tf.distribute.get_strategy(), model, contract.make_optimizer(config, model, 1e-3),
-                          global_batch_size=8, jit_compile=False, class_weights=w)
+        trainer = Trainer(
+            config,
+            tf.distribute.get_strategy(),
+            model,
+            contract.make_optimizer(config, model, 1e-3),
+            global_batch_size=8,
+            jit_compile=False,
+            class_weights=w,
+        )
         losses[name] = float(trainer._replica_gradients(tf.constant(images), tf.constant(labels))[0])
         assert losses[name] == pytest.approx(imbalance.weighted_mean_loss(per_example, labels, w, 8), rel=1e-5)
     expected = (per_example[:6].sum() * 8 / 18 + per_example[6:].sum() * 8 / 3) / 8
-    assert losses["balanced"] == pytest.approx(expected, rel=1e-5) and losses["balanced"] != pytest.approx(losses["none"])
+    assert losses["balanced"] == pytest.approx(expected, rel=1e-5) and losses["balanced"] != pytest.approx(
+        losses["none"]
+    )
 
 
 def _lite_tarball(root, phi=0):
@@ -111,8 +131,12 @@ def _lite_tarball(root, phi=0):
     folder = os.path.join(root, f"efficientnet-lite{phi}")
     os.makedirs(folder)
     names = sorted(tensors)
-    tf.raw_ops.SaveV2(prefix=os.path.join(folder, "model.ckpt"), tensor_names=names, shape_and_slices=[""] * len(names),
-                      tensors=[tensors[n] for n in names])
+    tf.raw_ops.SaveV2(
+        prefix=os.path.join(folder, "model.ckpt"),
+        tensor_names=names,
+        shape_and_slices=[""] * len(names),
+        tensors=[tensors[n] for n in names],
+    )
     tarball = os.path.join(root, f"efficientnet-lite{phi}.tar.gz")
     with tarfile.open(tarball, "w:gz", compresslevel=1) as tar:
         tar.add(folder, arcname=f"efficientnet-lite{phi}")
@@ -136,12 +160,26 @@ def test_a_lite_stand_in_tarball_is_accepted_by_init_from(sources, data_dir, tmp
     from keras_effnet import flavours
 
     out = tmp_path / "run"
-    code = train.main([f"--data_dir={data_dir}", f"--out={out}", "--family=lite", f"--init_from={sources['tarball']}",
-                       "--epochs=1", "--head_epochs=1", "--batch_size=4", "--image_size=32", "--strategy=one_device",
-                       "--notensorboard", "--verbose=0"])
+    code = train.main(
+        [
+            f"--data_dir={data_dir}",
+            f"--out={out}",
+            "--family=lite",
+            f"--init_from={sources['tarball']}",
+            "--epochs=1",
+            "--head_epochs=1",
+            "--batch_size=4",
+            "--image_size=32",
+            "--strategy=one_device",
+            "--notensorboard",
+            "--verbose=0",
+        ]
+    )
     assert code == 0
     model = flavours.keras3().saving.load_model(str(out / train.MODEL))
-    ema = sources["tensors"]["efficientnet-lite0/blocks_3/depthwise_conv2d/depthwise_kernel" + lite_checkpoint.EMA_SUFFIX]
+    ema = sources["tensors"][
+        "efficientnet-lite0/blocks_3/depthwise_conv2d/depthwise_kernel" + lite_checkpoint.EMA_SUFFIX
+    ]
     np.testing.assert_array_equal(model.get_layer("block3a_dwconv").weights[0].numpy(), ema)
     metrics = train.read_metrics(str(out))
     assert metrics["finetune"]["source"] == sources["tarball"] and metrics["epochs"][0]["stage"] == "head"
@@ -157,8 +195,19 @@ def test_a_source_that_does_not_fit_is_one_line_exit_2_and_nothing_written(case,
         "imagenet_for_lite": ("lite", "imagenet", "official tarball"),
     }[case]
     out = tmp_path / "run"
-    code = train.main([f"--data_dir={data_dir}", f"--out={out}", f"--family={family}", f"--init_from={source}",
-                       "--epochs=1", "--batch_size=4", "--image_size=32", "--strategy=one_device", "--verbose=0"])
+    code = train.main(
+        [
+            f"--data_dir={data_dir}",
+            f"--out={out}",
+            f"--family={family}",
+            f"--init_from={source}",
+            "--epochs=1",
+            "--batch_size=4",
+            "--image_size=32",
+            "--strategy=one_device",
+            "--verbose=0",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith(f"error: --init_from={source}: expected") and words in err[0], err[0]

@@ -38,13 +38,20 @@ def setup(learned_b0, tmp_path_factory):
     from keras_effnet import flavours
 
     root = tmp_path_factory.mktemp("finetune_learning")
-    photos = synthetic.generate(str(root / "generated"), train_per_class=2 * PER_CLASS, val_per_class=1, image_size=64,
-                                seed=1)
+    photos = synthetic.generate(
+        str(root / "generated"), train_per_class=2 * PER_CLASS, val_per_class=1, image_size=64, seed=1
+    )
     keras = flavours.keras3()
-    return {"root": root, "photos": os.path.join(photos, "train"), "pretrained": learned_b0["model"],
-            "pretrain_accuracy": learned_b0["result"]["final"]["val_accuracy"],
-            "weights": {layer.name: [w.numpy().copy() for w in layer.weights]
-                        for layer in keras.saving.load_model(learned_b0["model"]).layers}}
+    return {
+        "root": root,
+        "photos": os.path.join(photos, "train"),
+        "pretrained": learned_b0["model"],
+        "pretrain_accuracy": learned_b0["result"]["final"]["val_accuracy"],
+        "weights": {
+            layer.name: [w.numpy().copy() for w in layer.weights]
+            for layer in keras.saving.load_model(learned_b0["model"]).layers
+        },
+    }
 
 
 def _load(path):
@@ -58,7 +65,9 @@ def test_finetune_beats_scratch_and_keeps_the_pretrained_statistics(setup):
     common = dict(data_dir=photos, val_split=0.5, epochs=EPOCHS, **QUIET)
     out = str(root / "finetune")
     # Stopped after the head stage (one epoch) ...
-    head = train.run(TrainConfig(out=out, init_from=setup["pretrained"], head_epochs=1, **{**common, "epochs": 1}), log=_silent)
+    head = train.run(
+        TrainConfig(out=out, init_from=setup["pretrained"], head_epochs=1, **{**common, "epochs": 1}), log=_silent
+    )
     assert [e["stage"] for e in head["epochs"]] == ["head"]
     model = _load(os.path.join(out, train.MODEL))
     for layer in model.layers:

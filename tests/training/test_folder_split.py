@@ -33,8 +33,9 @@ def test_the_split_is_stratified_and_a_function_of_the_seed():
     assert other[1] != val_idx and np.bincount(np.asarray(labels)[other[1]], minlength=3).tolist() == [10, 2, 1]
     # A class's split depends on its own name and files only: dropping class "a" leaves "b"'s split as it was.
     keep = [i for i, y in enumerate(labels) if y != 0]
-    sub = folder_split.stratified_split([files[i] for i in keep], [labels[i] - 1 for i in keep], val_split=0.2, seed=0,
-                                        class_names="bc")
+    sub = folder_split.stratified_split(
+        [files[i] for i in keep], [labels[i] - 1 for i in keep], val_split=0.2, seed=0, class_names="bc"
+    )
     assert sorted(files[keep[i]] for i in sub[1]) == sorted(files[i] for i in val_idx if labels[i] != 0)
     assert [folder_split.val_count(n, 0.5) for n in (2, 3, 10)] == [1, 2, 5]
     with pytest.raises(ValueError, match="'c' has 1 image"):
@@ -49,7 +50,9 @@ def test_the_split_is_recorded_reused_and_a_changed_one_refused(tmp_path):
     assert set(splits.val_files).isdisjoint(splits.train_files)
     os.makedirs(out)
     folder_split.write(out, record)
-    assert json.load(open(os.path.join(out, folder_split.SPLIT_FILE)))["val"] == [os.path.relpath(f, data) for f in splits.val_files]
+    assert json.load(open(os.path.join(out, folder_split.SPLIT_FILE)))["val"] == [
+        os.path.relpath(f, data) for f in splits.val_files
+    ]
     # A new image after the split: the resumed run keeps the recorded lists.
     _write(data, {"cat": 7})
     again, _ = folder_split.for_run(data, out, val_split=0.25, seed=3)

@@ -83,7 +83,11 @@ def test_for_config_uses_the_variant_dropout_and_explicit_fields():
     assert b7.dropout_rate == pytest.approx(0.5) and b7.drop_connect_rate == pytest.approx(0.2)
     mine = reg.for_config(TrainConfig(crop_scale_min=0.5, drop_connect_rate=0.05), 32, 1_000)
     assert mine.crop_scale_min == 0.5 and mine.drop_connect_rate == 0.05 and mine.dropout_rate == pytest.approx(0.1)
-    for field, value in (("crop_scale_min", 0.0), ("crop_scale_min", 1.5), ("randaugment_magnitude", 31),
-                         ("drop_connect_rate", 1.0)):
+    for field, value in (
+        ("crop_scale_min", 0.0),
+        ("crop_scale_min", 1.5),
+        ("randaugment_magnitude", 31),
+        ("drop_connect_rate", 1.0),
+    ):
         with pytest.raises(ConfigError, match=field):
             TrainConfig(**{field: value}).validated()

@@ -28,7 +28,7 @@ def test_exponential_is_the_papers_staircase():
     assert schedule.learning_rate(0, **kw) == pytest.approx(0.016)
     assert schedule.learning_rate(239, **kw) == pytest.approx(0.016)  # 2.4 epochs = 240 steps
     assert schedule.learning_rate(240, **kw) == pytest.approx(0.016 * 0.97)
-    assert schedule.learning_rate(2400, **kw) == pytest.approx(0.016 * 0.97 ** 10)
+    assert schedule.learning_rate(2400, **kw) == pytest.approx(0.016 * 0.97**10)
 
 
 def test_constant_and_bad_arguments():

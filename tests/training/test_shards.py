@@ -19,15 +19,17 @@ TF_CPP = {"TF_CPP_MIN_LOG_LEVEL": "2"}
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    return synthetic.generate(str(tmp_path_factory.mktemp("src") / "data"), train_per_class=4, val_per_class=1,
-                              image_size=40, seed=0)
+    return synthetic.generate(
+        str(tmp_path_factory.mktemp("src") / "data"), train_per_class=4, val_per_class=1, image_size=40, seed=0
+    )
 
 
 @pytest.fixture(scope="module")
 def written(folder, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("shards") / "set")
-    make_shards.write_shards(make_shards.ShardsConfig(data_dir=folder, out=out, train_shards=4, val_shards=2),
-                             log=lambda *a: None)
+    make_shards.write_shards(
+        make_shards.ShardsConfig(data_dir=folder, out=out, train_shards=4, val_shards=2), log=lambda *a: None
+    )
     return out
 
 
@@ -43,10 +45,17 @@ def _imagenet_record(image: bytes, label: int, synset: str, filename: str) -> by
     def b(v):
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
 
-    return tf.train.Example(features=tf.train.Features(feature={
-        "image/encoded": b(image), "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
-        "image/class/synset": b(synset.encode()), "image/filename": b(filename.encode()), "image/format": b(b"JPEG"),
-    })).SerializeToString()
+    return tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                "image/encoded": b(image),
+                "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+                "image/class/synset": b(synset.encode()),
+                "image/filename": b(filename.encode()),
+                "image/format": b(b"JPEG"),
+            }
+        )
+    ).SerializeToString()
 
 
 def _foreign(root, train, val):
@@ -105,8 +114,10 @@ def test_the_writer_resumes_and_never_leaves_half_a_shard(folder, tmp_path, monk
     with pytest.raises(KeyboardInterrupt):
         make_shards.write_shards(config, log=lambda *a: None)
     index = json.load(open(os.path.join(out, shards.INDEX)))
-    assert not index["complete"] and sorted(index["splits"]["train"]["shards"]) == ["train-00000-of-00004",
-                                                                                 "train-00001-of-00004"]
+    assert not index["complete"] and sorted(index["splits"]["train"]["shards"]) == [
+        "train-00000-of-00004",
+        "train-00001-of-00004",
+    ]
     assert sorted(os.listdir(out)) == ["index.json", "train-00000-of-00004", "train-00001-of-00004"]
     with pytest.raises(shards.ShardError, match="writing was interrupted"):
         shards.load_shards(out)
@@ -121,15 +132,19 @@ def test_the_writer_resumes_and_never_leaves_half_a_shard(folder, tmp_path, monk
     assert len(shards.load_shards(out).train_files) == 40
 
     with pytest.raises(make_shards.cli.UsageError, match="other images or with other flags"):
-        make_shards.write_shards(make_shards.ShardsConfig(data_dir=folder, out=out, train_shards=5), log=lambda *a: None)
+        make_shards.write_shards(
+            make_shards.ShardsConfig(data_dir=folder, out=out, train_shards=5), log=lambda *a: None
+        )
 
 
 def test_imagenet_shards_from_elsewhere_train_as_they_are_and_corrupt_records_are_skipped_and_reported(tmp_path):
     """No index: classes are the synsets in label order, labels count from 1; a record whose image does not decode
     and a shard whose TFRecord data is cut short are reported, and the pipeline never yields them."""
     syn = ["n01440764", "n01443537", "n01484850"]
-    train = {f"train-{s:05d}-of-00002": [(_jpeg(10 * s + i), 1 + (i % 3), syn[i % 3], f"t{s}_{i}.JPEG")
-                                         for i in range(6)] for s in range(2)}
+    train = {
+        f"train-{s:05d}-of-00002": [(_jpeg(10 * s + i), 1 + (i % 3), syn[i % 3], f"t{s}_{i}.JPEG") for i in range(6)]
+        for s in range(2)
+    }
     train["train-00001-of-00002"][4] = (b"\xff\xd8 not really a jpeg", 2, syn[1], "broken.JPEG")
     val = {"validation-00000-of-00001": [(_jpeg(100 + i), 1 + i, syn[i], f"v{i}.JPEG") for i in range(3)]}
     root = _foreign(str(tmp_path / "imagenet"), train, val)
@@ -142,7 +157,9 @@ def test_imagenet_shards_from_elsewhere_train_as_they_are_and_corrupt_records_ar
     assert loaded.class_names == tuple(syn) and loaded.label_offset == 1
     assert loaded.train_files.counts == (5, 6) and len(loaded.train_files) == 10
     assert len(loaded.skipped) == 2
-    assert loaded.skipped[0].startswith("train-00000-of-00002: corrupt TFRecord data after record 5 (truncated record at ")
+    assert loaded.skipped[0].startswith(
+        "train-00000-of-00002: corrupt TFRecord data after record 5 (truncated record at "
+    )
     assert loaded.skipped[0].endswith("Read less bytes than requested); the records after it are not read")
     assert loaded.skipped[1].startswith("train-00001-of-00002 record 4: not a decodable image")
     ids = _ids(loaded.train_files, repeat=False, drop_remainder=False)
@@ -177,8 +194,11 @@ def test_broken_shard_sets_stop_before_training_in_one_line(written, tmp_path):
         shards.load_shards(str(disagrees))
 
     syn = ["n0", "n1"]
-    gap = _foreign(str(tmp_path / "gap"), {"train-00000-of-00001": [(_jpeg(1), 1, syn[0], "a"), (_jpeg(2), 3, syn[1], "b")]},
-                   {"validation-00000-of-00001": [(_jpeg(3), 1, syn[0], "c")]})
+    gap = _foreign(
+        str(tmp_path / "gap"),
+        {"train-00000-of-00001": [(_jpeg(1), 1, syn[0], "a"), (_jpeg(2), 3, syn[1], "b")]},
+        {"validation-00000-of-00001": [(_jpeg(3), 1, syn[0], "c")]},
+    )
     with pytest.raises(shards.ShardError, match=r"labels in 0\.\.1 after subtracting label_offset=1 .*label 3"):
         shards.load_shards(gap)
     refused(gap)
@@ -186,13 +206,17 @@ def test_broken_shard_sets_stop_before_training_in_one_line(written, tmp_path):
         shards.load_shards(gap, label_offset=2)
 
 
-def test_shards_split_by_file_when_they_divide_evenly_else_by_data_and_each_example_goes_to_one_worker(written, tmp_path):
+def test_shards_split_by_file_when_they_divide_evenly_else_by_data_and_each_example_goes_to_one_worker(
+    written, tmp_path
+):
     loaded = shards.load_shards(written)
     plan = shards.split_plan(loaded.train_files, 2)
     assert plan.by == "file" and plan.per_worker == (20, 20) and "by file" in plan.describe(4)
     assert shards.split_plan(loaded.train_files, 3).by == "data"  # 4 shards of 10 over 3 workers: 20, 10, 10
     assert shards.split_plan(loaded.val_files, 3) == shards.SplitPlan("data", 3, (4, 3, 3))  # 2 shards, 3 workers
-    assert shards.steps_per_epoch(loaded.train_files, 8, 2) == 5 and shards.steps_per_epoch(loaded.train_files, 9, 3) == 4
+    assert (
+        shards.steps_per_epoch(loaded.train_files, 8, 2) == 5 and shards.steps_per_epoch(loaded.train_files, 9, 3) == 4
+    )
     everything = set(_ids(loaded.train_files))
     for workers in (2, 3):
         parts = [_ids(loaded.train_files, worker=w, workers=workers, drop_remainder=False) for w in range(workers)]
@@ -205,9 +229,11 @@ def test_shards_split_by_file_when_they_divide_evenly_else_by_data_and_each_exam
 
 
 def test_the_shard_command_refuses_bad_input_in_one_line(folder, tmp_path, capsys):
-    for argv, fragment in (([f"--data_dir={tmp_path / 'nope'}", f"--out={tmp_path / 'o'}"], "--data_dir="),
-                           ([f"--data_dir={folder}", f"--out={tmp_path / 'o'}", "--train_shards=0"], "--train_shards=0"),
-                           ([f"--data_dir={folder}", f"--out={tmp_path / 'o'}", "--val_shards=11"], "11 shards for 10")):
+    for argv, fragment in (
+        ([f"--data_dir={tmp_path / 'nope'}", f"--out={tmp_path / 'o'}"], "--data_dir="),
+        ([f"--data_dir={folder}", f"--out={tmp_path / 'o'}", "--train_shards=0"], "--train_shards=0"),
+        ([f"--data_dir={folder}", f"--out={tmp_path / 'o'}", "--val_shards=11"], "11 shards for 10"),
+    ):
         assert make_shards.main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
@@ -223,7 +249,9 @@ def _tiny_cnn(config, num_classes, *, image_size=None):
     x = inputs = keras.Input((image_size, image_size, 3))
     x = layers.Rescaling(1 / 127.5, offset=-1)(x)
     for filters in (16, 32, 64):
-        x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False)(x)))
+        x = layers.ReLU()(
+            layers.BatchNormalization()(layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False)(x))
+        )
     x = layers.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, layers.Dense(num_classes, activation="softmax")(x))
 
@@ -237,12 +265,23 @@ def test_the_same_images_train_to_the_same_accuracy_from_the_folder_and_from_its
 
     folder = synthetic.generate(str(tmp_path / "folder"), train_per_class=30, val_per_class=10, image_size=48, seed=0)
     shard_dir = str(tmp_path / "shards")
-    make_shards.write_shards(make_shards.ShardsConfig(data_dir=folder, out=shard_dir, train_shards=3, val_shards=1),
-                             log=lambda *a: None)
+    make_shards.write_shards(
+        make_shards.ShardsConfig(data_dir=folder, out=shard_dir, train_shards=3, val_shards=1), log=lambda *a: None
+    )
     accuracy = {}
     for name, data_dir in (("folder", folder), ("shards", shard_dir)):
-        config = TrainConfig(data_dir=data_dir, out=str(tmp_path / f"run_{name}"), image_size=32, batch_size=30, epochs=8, seed=1,
-                             learning_rate=0.05, strategy="one_device", verbose=0, tensorboard=False)
+        config = TrainConfig(
+            data_dir=data_dir,
+            out=str(tmp_path / f"run_{name}"),
+            image_size=32,
+            batch_size=30,
+            epochs=8,
+            seed=1,
+            learning_rate=0.05,
+            strategy="one_device",
+            verbose=0,
+            tensorboard=False,
+        )
         result = loop.run(config, log=lambda *a: None, model_fn=_tiny_cnn)
         assert result["num_train"] == 300 and result["num_val"] == 100
         accuracy[name] = result["final"]["val_accuracy"]
@@ -258,8 +297,17 @@ def test_the_same_images_train_to_the_same_accuracy_from_the_folder_and_from_its
 def test_record_ids_needs_shards(folder, tmp_path, capsys):
     from training import train
 
-    code = train.main([f"--data_dir={folder}", f"--record_ids={tmp_path / 'ids'}", f"--out={tmp_path / 'run'}",
-                       "--image_size=32", "--batch_size=8"])
+    code = train.main(
+        [
+            f"--data_dir={folder}",
+            f"--record_ids={tmp_path / 'ids'}",
+            f"--out={tmp_path / 'run'}",
+            "--image_size=32",
+            "--batch_size=8",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and err[0].startswith("error: --record_ids=") and "TFRecord shards" in err[0], err
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: --record_ids=") and "TFRecord shards" in err[0], (
+        err
+    )
     assert not (tmp_path / "run").exists() and not (tmp_path / "ids").exists()

@@ -72,10 +72,12 @@ print("RESULT", json.dumps({"sync": diff(one, sync), "nosync": diff(one, nosync)
 
 def test_two_replicas_with_sync_bn_train_like_one():
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
-    r = json.loads(line[len("RESULT "):])
+    r = json.loads(line[len("RESULT ") :])
     assert r["moved"] > 1e-3, r  # the steps changed the weights
     one, sync, nosync = r["losses"]
     # Measured on the 2-core CPU VM: losses agree to ~3e-4 relative; weights to ~3e-3 relative with

@@ -61,17 +61,27 @@ def test_classes_are_not_a_single_colour(tmp_path):
     means = []
     for c in synthetic.CLASSES:
         folder = os.path.join(root, "train", c)
-        means.append([np.asarray(Image.open(os.path.join(folder, f)), np.float32).mean((0, 1))
-                      for f in sorted(os.listdir(folder))])
+        means.append(
+            [
+                np.asarray(Image.open(os.path.join(folder, f)), np.float32).mean((0, 1))
+                for f in sorted(os.listdir(folder))
+            ]
+        )
     means = np.array(means)  # (class, image, rgb)
     within = means.std(axis=1).mean()
     assert within > 20, "images of one class should vary widely in colour"
 
 
-@pytest.mark.parametrize("kw, name", [
-    ({"num_classes": 11}, "num_classes"), ({"num_classes": 1}, "num_classes"),
-    ({"train_per_class": 0}, "train_per_class"), ({"image_size": 8}, "image_size"), ({"seed": -1}, "seed"),
-])
+@pytest.mark.parametrize(
+    "kw, name",
+    [
+        ({"num_classes": 11}, "num_classes"),
+        ({"num_classes": 1}, "num_classes"),
+        ({"train_per_class": 0}, "train_per_class"),
+        ({"image_size": 8}, "image_size"),
+        ({"seed": -1}, "seed"),
+    ],
+)
 def test_bad_arguments(tmp_path, kw, name):
     with pytest.raises(ValueError, match=name):
         synthetic.generate(str(tmp_path / "x"), **kw)

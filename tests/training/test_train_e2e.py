@@ -24,8 +24,9 @@ TINY = ["--image_size=32", "--batch_size=8", "--synthetic_per_class=4", "--verbo
 
 
 def _module(name, *args, timeout=600, env=None):
-    return subprocess.run([sys.executable, "-m", name, *args], cwd=REPO, env=env or ENV,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", name, *args], cwd=REPO, env=env or ENV, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +46,17 @@ def test_one_step_two_replicas_then_evaluate_and_predict(tmp_path, data_dir):
     from keras_effnet import flavours
 
     model_dir = str(tmp_path / "run")
-    proc = _module("training.train", f"--out={model_dir}", f"--data_dir={data_dir}", "--strategy=mirrored",
-                   "--cpu_replicas=2", "--sync_bn", "--epochs=1", "--steps_per_epoch=1", *TINY)
+    proc = _module(
+        "training.train",
+        f"--out={model_dir}",
+        f"--data_dir={data_dir}",
+        "--strategy=mirrored",
+        "--cpu_replicas=2",
+        "--sync_bn",
+        "--epochs=1",
+        "--steps_per_epoch=1",
+        *TINY,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "images/s" in proc.stdout and "epoch 1/1" in proc.stdout
     m = _metrics(model_dir)
@@ -97,13 +107,20 @@ def _wait_for_epochs(proc, model_dir, count, timeout=400):
 
 def _snapshot(folder):
     """Every file under `folder` with its size and modification time."""
-    return {os.path.join(root, n): (os.stat(os.path.join(root, n)).st_size, os.stat(os.path.join(root, n)).st_mtime_ns)
-            for root, _, files in os.walk(folder) for n in files}
+    return {
+        os.path.join(root, n): (os.stat(os.path.join(root, n)).st_size, os.stat(os.path.join(root, n)).st_mtime_ns)
+        for root, _, files in os.walk(folder)
+        for n in files
+    }
 
 
 def _leftovers(model_dir):
-    return [os.path.join(root, n) for root, dirs, files in os.walk(model_dir) for n in files + dirs
-            if n.startswith(".") or n.endswith(".tmp") or "_temp" in n]
+    return [
+        os.path.join(root, n)
+        for root, dirs, files in os.walk(model_dir)
+        for n in files + dirs
+        if n.startswith(".") or n.endswith(".tmp") or "_temp" in n
+    ]
 
 
 def _sigint_at_default():
@@ -118,15 +135,32 @@ def test_ctrl_c_then_sigkill_then_the_rerun_trains_only_what_is_not_recorded(tmp
     epoch 2 is recorded: the same command started beside it is refused in one line (the folder is locked) and
     writes nothing. SIGKILL it; the third run resumes after epoch 2 and trains epoch 3 only; each epoch is recorded once."""
     model_dir = str(tmp_path / "run")
-    args = [sys.executable, "-m", "training.train", f"--out={model_dir}", f"--data_dir={data_dir}",
-            "--epochs=3", "--steps_per_epoch=2", *TINY]
-    proc = subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_sigint_at_default)
+    args = [
+        sys.executable,
+        "-m",
+        "training.train",
+        f"--out={model_dir}",
+        f"--data_dir={data_dir}",
+        "--epochs=3",
+        "--steps_per_epoch=2",
+        *TINY,
+    ]
+    proc = subprocess.Popen(
+        args,
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_sigint_at_default,
+    )
     assert _wait_for_epochs(proc, model_dir, 1) == [1]
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
-    assert "interrupted; run the same command again to resume" in err.splitlines() and "Traceback" not in err, err[-3000:]
+    assert "interrupted; run the same command again to resume" in err.splitlines() and "Traceback" not in err, err[
+        -3000:
+    ]
     assert not _leftovers(model_dir)
 
     proc = subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -170,10 +204,26 @@ def _workers(tmp_path, data_dir, model_dirs, *extra):
     for index, model_dir in enumerate(model_dirs):
         tf_config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
         env = dict(ENV, TF_CONFIG=json.dumps(tf_config))
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "training.train", f"--out={model_dir}", f"--data_dir={data_dir}",
-             "--strategy=multi_worker", "--steps_per_epoch=2", *TINY, *extra],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "training.train",
+                    f"--out={model_dir}",
+                    f"--data_dir={data_dir}",
+                    "--strategy=multi_worker",
+                    "--steps_per_epoch=2",
+                    *TINY,
+                    *extra,
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     return procs
 
 
@@ -192,7 +242,7 @@ def _finish(procs, timeout=500):
 def test_a_worker_that_cannot_see_the_shared_model_dir_stops_with_a_clear_error(tmp_path, data_dir):
     procs = _workers(tmp_path, data_dir, [tmp_path / "shared", tmp_path / "elsewhere"], "--epochs=1")
     outs = _finish(procs)
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 2, err[-3000:]
         line = err.strip().splitlines()[-1]
         assert line.startswith("error: --out=") and "worker 1 does not see the run of worker 0" in line, err[-3000:]
@@ -211,7 +261,7 @@ def test_two_workers_killed_after_epoch_1_and_restarted_record_each_epoch_once(t
         _finish(procs, timeout=60)
     procs = _workers(tmp_path, data_dir, [model_dir, model_dir], "--epochs=2")
     outs = _finish(procs)
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     assert "resumed from" in outs[0][0] and "(after epoch 1)" in outs[0][0], outs[0][0]
     trained = [line.split()[1].rstrip(":") for line in outs[0][0].splitlines() if line.startswith("epoch ")]
@@ -248,9 +298,21 @@ def test_corrupt_files_are_skipped_and_reported_by_a_run(tmp_path, data_dir):
     (cls / "truncated.jpg").write_bytes(good[: len(good) // 3])
     Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(cls / "really_png.jpg", "PNG")
     logs = []
-    result = train.run(TrainConfig(dataset="folder", data_dir=str(root), out=str(tmp_path / "run"),
-                                   image_size=32, batch_size=8, epochs=1, steps_per_epoch=1, strategy="one_device",
-                                   verbose=0, tensorboard=False), log=logs.append)
+    result = train.run(
+        TrainConfig(
+            dataset="folder",
+            data_dir=str(root),
+            out=str(tmp_path / "run"),
+            image_size=32,
+            batch_size=8,
+            epochs=1,
+            steps_per_epoch=1,
+            strategy="one_device",
+            verbose=0,
+            tensorboard=False,
+        ),
+        log=logs.append,
+    )
     skipped = {os.path.basename(s.split(":")[0]) for s in result["skipped"]}
     assert skipped == {"zero.jpg", "text.jpg", "truncated.jpg"}
     assert result["num_train"] == 41  # 40 + the PNG named .jpg
@@ -262,9 +324,20 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path
     from training import schedule, train
     from training.config import TrainConfig
 
-    config = TrainConfig(data_dir=data_dir, out=str(tmp_path / "run"), image_size=32, batch_size=8, steps_per_epoch=2,
-                         strategy="one_device", verbose=0, tensorboard=False, optimizer="sgd", label_smoothing=0.0,
-                         epochs=3, steps_per_loop=1)
+    config = TrainConfig(
+        data_dir=data_dir,
+        out=str(tmp_path / "run"),
+        image_size=32,
+        batch_size=8,
+        steps_per_epoch=2,
+        strategy="one_device",
+        verbose=0,
+        tensorboard=False,
+        optimizer="sgd",
+        label_smoothing=0.0,
+        epochs=3,
+        steps_per_loop=1,
+    )
     rate = schedule.learning_rate
     # Epoch 2 diverges: the rate jumps to 1e30 from global step 2 (0-based) on.
     monkeypatch.setattr(schedule, "learning_rate", lambda step, **kw: 1e30 if step >= 2 else rate(step, **kw))
@@ -278,6 +351,7 @@ def test_wandb_missing_gives_the_install_hint(tmp_path):
     pytest.importorskip("tensorflow")
     try:
         import wandb  # noqa: F401
+
         pytest.skip("wandb is installed here")
     except ImportError:
         pass
@@ -297,15 +371,35 @@ def test_progressive_resize_ema_randaugment_and_init_from(tmp_path, data_dir):
     from training.config import TrainConfig
 
     keras = flavours.keras3()
-    common = dict(dataset="synthetic", data_dir=data_dir, synthetic_per_class=4, batch_size=8, steps_per_epoch=1,
-                  strategy="one_device", verbose=0, tensorboard=False)
+    common = dict(
+        dataset="synthetic",
+        data_dir=data_dir,
+        synthetic_per_class=4,
+        batch_size=8,
+        steps_per_epoch=1,
+        strategy="one_device",
+        verbose=0,
+        tensorboard=False,
+    )
     first = str(tmp_path / "first")
     train.run(TrainConfig(out=first, image_size=32, epochs=1, **common))
     source = keras.saving.load_model(os.path.join(first, "model.keras"), safe_mode=True)
     logs = []
-    result = train.run(TrainConfig(out=str(tmp_path / "second"), image_size=40, epochs=2, progressive_resize=True,
-                                   ema_decay=0.9, augment="randaugment", init_from=os.path.join(first, "model.keras"),
-                                   finetune="off", learning_rate=1e-6, **common), log=logs.append)
+    result = train.run(
+        TrainConfig(
+            out=str(tmp_path / "second"),
+            image_size=40,
+            epochs=2,
+            progressive_resize=True,
+            ema_decay=0.9,
+            augment="randaugment",
+            init_from=os.path.join(first, "model.keras"),
+            finetune="off",
+            learning_rate=1e-6,
+            **common,
+        ),
+        log=logs.append,
+    )
     assert [e["image_size"] for e in result["epochs"]] == [32, 40]
     assert any("init_from" in line and "copied weights of" in line for line in logs)
     model = keras.saving.load_model(str(tmp_path / "second" / "model.keras"), safe_mode=True)
@@ -313,5 +407,9 @@ def test_progressive_resize_ema_randaugment_and_init_from(tmp_path, data_dir):
     # started from `first` and barely moved (tiny rate), while a fresh build is far from it
     a = source.get_layer("stem_conv").get_weights()[0]
     b = model.get_layer("stem_conv").get_weights()[0]
-    fresh = train.build_model(TrainConfig(image_size=32).validated(), 10, image_size=32).get_layer("stem_conv").get_weights()[0]
+    fresh = (
+        train.build_model(TrainConfig(image_size=32).validated(), 10, image_size=32)
+        .get_layer("stem_conv")
+        .get_weights()[0]
+    )
     assert np.abs(a - b).max() < 0.05 * np.abs(a).max() < np.abs(a - fresh).max()
