@@ -417,7 +417,13 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
             config.replace(dropout_rate=0.0, drop_connect_rate=0.0), num_classes, image_size=config.image_size
         )
         finetune.check_fits(probe, source, config)
-    weights = imbalance.class_weights(config.class_weight, splits.train_labels, num_classes)
+    if sharded and config.class_weight != "none":
+        raise ConfigError(
+            "class_weight",
+            config.class_weight,
+            "'none' with TFRecord shards (balanced weights count a folder's labels)",
+        )
+    weights = None if sharded else imbalance.class_weights(config.class_weight, splits.train_labels, num_classes)
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     if not (multi_worker and not chief and config.overwrite):
         run_id = ckpt_lib.check_model_dir(config, chief=chief, log=say)
@@ -427,7 +433,7 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
     if chief:
         os.makedirs(config.out, exist_ok=True)
         ckpt_lib.write_run(config.out, config, run_id)
-        if config.dataset == "folder" and folder_split.is_one_folder(config.data_dir):
+        if config.dataset == "folder" and not sharded and folder_split.is_one_folder(config.data_dir):
             folder_split.write(config.out, folder_split.as_record(splits, val_split=config.val_split, seed=config.seed))
     if multi_worker:
         strategy.gather(strategy.run(lambda: tf.zeros([1])), axis=0)  # a barrier: the chief has written run.json
@@ -773,12 +779,13 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
         model, model_config, num_classes, config.image_size, model_fn=model_fn, pretrained=plan is not None
     )
     result = {**info, "epochs": history, "final": history[-1] if history else {}}
-    if chief:
+    if chief and not sharded:  # shards: keras-effnet-evaluate reads their validation split
         result["evaluation"] = evaluate_split(final, splits, config.image_size, global_batch)
     with ckpt_lib.deferred_interrupt():
         ckpt_lib.save_model(final, os.path.join(write_dir, ckpt_lib.MODEL))
         if chief:
-            confusion.write(write_dir, result["evaluation"])
+            if "evaluation" in result:
+                confusion.write(write_dir, result["evaluation"])
             ckpt_lib.write_json(os.path.join(write_dir, ckpt_lib.METRICS), result)
     if wandb_run is not None:
         wandb_run.finish()
