@@ -60,6 +60,7 @@ def _load(path):
     return flavours.keras3().saving.load_model(path)
 
 
+@pytest.mark.xdist_group("learned_b0")  # the B0 that test_learning trains, on the same worker
 def test_finetune_beats_scratch_and_keeps_the_pretrained_statistics(setup):
     root, photos = setup["root"], setup["photos"]
     common = dict(data_dir=photos, val_split=0.5, epochs=EPOCHS, **QUIET)

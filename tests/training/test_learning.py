@@ -1,7 +1,6 @@
 """The trainer learns: B0 on the embedded synthetic dataset, through `training.train.run`, on the defaults.
 
-Every other accuracy check in the suite only bounds accuracy to [0, 1]. This one
-trains the real path (folder loader, tf.data pipeline, adaptive regularisation,
+This test trains the real path (folder loader, tf.data pipeline, adaptive regularisation,
 the custom loop, evaluation of the saved model) on held-out images and asserts
 top-1 far above chance (10 classes: 0.1). The threshold comes from measurement
 (docs/measurements/benchmarks.md, "Trainer defaults"), with margin for other seeds of
@@ -10,11 +9,14 @@ CPU; 0.40 is 4x chance. The run is the `learned_b0` session fixture (conftest.py
 test_finetune_learning reuses as its pretrained model.
 """
 
+import pytest
+
 from training import evaluate
 
 THRESHOLD = 0.40
 
 
+@pytest.mark.xdist_group("learned_b0")  # one worker trains the shared B0 once for both tests
 def test_b0_learns_the_embedded_dataset_on_the_defaults(learned_b0):
     result = learned_b0["result"]
     # The defaults at 32 px: no crop (flip only), no stochastic depth, half the head dropout.
