@@ -10,7 +10,8 @@ model = keras_effnet.build(0, fused_stages=3)          # B0 with Fused-MBConv in
 """
 
 from keras_effnet.api import build, build_variant, variants
-from keras_effnet.architecture import Coefficients, coefficients, variant_coefficients
+from keras_effnet.architecture import coefficients, variant_coefficients
+from keras_effnet.families import Coefficients
 from keras_effnet.profile import Profile, profile
 
 __all__ = [

@@ -57,17 +57,15 @@ class TableConfig:
     json: bool = cli.flag(False, "Print the rows as one JSON list instead of a Markdown table.", group="output")
 
     def __post_init__(self):
-        from keras_effnet import architecture
+        from keras_effnet import families
 
         if self.resolution != "native" and (
-            not self.resolution.isdigit() or int(self.resolution) < architecture.MIN_INPUT_SIZE
+            not self.resolution.isdigit() or int(self.resolution) < families.MIN_INPUT_SIZE
         ):
-            raise cli.UsageError(
-                "resolution", self.resolution, f"'native' or an integer >= {architecture.MIN_INPUT_SIZE}"
-            )
+            raise cli.UsageError("resolution", self.resolution, f"'native' or an integer >= {families.MIN_INPUT_SIZE}")
         for phi in self.formula_phis:
-            if not 0 <= phi <= architecture.MAX_PHI:
-                raise cli.UsageError("formula_phis", phi, f"numbers in 0..{architecture.MAX_PHI:g}")
+            if not 0 <= phi <= families.MAX_PHI:
+                raise cli.UsageError("formula_phis", phi, f"numbers in 0..{families.MAX_PHI:g}")
 
 
 def members(family: str = "all", formula_phis=()) -> list[tuple[str, object]]:

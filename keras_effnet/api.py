@@ -6,9 +6,10 @@ import inspect
 import numbers
 import os
 
-from keras_effnet import architecture, flavours, graph, lite_checkpoint
+from keras_effnet import architecture, families, flavours, graph, lite_checkpoint
 from keras_effnet import weights as weights_lib
-from keras_effnet.architecture import MIN_INPUT_SIZE, coefficients
+from keras_effnet.architecture import coefficients
+from keras_effnet.families import MIN_INPUT_SIZE
 
 POOLINGS = (None, "avg", "max")
 
@@ -25,10 +26,10 @@ def build(
     classes: int = 1000,
     classifier_activation="softmax",
     dropout_rate=None,
-    drop_connect_rate=architecture.DEFAULT_DROP_CONNECT_RATE,
-    alpha=architecture.DEFAULT_ALPHA,
-    beta=architecture.DEFAULT_BETA,
-    gamma=architecture.DEFAULT_GAMMA,
+    drop_connect_rate=families.DEFAULT_DROP_CONNECT_RATE,
+    alpha=families.DEFAULT_ALPHA,
+    beta=families.DEFAULT_BETA,
+    gamma=families.DEFAULT_GAMMA,
     name=None,
     scaling: str = "auto",
     bn_momentum=None,
@@ -125,7 +126,7 @@ def _build(
     classes=1000,
     classifier_activation="softmax",
     dropout_rate=None,
-    drop_connect_rate=architecture.DEFAULT_DROP_CONNECT_RATE,
+    drop_connect_rate=families.DEFAULT_DROP_CONNECT_RATE,
     name=None,
     bn_momentum=None,
     fused_stages=None,
@@ -135,7 +136,7 @@ def _build(
         dropout_rate = architecture.check_rate("dropout_rate", dropout_rate)
     bn_momentum = architecture.check_bn_momentum(bn_momentum)
     fused_stages = architecture.check_fused_stages(
-        fused_stages, len(architecture.STAGE_TABLES[coeffs.stages]), coeffs.family
+        fused_stages, len(families.STAGE_TABLES[coeffs.stages]), coeffs.family
     )
     include_top = _check_bool("include_top", include_top)
     classes = _check_classes(classes)

@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from keras_effnet import flavours
-from keras_effnet.architecture import BN_EPSILON, BlockSpec, ModelSpec
+from keras_effnet.architecture import BlockSpec, ModelSpec
+from keras_effnet.families import BN_EPSILON
 
 BN_AXIS = -1  # channels_last only: what every TFLite and TPU path expects.
 

@@ -46,7 +46,7 @@ import re
 import tarfile
 import tempfile
 
-from keras_effnet import architecture
+from keras_effnet import architecture, families
 
 OFFICIAL_URL = "https://storage.googleapis.com/cloud-tpu-checkpoints/efficientnet/lite/"
 EMA_SUFFIX = "/ExponentialMovingAverage"
@@ -155,7 +155,7 @@ def variable_map(model, scope: str | None = None) -> list[tuple[str, int, str]]:
 def model_variant(model) -> int | None:
     """N when `model` has the blocks (names, depthwise and projection shapes) of EfficientNet-LiteN, else None."""
     shapes = {layer.name: tuple(int(d) for d in layer.weights[0].shape) for layer in model.layers if layer.weights}
-    for phi in sorted(architecture.PRESETS["lite"]):
+    for phi in sorted(families.PRESETS["lite"]):
         spec = architecture.model_spec(architecture.coefficients(phi, family="lite"))
         expected = {}
         for block in spec.blocks:

@@ -15,7 +15,7 @@ import re
 
 import numpy as np
 
-from keras_effnet import architecture, flavours, graph
+from keras_effnet import architecture, families, flavours, graph
 
 _BLOCK = re.compile(r"^(block\d+[a-z]+_)project_conv$")
 DEPTHWISE_NAMES = ("dwconv", "dwconv2")
@@ -72,7 +72,7 @@ def spec_from_model(model) -> tuple[architecture.ModelSpec, dict]:
     include_top = "predictions" in names
     dropout = float(get("top_dropout").rate) if "top_dropout" in names else 0.0
     family = "lite" if activation == "relu6" else "v2" if padding == "same" else "efficientnet"
-    coeffs = architecture.Coefficients(
+    coeffs = families.Coefficients(
         name=model.name,
         family=family,
         phi=float("nan"),
@@ -106,11 +106,11 @@ def spec_from_model(model) -> tuple[architecture.ModelSpec, dict]:
     return spec, kwargs
 
 
-def _preprocessing(model, names) -> architecture.Preprocessing:
+def _preprocessing(model, names) -> families.Preprocessing:
     rescaling = model.get_layer("rescaling").get_config()
     scale, offset = float(rescaling["scale"]), float(rescaling.get("offset", 0.0))
     if "normalization" not in names:
-        return architecture.Preprocessing(scale, offset)
+        return families.Preprocessing(scale, offset)
     norm = model.get_layer("normalization")
     if norm.weights:
         mean, var = (np.asarray(w, dtype="float64").reshape(-1) for w in norm.get_weights()[:2])
@@ -119,7 +119,7 @@ def _preprocessing(model, names) -> architecture.Preprocessing:
         config = norm.get_config()
         mean, var = (np.asarray(config[k], dtype="float64").reshape(-1) for k in ("mean", "variance"))
         held = False
-    return architecture.Preprocessing(scale, offset, tuple(mean), tuple(np.sqrt(var)), held)
+    return families.Preprocessing(scale, offset, tuple(mean), tuple(np.sqrt(var)), held)
 
 
 def twin(model, flavour: str = "tf_keras"):

@@ -18,7 +18,7 @@ import re
 
 import numpy as np
 
-from keras_effnet.architecture import IMAGENET_MEAN_RGB, IMAGENET_STDDEV_RGB
+from keras_effnet.families import IMAGENET_MEAN_RGB, IMAGENET_STDDEV_RGB
 
 BASE_WEIGHTS_URL = "https://storage.googleapis.com/keras-applications/"
 # (top, notop) MD5 of keras.applications' EfficientNetB0..B7 files; a test pins

@@ -10,7 +10,7 @@ import dataclasses
 import os
 
 from common import cli
-from keras_effnet import architecture
+from keras_effnet import architecture, families
 from study import measure, members
 
 DATASETS = ("synthetic", "folder", "imagenette")
@@ -156,8 +156,8 @@ class StudyConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise cli.UsageError(name, value, "an integer >= 1")
-        if self.image_size != 0 and self.image_size < architecture.MIN_INPUT_SIZE:
-            raise cli.UsageError("image_size", self.image_size, f"0 (native) or >= {architecture.MIN_INPUT_SIZE}")
+        if self.image_size != 0 and self.image_size < families.MIN_INPUT_SIZE:
+            raise cli.UsageError("image_size", self.image_size, f"0 (native) or >= {families.MIN_INPUT_SIZE}")
         for name in ("grid_points", "threads", "convert_workers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

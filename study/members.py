@@ -23,7 +23,7 @@ import dataclasses
 import math
 import re
 
-from keras_effnet import architecture
+from keras_effnet import architecture, families
 
 BASELINES = {"resnet50": 224}
 V2_NATIVE = {"v2-b0": 224, "v2-b1": 240, "v2-b2": 260, "v2-b3": 300, "v2-s": 384, "v2-m": 480, "v2-l": 480}
@@ -60,9 +60,9 @@ class Member:
     role: str  # one of ROLES
     phi: float = 0.0
     scaling: str = "auto"
-    alpha: float = architecture.DEFAULT_ALPHA
-    beta: float = architecture.DEFAULT_BETA
-    gamma: float = architecture.DEFAULT_GAMMA
+    alpha: float = families.DEFAULT_ALPHA
+    beta: float = families.DEFAULT_BETA
+    gamma: float = families.DEFAULT_GAMMA
     fused_stages: int = 0
     native_resolution: int = 224
     resolution: int = 224
@@ -86,7 +86,7 @@ def scaled_resolution(native: int, image_size: int) -> int:
     """
     if image_size == 0:
         return native
-    return max(architecture.MIN_INPUT_SIZE, int(round(image_size * native / architecture.BASE_RESOLUTION)))
+    return max(families.MIN_INPUT_SIZE, int(round(image_size * native / families.BASE_RESOLUTION)))
 
 
 def known_names() -> list[str]:
@@ -158,9 +158,9 @@ def family_member(
     image_size: int,
     *,
     scaling: str = "auto",
-    alpha=architecture.DEFAULT_ALPHA,
-    beta=architecture.DEFAULT_BETA,
-    gamma=architecture.DEFAULT_GAMMA,
+    alpha=families.DEFAULT_ALPHA,
+    beta=families.DEFAULT_BETA,
+    gamma=families.DEFAULT_GAMMA,
     role: str = "family",
 ) -> Member:
     """A member of the EfficientNet (or Lite) family; raises ValueError for an unknown phi or family."""
@@ -198,7 +198,7 @@ def grid_points(*, steps=(1.0, 1.1, 1.2, 1.3, 1.4), tolerance: float = 0.1) -> l
     kept when the product stays within `tolerance` of 2 and gamma >= 1. The paper's own (1.2, 1.1, 1.15) is
     always first, so a two-point grid compares it with one alternative.
     """
-    points = [(architecture.DEFAULT_ALPHA, architecture.DEFAULT_BETA, architecture.DEFAULT_GAMMA)]
+    points = [(families.DEFAULT_ALPHA, families.DEFAULT_BETA, families.DEFAULT_GAMMA)]
     for alpha in steps:
         for beta in steps:
             gamma_sq = TARGET_PRODUCT / (alpha * beta**2)
@@ -219,7 +219,7 @@ def build_model(
     *,
     image_size: int | None = None,
     dropout_rate=None,
-    drop_connect_rate=architecture.DEFAULT_DROP_CONNECT_RATE,
+    drop_connect_rate=families.DEFAULT_DROP_CONNECT_RATE,
 ):
     """A freshly initialised Keras 3 model for `member`, taking 0..255 RGB pixels (the architecture only).
 

@@ -24,7 +24,7 @@ import numbers
 import os
 
 from common import cli
-from keras_effnet.architecture import FAMILIES
+from keras_effnet.families import FAMILIES
 from training.cluster import CLUSTERS, DEFAULT_PORT
 
 DATASETS = ("synthetic", "imagenette", "imagewoof", "folder")

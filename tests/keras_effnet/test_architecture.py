@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keras_effnet import architecture as arch
+from keras_effnet import families
 
 KERAS_FREE = True  # pure functions and tables: no Keras session to reset
 
@@ -123,7 +124,9 @@ def test_formula_dropout_reproduces_presets():
 
 
 def test_b0_stage_table_matches_the_paper():
-    rows = [(s.kernel_size, s.repeats, s.filters_in, s.filters_out, s.expand_ratio, s.strides) for s in arch.B0_STAGES]
+    rows = [
+        (s.kernel_size, s.repeats, s.filters_in, s.filters_out, s.expand_ratio, s.strides) for s in families.B0_STAGES
+    ]
     assert rows == [
         (3, 1, 32, 16, 1, 1),
         (3, 2, 16, 24, 6, 2),
@@ -175,7 +178,7 @@ def test_bad_multipliers(name, bad):
 
 @settings(max_examples=200, deadline=None)
 @given(
-    phi=st.floats(0, arch.MAX_PHI),
+    phi=st.floats(0, families.MAX_PHI),
     alpha=st.floats(1.0, 2.0),
     beta=st.floats(1.0, 2.0),
     gamma=st.floats(1.0, 2.0),
@@ -186,7 +189,7 @@ def test_coefficients_properties(phi, alpha, beta, gamma):
     assert abs(c.resolution - 224 * gamma**phi) <= 0.5 + 1e-6
     assert c.dropout == pytest.approx({0: 0.2, 1: 0.3, 2: 0.4}.get(int(phi // 2), 0.5))  # the presets' steps
     spec = arch.model_spec(c)
-    assert len(spec.blocks) == sum(math.ceil(c.depth * s.repeats) for s in arch.B0_STAGES)
+    assert len(spec.blocks) == sum(math.ceil(c.depth * s.repeats) for s in families.B0_STAGES)
     names = [b.name for b in spec.blocks]
     assert len(set(names)) == len(names)
     assert all(0 <= b.drop_rate < 0.2 + 1e-9 for b in spec.blocks)
@@ -227,7 +230,7 @@ def test_v2_stage_tables_are_keras_applications(name, table):
             s.strides,
             s.se_ratio,
         )
-        for s in arch.STAGE_TABLES[table]
+        for s in families.STAGE_TABLES[table]
     ]
     theirs = [
         (
@@ -279,7 +282,7 @@ def test_v2_named_members_and_formula():
     ] == [(480, 384), (480, 384)]
     spec = arch.model_spec(s)
     assert spec.stem_filters == 24 and spec.head_filters == 1280 and len(spec.blocks) == 40
-    assert spec.preprocessing == arch.MINUS_ONE_TO_ONE
+    assert spec.preprocessing == families.MINUS_ONE_TO_ONE
     f = arch.coefficients(2.5, family="v2")
     assert f.source == "formula" and f.name == "efficientnetv2_phi2p5" and f.stages == "v2-b0"
     assert f.train_resolution == round(0.8 * f.resolution)
@@ -299,7 +302,7 @@ def test_variants_cover_every_family():
 
 @pytest.mark.parametrize("table,k", [("b0", 0), ("b0", 4), ("v2-b0", 0), ("v2-l", 7)])
 def test_with_fused_stages_changes_only_the_block_type(table, k):
-    base = arch.STAGE_TABLES[table]
+    base = families.STAGE_TABLES[table]
     out = arch.with_fused_stages(base, k)
     assert [s.block for s in out] == ["fused"] * k + ["mbconv"] * (len(base) - k)
     assert [dataclasses.replace(s, block="x") for s in out] == [dataclasses.replace(s, block="x") for s in base]

@@ -271,13 +271,13 @@ def test_bad_input_names_argument_value_and_allowed(call, match):
 
 
 def test_bn_momentum_is_the_familys_saved_and_kept_by_the_twin(tmp_path):
-    from keras_effnet import architecture
+    from keras_effnet import architecture, families
 
     def momenta(model):
         return {l.momentum for l in model.layers if "BatchNormalization" in type(l).__name__}
 
     assert {
-        f: architecture.model_spec(architecture.coefficients(0, family=f)).bn_momentum for f in architecture.FAMILIES
+        f: architecture.model_spec(architecture.coefficients(0, family=f)).bn_momentum for f in families.FAMILIES
     } == {"efficientnet": 0.99, "lite": 0.99, "v2": 0.9}
     assert momenta(keras_effnet.build(0, family="v2", input_shape=(SIZE, SIZE, 3))) == {0.9}
     model = keras_effnet.build(0, input_shape=(SIZE, SIZE, 3), classes=3, bn_momentum=0.97)
@@ -325,10 +325,10 @@ def test_keras_round_trip_safe_mode_and_twin(tmp_path):
 
 def test_twin_of_minus_one_to_one_preprocessing():
     """V2-S/M/L's Rescaling(1/128, offset=-1) survives the twin (V2-B0 table with S's preprocessing)."""
-    from keras_effnet import architecture, flavours, graph
+    from keras_effnet import architecture, families, flavours, graph
 
     spec = architecture.model_spec(keras_effnet.coefficients(0, family="v2"))
-    spec = architecture.dataclasses.replace(spec, preprocessing=architecture.MINUS_ONE_TO_ONE)
+    spec = architecture.dataclasses.replace(spec, preprocessing=families.MINUS_ONE_TO_ONE)
     model = graph.build_graph(keras, spec, input_shape=(SIZE, SIZE, 3), classes=3)
     other = twin.twin(model)
     assert "normalization" not in {l.name for l in other.layers}
