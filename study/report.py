@@ -321,9 +321,9 @@ def recipe_text(recipe: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in recipe.items())
 
 
-def render(results: dict) -> str:
+def header_section(results: dict) -> list[str]:
+    """Where, with what and at what cost the study ran: the lines every reader needs before any figure."""
     hw = results["hardware"]
-    table = results["models"]
     c = results["config"]
     t = results.get("timing") or {}
     threads = hw.get("threads", {})
@@ -359,6 +359,12 @@ def render(results: dict) -> str:
         "GB, this process and its conversion workers together.",
         "",
     ]
+    return out
+
+
+def answer_section(results: dict) -> list[str]:
+    table = results["models"]
+    out = []
     answer_lines = answer(table)
     if answer_lines:
         out += (
@@ -374,60 +380,88 @@ def render(results: dict) -> str:
         )
     if any(m["role"] in COST_MODEL_ROLES for m in table):
         out += ["## Members", "", model_table(table), ""]
+    return out
+
+
+def cost_model_section(results: dict) -> list[str]:
+    hw = results["hardware"]
     fits = results.get("cost_model") or {}
     cm = cost_model_table(fits)
-    if cm:
-        machine = f"{hw['cpu_model']} ({hw['cpu_cores']} cores)"
-        out += [
-            "## What predicts wall time",
-            "",
-            costmodel.paragraph(fits, BACKEND_TITLES, machine),
-            "",
-            "Median relative error of each member's time predicted by the model fitted on the other members "
-            "(non-negative least squares on relative error); worst member in brackets.",
-            "",
-            cm,
-            "",
-        ]
+    if not cm:
+        return []
+    machine = f"{hw['cpu_model']} ({hw['cpu_cores']} cores)"
+    return [
+        "## What predicts wall time",
+        "",
+        costmodel.paragraph(fits, BACKEND_TITLES, machine),
+        "",
+        "Median relative error of each member's time predicted by the model fitted on the other members "
+        "(non-negative least squares on relative error); worst member in brackets.",
+        "",
+        cm,
+        "",
+    ]
+
+
+def repeatability_section(results: dict) -> list[str]:
     agree = results.get("agreement")
-    if agree and agree["backends"]:
-        out += [
-            "## Repeatability",
-            "",
-            f"Against the study in `{agree['with']}` (written {agree['written']}), same members and settings:",
-            "",
-        ]
-        out += markdown.table_lines(
+    if not (agree and agree["backends"]):
+        return []
+    out = [
+        "## Repeatability",
+        "",
+        f"Against the study in `{agree['with']}` (written {agree['written']}), same members and settings:",
+        "",
+    ]
+    return (
+        out
+        + markdown.table_lines(
             ["backend", "members", "Spearman of medians", "largest median difference"],
             [
                 [BACKEND_TITLES[c], a["members"], f"{a['spearman']:.3f}", f"{a['max_median_difference']:.1%}"]
                 for c, a in agree["backends"].items()
             ],
-        ) + [""]
-    ft = fused_table(table)
-    if ft:
-        out += [
-            "## Fused-stage sweep: B0 with its first k stages as Fused-MBConv",
-            "",
-            "Fused-MBConv replaces the expand 1×1 + depthwise 3×3 by one regular 3×3 convolution "
-            "(EfficientNetV2, Tan & Le 2021): more MACs, fewer and denser ops.",
-            "",
-            ft,
-            "",
-        ]
-    if results.get("recipe"):
-        out += [
-            "## Training",
-            "",
-            "Every member, the baseline included, was trained by the project's trainer "
-            "with one recipe and the trainer's one model contract: " + recipe_text(results["recipe"]) + ".",
-            "",
-            f"Plateau criterion: the best validation top-1 of the last {c['plateau_epochs']} epochs beats "
-            f"the best before them by less than {c['plateau_delta']:g}.",
-            "",
-            training_table(table, c["target_accuracy"]),
-            "",
-        ]
+        )
+        + [""]
+    )
+
+
+def fused_section(results: dict) -> list[str]:
+    ft = fused_table(results["models"])
+    if not ft:
+        return []
+    return [
+        "## Fused-stage sweep: B0 with its first k stages as Fused-MBConv",
+        "",
+        "Fused-MBConv replaces the expand 1×1 + depthwise 3×3 by one regular 3×3 convolution "
+        "(EfficientNetV2, Tan & Le 2021): more MACs, fewer and denser ops.",
+        "",
+        ft,
+        "",
+    ]
+
+
+def training_section(results: dict) -> list[str]:
+    if not results.get("recipe"):
+        return []
+    c = results["config"]
+    return [
+        "## Training",
+        "",
+        "Every member, the baseline included, was trained by the project's trainer "
+        "with one recipe and the trainer's one model contract: " + recipe_text(results["recipe"]) + ".",
+        "",
+        f"Plateau criterion: the best validation top-1 of the last {c['plateau_epochs']} epochs beats "
+        f"the best before them by less than {c['plateau_delta']:g}.",
+        "",
+        training_table(results["models"], c["target_accuracy"]),
+        "",
+    ]
+
+
+def formula_section(results: dict) -> list[str]:
+    table = results["models"]
+    out = []
     ft = formula_table(table)
     if ft:
         out += [
@@ -439,7 +473,12 @@ def render(results: dict) -> str:
             ft,
             "",
         ]
-    gt, best = grid_table(table)
+    return out
+
+
+def grid_section(results: dict) -> list[str]:
+    out = []
+    gt, best = grid_table(results["models"])
     if gt:
         out += ["## Grid search at φ = 1 (paper step 1)", ""]
         if best is not None:
@@ -449,7 +488,29 @@ def render(results: dict) -> str:
                 "",
             ]
         out += [gt, ""]
-    out += ["## Published GPU figures (not measured here)", "", published.table(), ""]
+    return out
+
+
+def closing_section(results: dict) -> list[str]:
+    out = ["## Published GPU figures (not measured here)", "", published.table(), ""]
     if results.get("plots"):
         out += ["## Plots", ""] + [f"![{name}]({name})" for name in results["plots"]] + [""]
-    return "\n".join(out)
+    return out
+
+
+SECTIONS = (
+    header_section,
+    answer_section,
+    cost_model_section,
+    repeatability_section,
+    fused_section,
+    training_section,
+    formula_section,
+    grid_section,
+    closing_section,
+)
+"""The report's sections in order; each takes the results dict and returns its Markdown lines ([] to omit)."""
+
+
+def render(results: dict) -> str:
+    return "\n".join(line for section in SECTIONS for line in section(results))
