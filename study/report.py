@@ -53,27 +53,29 @@ BACKEND_TITLES = dict(LATENCY_BACKENDS)
 COST_MODEL_ROLES = ("family", "v2", "fused", "baseline")
 
 
+MEMBER_COLUMNS = (
+    "model",
+    "key",
+    "role",
+    "family",
+    "phi",
+    "fused_stages",
+    "scaling",
+    "alpha",
+    "beta",
+    "gamma",
+    "resolution",
+)
+"""What names one member in every row of results.csv and the wide table (`study.run.member_columns` fills them)."""
+
+
 def wide_table(rows: list[dict]) -> list[dict]:
     """Pivot the long rows into one dict per member, in study order; timing cells carry spread and flag."""
     models: dict[str, dict] = {}
     for r in rows:
         m = models.setdefault(
             f"{r['key']}@{r['resolution']}",
-            {
-                k: r.get(k)
-                for k in (
-                    "model",
-                    "key",
-                    "role",
-                    "family",
-                    "phi",
-                    "fused_stages",
-                    "alpha",
-                    "beta",
-                    "gamma",
-                    "resolution",
-                )
-            },
+            {k: r.get(k) for k in MEMBER_COLUMNS},
         )
         column = COLUMNS.get((r["measurement"], r["backend"]))
         if column is None:

@@ -26,17 +26,7 @@ from study import members as members_lib
 from study.config import StudyConfig
 
 CSV_COLUMNS = [
-    "model",
-    "key",
-    "role",
-    "family",
-    "phi",
-    "fused_stages",
-    "scaling",
-    "alpha",
-    "beta",
-    "gamma",
-    "resolution",
+    *report.MEMBER_COLUMNS,
     "measurement",
     "value",
     "unit",

@@ -87,6 +87,17 @@ def test_member_names_resolve_and_unknown_ones_are_refused():
     assert members.scaled_resolution(240, 32) == 34 and members.scaled_resolution(600, 64) == 171
 
 
+def test_member_columns_fill_exactly_the_report_member_columns():
+    from study import run
+
+    for m in (members.member("B1", 32), members.member("resnet50", 32)):
+        columns = run.member_columns(m)
+        assert tuple(columns) == report.MEMBER_COLUMNS
+    assert run.member_columns(members.member("B1", 32))["scaling"] == "auto"
+    assert run.member_columns(members.member("resnet50", 32))["phi"] is None
+    assert tuple(run.CSV_COLUMNS[: len(report.MEMBER_COLUMNS)]) == report.MEMBER_COLUMNS
+
+
 def test_grid_points_satisfy_the_paper_constraint():
     points = members.grid_points()
     assert points[0] == (1.2, 1.1, 1.15)
