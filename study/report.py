@@ -53,45 +53,6 @@ BACKEND_TITLES = dict(LATENCY_BACKENDS)
 COST_MODEL_ROLES = ("family", "v2", "fused", "baseline")
 
 
-MEMBER_COLUMNS = (
-    "model",
-    "key",
-    "role",
-    "family",
-    "phi",
-    "fused_stages",
-    "scaling",
-    "alpha",
-    "beta",
-    "gamma",
-    "resolution",
-)
-"""What names one member in every row of results.csv and the wide table (`study.run.member_columns` fills them)."""
-
-
-def wide_table(rows: list[dict]) -> list[dict]:
-    """Pivot the long rows into one dict per member, in study order; timing cells carry spread and flag."""
-    models: dict[str, dict] = {}
-    for r in rows:
-        m = models.setdefault(
-            f"{r['key']}@{r['resolution']}",
-            {k: r.get(k) for k in MEMBER_COLUMNS},
-        )
-        column = COLUMNS.get((r["measurement"], r["backend"]))
-        if column is None:
-            continue
-        m[column] = r["value"]
-        if r.get("spread") is not None and (column.endswith("_ms") or column == "keras_img_s"):
-            m[column + "_spread"] = r.get("spread")
-            m[column + "_noisy"] = bool(r.get("noisy"))
-        if column == "keras_batch_call_ms":
-            m["keras_batch"] = r["batch_size"]
-            m["keras_img_ms"] = r["value"] / r["batch_size"]
-            m["keras_img_ms_spread"] = r.get("spread")
-            m["keras_img_ms_noisy"] = bool(r.get("noisy"))
-    return list(models.values())
-
-
 def _fmt(value, spec):
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"

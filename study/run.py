@@ -5,7 +5,8 @@ then the timing rounds `round_001`, `round_002`, ... over every (member, backend
 one JSON file under `OUT/steps/`, written atomically, so a study interrupted (Ctrl-C) and run again with the
 same command continues where it stopped. `OUT/study.json` pins the settings and hardware the numbers depend
 on; a rerun with different ones is refused with the differences named. `results.csv`, `results.json`,
-`report.md` and the plots are rebuilt from every finished step at the end.
+`report.md` and the plots are rebuilt from every finished step at the end (`study.results`); the step and
+cell names and the per-member plan are `study.plan`.
 """
 
 from __future__ import annotations
@@ -20,83 +21,21 @@ import time
 
 from common import cli
 from common import lock as folder_lock
-from common.files import atomic_write
-from study import convert, costmodel, hardware, measure, member_training, plots, report, store
-from study import members as members_lib
+from study import convert, hardware, measure, member_training, results, store
 from study.config import StudyConfig
-
-CSV_COLUMNS = [
-    *report.MEMBER_COLUMNS,
-    "measurement",
-    "value",
-    "unit",
-    "backend",
-    "batch_size",
-    "q1",
-    "q3",
-    "spread",
-    "noisy",
-    "rounds",
-    "calls",
-    "threads",
-    "cpu_model",
-    "cpu_cores",
-    "gpu",
-]
-LITERT = {"litert_float32": "float32", "litert_int8": "int8"}
-
-
-def plan_members(config: StudyConfig) -> list[members_lib.Member]:
-    size = config.image_size
-    if config.grid_search:
-        points = members_lib.grid_points()
-        if config.grid_points:
-            points = points[: config.grid_points]
-        return [
-            members_lib.family_member(1, "efficientnet", size, scaling="formula", alpha=a, beta=b, gamma=g, role="grid")
-            for a, b, g in points
-        ]
-    chosen = [members_lib.member(name, size) for name in config.member_names()]
-    chosen += [
-        members_lib.family_member(p, "efficientnet", size, scaling="formula", role="formula")
-        for p in config.formula_phis
-    ]
-    return chosen
-
-
-def member_backends(config: StudyConfig, member) -> tuple[str, ...]:
-    """The timed backends of a member: all that were asked for; formula twins Keras batch 1 only; grid none."""
-    if member.role == "grid":
-        return ()
-    if member.role == "formula":
-        return tuple(b for b in config.backends if b == "keras_b1")
-    return config.backends
-
-
-def step_id(member, what: str) -> str:
-    return f"{member.key}__r{member.resolution}__{what}"
-
-
-def cell_id(member, backend: str) -> str:
-    return f"{member.key}@{member.resolution}:{backend}"
-
-
-def round_id(index: int) -> str:
-    return f"round_{index:03d}"
-
-
-def run_dir(config: StudyConfig, member) -> str:
-    return os.path.join(config.out, "runs", f"{member.key}_r{member.resolution}")
-
-
-def trained_model(config: StudyConfig, member) -> str | None:
-    """The member's trained model.keras when the study trained it, else None (an untrained build)."""
-    path = os.path.join(run_dir(config, member), "model.keras")
-    return path if os.path.exists(path) else None
-
-
-def tflite_path(config: StudyConfig, member, precision: str) -> str:
-    return os.path.join(config.out, "tflite", f"{member.key}_r{member.resolution}_{precision}.tflite")
+from study.plan import (
+    LITERT,
+    calibration_count,
+    cell_id,
+    member_backends,
+    plan_members,
+    round_id,
+    run_dir,
+    step_id,
+    tflite_path,
+    throughput_batch,
+    trained_model,
+)
 
 
 def fingerprint(config: StudyConfig, hw: dict) -> dict:
@@ -191,20 +130,6 @@ class Models:
 
     def drop(self, member):
         self._models.pop(cell_id(member, ""), None)
-
-
-def throughput_batch(config: StudyConfig, macs: int) -> int:
-    """The throughput batch, capped at `max_batch_gmacs` GMACs per batch so big models stay affordable (>= 2)."""
-    return max(2, min(config.throughput_batch, int(config.max_batch_gmacs // max(macs / 1e9, 1e-9))))
-
-
-def calibration_count(config: StudyConfig, macs: int) -> int:
-    """Images for int8 calibration: `calibration_samples`, capped like the throughput batch (at least 2).
-
-    Calibration runs the float model in TFLite's reference kernels; B7 at 600 px takes tens of seconds per
-    image on a 2-core CPU, and the latency being measured does not depend on how well it is calibrated.
-    """
-    return max(2, min(config.calibration_samples, int(config.max_batch_gmacs // max(macs / 1e9, 1e-9))))
 
 
 class Study:
@@ -380,147 +305,6 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> dict:
         splits = prepare_data(config, data_dir)
         study = Study(config, splits, progress)
         study.run()
-        return write_outputs(
+        return results.write_outputs(
             config, hw, study.members, time.perf_counter() - wall, study.conversion_peak_gb, study.conversion_wall_s
         )
-
-
-def member_columns(m) -> dict:
-    base = m.role == "baseline"
-    return {
-        "model": m.label,
-        "key": m.key,
-        "role": m.role,
-        "family": m.kind,
-        "phi": None if base else m.phi,
-        "fused_stages": m.fused_stages if m.role == "fused" else None,
-        "scaling": None if base else m.scaling,
-        "alpha": None if base else m.alpha,
-        "beta": None if base else m.beta,
-        "gamma": None if base else m.gamma,
-        "resolution": m.resolution,
-    }
-
-
-def collect(config: StudyConfig, hw: dict, chosen) -> tuple[list[dict], dict]:
-    """The long rows of results.csv, and the timing summary (load, rounds) of the whole study."""
-    from study import stats
-
-    out = config.out
-    machine = {"cpu_model": hw["cpu_model"], "cpu_cores": hw["cpu_cores"], "gpu": hw["gpu"]}
-    rows = []
-    for m in chosen:
-        cols = {**member_columns(m), **machine}
-        train = store.load_step(out, step_id(m, "train"))
-        for r in (train or {}).get("rows", []):
-            rows.append({**cols, **r})
-        cost = store.load_step(out, step_id(m, "cost"))
-        for name, value in cost["cost"].items():
-            rows.append({**cols, "measurement": name, "value": value, "unit": "count", "backend": "graph"})
-        for name, value in cost["regularisation"].items():
-            rows.append({**cols, "measurement": name, "value": value, "unit": "rate", "backend": "graph"})
-        for backend in member_backends(config, m):
-            if backend in LITERT:
-                conv = store.load_step(out, step_id(m, f"convert_{LITERT[backend]}"))
-                rows.append(
-                    {**cols, "measurement": "tflite_bytes", "value": conv["bytes"], "unit": "bytes", "backend": backend}
-                )
-    rounds = [store.load_step(out, round_id(r)) for r in range(1, config.rounds + 1)]
-    rounds = [r for r in rounds if r]
-    for m in chosen:
-        cols = {**member_columns(m), **machine}
-        for backend in member_backends(config, m):
-            cid = cell_id(m, backend)
-            values = [r["samples"][cid] * 1e3 for r in rounds if cid in r["samples"]]
-            if not values:
-                continue
-            s = stats.summary(values, config.max_spread)
-            batch = rounds[-1]["meta"][cid]["batch_size"]
-            common = {
-                **cols,
-                "backend": backend,
-                "batch_size": batch,
-                "rounds": s["n"],
-                "calls": rounds[-1]["calls"][cid],
-                "threads": config.thread_count if backend in LITERT else hw["threads"]["tf_intra_op"],
-            }
-            rows.append(
-                {
-                    **common,
-                    "measurement": "latency_ms",
-                    "value": s["median"],
-                    "unit": "ms",
-                    "q1": s["q1"],
-                    "q3": s["q3"],
-                    "spread": s["spread"],
-                    "noisy": s["noisy"],
-                }
-            )
-            if backend == "keras_batch":
-                rows.append(
-                    {
-                        **common,
-                        "measurement": "throughput",
-                        "value": batch * 1e3 / s["median"],
-                        "unit": "images/s",
-                        "spread": s["spread"],
-                        "noisy": s["noisy"],
-                    }
-                )
-    timing = {}
-    if rounds:
-        timing = {
-            "rounds": len(rounds),
-            "load_before": rounds[0]["load_before"],
-            "load_after": rounds[-1]["load_after"],
-            "max_load": max(max(r["load_before"] + r["load_after"], default=0) for r in rounds),
-            "round_seconds": [r["seconds"] for r in rounds],
-            "started": rounds[0]["finished"],
-        }
-    return rows, timing
-
-
-def write_outputs(
-    config: StudyConfig, hw: dict, chosen, wall_s: float, tree_peak_gb: float = 0.0, conversion_wall_s: float = 0.0
-) -> dict:
-    rows, timing = collect(config, hw, chosen)
-    table = report.wide_table(rows)
-    steps = store.all_steps(config.out)
-    fits = {
-        column: costmodel.evaluate([m for m in table if m["role"] in report.COST_MODEL_ROLES], column)
-        for column, _ in report.LATENCY_BACKENDS
-    }
-    results = {
-        "hardware": hw,
-        "config": dataclasses.asdict(config),
-        "command": report.command_line(config),
-        "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "timing": timing,
-        "wall_seconds_this_run": wall_s,
-        "peak_rss_gb": measure.peak_rss_gb(),
-        "peak_memory_gb": max(tree_peak_gb, measure.peak_rss_gb()),
-        "conversion": {"wall_seconds": conversion_wall_s, "workers": config.convert_worker_count},
-        "step_seconds": {s["step"]: s["seconds"] for s in steps},
-        "study_seconds": sum(s["seconds"] for s in steps),
-        "recipe": member_training.recipe(config) if not config.measure_only else None,
-        "rows": rows,
-        "models": table,
-        "cost_model": fits,
-    }
-    if config.compare_with:
-        import json
-
-        from study import stats
-
-        with open(os.path.join(config.compare_with, "results.json")) as f:
-            other = json.load(f)
-        results["agreement"] = {
-            "with": config.compare_with,
-            "written": other["written"],
-            "backends": stats.agreement(other["models"], table, [c for c, _ in report.LATENCY_BACKENDS]),
-        }
-    store.write_csv(os.path.join(config.out, "results.csv"), rows, CSV_COLUMNS)
-    results["plots"] = plots.write_all(table, fits, config.out)
-    store.write_json(os.path.join(config.out, "results.json"), results)
-    atomic_write(os.path.join(config.out, "report.md"), report.render(results))
-    return results

@@ -14,7 +14,7 @@ from study_support import check_png, fast_settings
 
 from common import cli
 from study import __main__ as study_main
-from study import measure, members, run, stats
+from study import measure, members, plan, run, stats
 from study.config import StudyConfig
 
 
@@ -224,7 +224,7 @@ def test_training_study_reports_accuracy_against_time_with_one_recipe(tmp_path, 
     check_png(os.path.join(config.out, "accuracy_vs_training_time.png"))
 
     # A finished training run is reused, not trained again.
-    os.remove(os.path.join(config.out, "steps", run.step_id(members.member("b0", 32), "train") + ".json"))
+    os.remove(os.path.join(config.out, "steps", plan.step_id(members.member("b0", 32), "train") + ".json"))
     monkeypatch.setattr(train, "run", lambda *a, **k: pytest.fail("train.run called for a finished run"))
     run.run_study(config, progress=False)
 

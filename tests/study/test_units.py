@@ -88,14 +88,14 @@ def test_member_names_resolve_and_unknown_ones_are_refused():
 
 
 def test_member_columns_fill_exactly_the_report_member_columns():
-    from study import run
+    from study import results
 
     for m in (members.member("B1", 32), members.member("resnet50", 32)):
-        columns = run.member_columns(m)
-        assert tuple(columns) == report.MEMBER_COLUMNS
-    assert run.member_columns(members.member("B1", 32))["scaling"] == "auto"
-    assert run.member_columns(members.member("resnet50", 32))["phi"] is None
-    assert tuple(run.CSV_COLUMNS[: len(report.MEMBER_COLUMNS)]) == report.MEMBER_COLUMNS
+        columns = results.member_columns(m)
+        assert tuple(columns) == results.MEMBER_COLUMNS
+    assert results.member_columns(members.member("B1", 32))["scaling"] == "auto"
+    assert results.member_columns(members.member("resnet50", 32))["phi"] is None
+    assert tuple(results.CSV_COLUMNS[: len(results.MEMBER_COLUMNS)]) == results.MEMBER_COLUMNS
 
 
 def test_grid_points_satisfy_the_paper_constraint():
