@@ -316,6 +316,12 @@ class TrainConfig:
 
     def validated(self) -> "TrainConfig":
         """A copy with defaults filled in; raises ConfigError (a ValueError) naming the first bad field."""
+        self._check_choices_and_counts()
+        self._check_rates()
+        dataset = self._check_sources()
+        return dataclasses.replace(self, **self._filled_defaults(dataset))
+
+    def _check_choices_and_counts(self) -> None:
         _choice("family", self.family, FAMILIES)
         if self.dataset is not None:
             _choice("dataset", self.dataset, DATASETS)
@@ -352,6 +358,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None:
                 _integer(name, value, {"image_size": 32, "num_gpus": 0}.get(name, 1))
+
+    def _check_rates(self) -> None:
         if self.drop_connect_rate is not None:
             _number("drop_connect_rate", self.drop_connect_rate, low=0, high=1, high_open=True)
         if self.crop_scale_min is not None:
@@ -368,6 +376,9 @@ class TrainConfig:
             _number("learning_rate", self.learning_rate, low=0, low_open=True)
         if self.weight_decay is not None:
             _number("weight_decay", self.weight_decay, low=0)
+
+    def _check_sources(self) -> str:
+        """The dataset kind the run reads, after checking that its data and its starting weights exist."""
         dataset = self.dataset or ("folder" if self.data_dir else "synthetic")
         if dataset == "folder" and not self.data_dir:
             raise ConfigError(
@@ -390,6 +401,9 @@ class TrainConfig:
                 "'imagenet', an existing .keras model or .weights.h5 file, or "
                 "for Lite the official .tar.gz, its folder or checkpoint prefix",
             )
+        return dataset
+
+    def _filled_defaults(self, dataset: str) -> dict:
         changes = {"dataset": dataset, "unfreeze": str(self.unfreeze)}
         if self.learning_rate is None:
             changes["learning_rate"] = DEFAULT_LEARNING_RATE[self.optimizer]
@@ -399,7 +413,7 @@ class TrainConfig:
             from keras_effnet import coefficients
 
             changes["image_size"] = coefficients(self.phi, family=self.family).resolution
-        return dataclasses.replace(self, **changes)
+        return changes
 
 
 def differences(old: dict, new: "TrainConfig") -> list[str]:
