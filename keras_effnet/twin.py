@@ -36,39 +36,9 @@ def spec_from_model(model) -> tuple[architecture.ModelSpec, dict]:
     activation = _activation_name(get("stem_activation"))
     padding = "explicit" if "stem_conv_pad" in names else "same"
     bn_momentum = float(get("stem_bn").momentum)
-    depthwise_name = "dwconv"
-    blocks = []
-    for layer in model.layers:
-        m = _BLOCK.match(layer.name)
-        if not m:
-            continue
-        prefix = m.group(1)
-        project = layer
-        expand = get(prefix + "expand_conv") if prefix + "expand_conv" in names else None
-        dw_names = [prefix + d for d in DEPTHWISE_NAMES if prefix + d in names]
-        if dw_names:
-            block, spatial = "mbconv", get(dw_names[0])
-            depthwise_name = dw_names[0][len(prefix) :]
-        else:
-            block, spatial = "fused", expand if expand is not None else project
-        first = expand if expand is not None else spatial
-        filters_in = int(first.input.shape[-1])
-        expand_ratio = int(expand.filters) // filters_in if expand is not None else 1
-        se = int(get(prefix + "se_reduce").filters) if prefix + "se_reduce" in names else 0
-        drop = float(get(prefix + "drop").rate) if prefix + "drop" in names else 0.0
-        blocks.append(
-            architecture.BlockSpec(
-                name=prefix,
-                kernel_size=int(spatial.kernel_size[0]),
-                strides=int(spatial.strides[0]),
-                filters_in=filters_in,
-                filters_out=int(project.filters),
-                expand_ratio=expand_ratio,
-                se_filters=se,
-                drop_rate=drop,
-                block=block,
-            )
-        )
+    read = [_block_spec(model, m.group(1), names) for m in map(_BLOCK.match, (x.name for x in model.layers)) if m]
+    blocks = tuple(spec for spec, _ in read)
+    depthwise_name = next((suffix for _, suffix in reversed(read) if suffix), "dwconv")
     include_top = "predictions" in names
     dropout = float(get("top_dropout").rate) if "top_dropout" in names else 0.0
     family = "lite" if activation == "relu6" else "v2" if padding == "same" else "efficientnet"
@@ -88,7 +58,7 @@ def spec_from_model(model) -> tuple[architecture.ModelSpec, dict]:
         activation=activation,
         stem_filters=int(get("stem_conv").filters),
         head_filters=int(get("top_conv").filters),
-        blocks=tuple(blocks),
+        blocks=blocks,
         preprocessing=_preprocessing(model, names),
         bn_momentum=bn_momentum,
         padding=padding,
@@ -104,6 +74,38 @@ def spec_from_model(model) -> tuple[architecture.ModelSpec, dict]:
         "name": model.name,
     }
     return spec, kwargs
+
+
+def _block_spec(model, prefix: str, names) -> tuple[architecture.BlockSpec, str | None]:
+    """One block read back from its layers (`prefix` + "project_conv" ...), and its depthwise layer's suffix.
+
+    The block type follows from the layers: a depthwise layer makes it MBConv, none Fused-MBConv (whose spatial
+    convolution is the expand conv, or the project conv when it has no expansion).
+    """
+    get = model.get_layer
+    project = get(prefix + "project_conv")
+    expand = get(prefix + "expand_conv") if prefix + "expand_conv" in names else None
+    dw_names = [prefix + d for d in DEPTHWISE_NAMES if prefix + d in names]
+    suffix = None
+    if dw_names:
+        block, spatial = "mbconv", get(dw_names[0])
+        suffix = dw_names[0][len(prefix) :]
+    else:
+        block, spatial = "fused", expand if expand is not None else project
+    first = expand if expand is not None else spatial
+    filters_in = int(first.input.shape[-1])
+    spec = architecture.BlockSpec(
+        name=prefix,
+        kernel_size=int(spatial.kernel_size[0]),
+        strides=int(spatial.strides[0]),
+        filters_in=filters_in,
+        filters_out=int(project.filters),
+        expand_ratio=int(expand.filters) // filters_in if expand is not None else 1,
+        se_filters=int(get(prefix + "se_reduce").filters) if prefix + "se_reduce" in names else 0,
+        drop_rate=float(get(prefix + "drop").rate) if prefix + "drop" in names else 0.0,
+        block=block,
+    )
+    return spec, suffix
 
 
 def _preprocessing(model, names) -> families.Preprocessing:
