@@ -24,7 +24,7 @@ import os
 import tempfile
 import time
 
-from common import cli
+from common import cli, markdown
 
 BEGIN = "<!-- defaults_vs_fit:begin -->"
 END = "<!-- defaults_vs_fit:end -->"
@@ -97,18 +97,6 @@ def table(rows, *, num_train: int, num_val: int, epochs: int, batch_size: int) -
     return "\n".join(lines)
 
 
-def replace_section(path: str, text: str) -> None:
-    from common.files import atomic_write
-
-    with open(path) as f:
-        doc = f.read()
-    if BEGIN not in doc or END not in doc:
-        raise cli.UsageError("docs", path, f"a Markdown file holding the markers {BEGIN} and {END}")
-    head, rest = doc.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    atomic_write(path, head + BEGIN + "\n" + text + "\n" + END + tail)
-
-
 def bench(config: DefaultsVsFitConfig) -> int:
     from training import data, synthetic
 
@@ -153,7 +141,7 @@ def bench(config: DefaultsVsFitConfig) -> int:
         batch_size=config.batch_size,
     )
     if config.docs:
-        replace_section(config.docs, text)
+        markdown.replace_section(config.docs, text, BEGIN, END)
     print(text)
     return 0
 

@@ -31,7 +31,6 @@ benchmark's markers there; without it, it is printed.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
 import re
@@ -39,7 +38,8 @@ import subprocess
 import tempfile
 import time
 
-from common import cli
+from common import cli, markdown
+from common.files import write_json
 
 BEGIN = "<!-- finetune:begin -->"
 END = "<!-- finetune:end -->"
@@ -334,26 +334,14 @@ def bench(config: FinetuneBenchConfig) -> int:
         f"{PRETRAIN_CLASSES} classes; validation: {config.val_per_class} images per class, "
         f"{len(folders) and 5 * config.val_per_class} in all.\n\n" + table(rows, names)
     )
-    with open(os.path.join(work, "results.json"), "w") as f:
-        json.dump(
-            {"machine": info, "rows": [{"per_class": n, "epochs": e, "results": r} for n, e, r in rows]}, f, indent=1
-        )
+    write_json(
+        os.path.join(work, "results.json"),
+        {"machine": info, "rows": [{"per_class": n, "epochs": e, "results": r} for n, e, r in rows]},
+    )
     if config.docs:
-        replace_section(config.docs, text)
+        markdown.replace_section(config.docs, text, BEGIN, END)
     print(text)
     return 0
-
-
-def replace_section(path: str, text: str) -> None:
-    from common.files import atomic_write
-
-    with open(path) as f:
-        doc = f.read()
-    if BEGIN not in doc or END not in doc:
-        raise cli.UsageError("docs", path, f"a Markdown file holding the markers {BEGIN} and {END}")
-    head, rest = doc.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    atomic_write(path, head + BEGIN + "\n" + text + "\n" + END + tail)
 
 
 def main(argv=None) -> int:
