@@ -58,6 +58,36 @@ def _save(fig, out: str, name: str) -> str:
     return name
 
 
+def _saved(plt, fig, out: str, name: str) -> str:
+    """Save the figure as `out/name` and close it, also when saving fails (pyplot keeps open figures alive)."""
+    try:
+        return _save(fig, out, name)
+    finally:
+        plt.close(fig)
+
+
+def _panels(plt, n: int):
+    """A grid of `n` panels, two per row, the spare cell hidden; returns the figure and the `n` axes."""
+    cols = min(2, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.2 * rows), squeeze=False)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat)[:n]
+
+
+def _log_log(ax, title: str, xlabel: str, ylabel: str):
+    """The look every log-log panel shares: title, labels, grid on both tick levels, legend, plain ticks."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    _plain_log_ticks(ax)
+
+
 def _scatter(ax, points, xkey, ykey, xscale=1.0, yscale=1.0):
     seen = set()
     for m in points:
@@ -100,10 +130,7 @@ def accuracy_plot(table, out, xkey, xlabel, name, xscale=1.0, log=True):
     ax.set_ylabel("validation top-1")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    try:
-        return _save(fig, out, name)
-    finally:
-        plt.close(fig)
+    return _saved(plt, fig, out, name)
 
 
 def latency_plot(table, out, xkey, xlabel, name, xscale):
@@ -115,27 +142,13 @@ def latency_plot(table, out, xkey, xlabel, name, xscale):
     if not panels:
         return None
     plt = _pyplot()
-    cols = min(2, len(panels))
-    rows = (len(panels) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.2 * rows), squeeze=False)
-    for ax, (column, title, points) in zip(axes.flat, panels):
+    fig, axes = _panels(plt, len(panels))
+    for ax, (column, title, points) in zip(axes, panels):
         _scatter(ax, points, xkey, column, xscale=xscale)
         if len(points) > 1:
             _proportional_line(ax, points, xkey, column, xscale)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("ms per image")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-        _plain_log_ticks(ax)
-    for ax in list(axes.flat)[len(panels) :]:
-        ax.set_visible(False)
-    try:
-        return _save(fig, out, name)
-    finally:
-        plt.close(fig)
+        _log_log(ax, title, xlabel, "ms per image")
+    return _saved(plt, fig, out, name)
 
 
 def accuracy_curves(table, out, name="accuracy_vs_training_time.png"):
@@ -151,10 +164,7 @@ def accuracy_curves(table, out, name="accuracy_vs_training_time.png"):
     ax.set_ylabel("validation top-1")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
-    try:
-        return _save(fig, out, name)
-    finally:
-        plt.close(fig)
+    return _saved(plt, fig, out, name)
 
 
 def cost_model_plot(fits, out, name="cost_model.png"):
@@ -163,10 +173,8 @@ def cost_model_plot(fits, out, name="cost_model.png"):
     if not panels:
         return None
     plt = _pyplot()
-    cols = min(2, len(panels))
-    rows = (len(panels) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.2 * rows), squeeze=False)
-    for ax, (column, fit) in zip(axes.flat, panels):
+    fig, axes = _panels(plt, len(panels))
+    for ax, (column, fit) in zip(axes, panels):
         measured = fit["measured"]
         shown = ["MACs"] + ([fit["best"]] if fit["best"] != "MACs" else [])
         for model_name, marker in zip(shown, ("x", "o")):
@@ -184,20 +192,8 @@ def cost_model_plot(fits, out, name="cost_model.png"):
         hi = max(max(measured), *(max(fit["models"][n]["loo_pred"]) for n in shown))
         lo = max(lo, hi * 1e-4)
         ax.plot([lo, hi], [lo, hi], "--", color="grey", zorder=1, label="predicted = measured")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_title(report.BACKEND_TITLES[column], fontsize=10)
-        ax.set_xlabel("measured ms")
-        ax.set_ylabel("predicted ms (leave-one-out)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-        _plain_log_ticks(ax)
-    for ax in list(axes.flat)[len(panels) :]:
-        ax.set_visible(False)
-    try:
-        return _save(fig, out, name)
-    finally:
-        plt.close(fig)
+        _log_log(ax, report.BACKEND_TITLES[column], "measured ms", "predicted ms (leave-one-out)")
+    return _saved(plt, fig, out, name)
 
 
 def write_all(table: list[dict], fits: dict, out: str) -> list[str]:
