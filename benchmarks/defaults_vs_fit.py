@@ -89,11 +89,14 @@ def table(rows, *, num_train: int, num_val: int, epochs: int, batch_size: int) -
     lines = [
         f"{num_train:,} train / {num_val:,} val images, {epochs} epochs, batch {batch_size}, one device.",
         "",
-        "| image size | defaults top-1 | fit + Adam top-1 | defaults wall s | fit wall s |",
-        "|---|---|---|---|---|",
     ]
-    for size, d, f in rows:
-        lines.append(f"| {size} | {d['top1']:.3f} | {f['top1']:.3f} | {d['seconds']:.0f} | {f['seconds']:.0f} |")
+    lines += markdown.table_lines(
+        ["image size", "defaults top-1", "fit + Adam top-1", "defaults wall s", "fit wall s"],
+        [
+            [size, f"{d['top1']:.3f}", f"{f['top1']:.3f}", f"{d['seconds']:.0f}", f"{f['seconds']:.0f}"]
+            for size, d, f in rows
+        ],
+    )
     return "\n".join(lines)
 
 

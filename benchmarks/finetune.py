@@ -268,7 +268,7 @@ def machine() -> dict:
 
 
 def table(rows, names) -> str:
-    lines = ["| images per class | epochs | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    lines = []
     for n, epochs, results in rows:
         best = max(results[k]["top1"] for k in names)
         cells = [
@@ -276,8 +276,8 @@ def table(rows, names) -> str:
             + f" ({results[k]['seconds']:.0f} s)"
             for k in names
         ]
-        lines.append(f"| {n} | {epochs} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        lines.append([n, epochs, *cells])
+    return markdown.table(["images per class", "epochs", *names], lines)
 
 
 def bench(config: FinetuneBenchConfig) -> int:

@@ -25,17 +25,35 @@ figures: that mode only checks the logic, with a tiny size.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
 import platform
 import tempfile
 import time
 
-HEADER = "## GPU throughput"
-TABLE = (
-    "| date | device | devices | input | image size | global batch | precision | XLA | steps/loop | images/s | "
-    "images/s per device | load avg | TF |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+from common import cli, markdown
+from common.files import atomic_write
+
+DEFAULT_OUT = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "measurements", "benchmarks.md"
 )
+HEADER = "## GPU throughput"
+COLUMNS = (
+    "date",
+    "device",
+    "devices",
+    "input",
+    "image size",
+    "global batch",
+    "precision",
+    "XLA",
+    "steps/loop",
+    "images/s",
+    "images/s per device",
+    "load avg",
+    "TF",
+)
+TABLE = "\n".join(markdown.table_lines(COLUMNS, [])) + "\n"
 
 
 def measure(
@@ -91,15 +109,27 @@ def device_name(gpu: bool) -> str:
 def append_rows(path: str, rows: list[dict], *, device: str, image_size: int, steps_per_loop: str) -> None:
     import tensorflow as tf
 
-    from common.files import atomic_write
-
     text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
     load = os.getloadavg()[0]
     lines = "".join(
-        f"| {time.strftime('%Y-%m-%d')} | {device} | {r['devices']} | {r.get('input', 'folder')} | {image_size} | "
-        f"{r['global_batch']} | "
-        f"{r['dtype_policy']} | {'on' if r['jit'] else 'off'} | {steps_per_loop} | {r['images_per_sec']:,.0f} | "
-        f"{r['per_device']:,.0f} | {load:.2f} | {tf.__version__} |\n"
+        markdown.row(
+            [
+                time.strftime("%Y-%m-%d"),
+                device,
+                r["devices"],
+                r.get("input", "folder"),
+                image_size,
+                r["global_batch"],
+                r["dtype_policy"],
+                "on" if r["jit"] else "off",
+                steps_per_loop,
+                f"{r['images_per_sec']:,.0f}",
+                f"{r['per_device']:,.0f}",
+                f"{load:.2f}",
+                tf.__version__,
+            ]
+        )
+        + "\n"
         for r in rows
     )
     if HEADER not in text:
@@ -118,27 +148,29 @@ def append_rows(path: str, rows: list[dict], *, device: str, image_size: int, st
     atomic_write(path, text)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image_size", type=int, default=224)
-    parser.add_argument("--batch_per_device", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=60, help="steps per epoch; epoch 2 is timed")
-    parser.add_argument("--per_class", type=int, default=0, help="synthetic images per class (0: enough for the steps)")
-    parser.add_argument(
-        "--data_dir", help="a folder of images or TFRecord shards (default: the synthetic set, generated)"
+@dataclasses.dataclass(frozen=True)
+class GpuBenchConfig:
+    image_size: int = cli.flag(224, "Image size.", group="run")
+    batch_per_device: int = cli.flag(256, "Batch per device (the global batch is this times the devices).", group="run")
+    steps: int = cli.flag(60, "Steps per epoch; epoch 2 is timed.", group="run")
+    per_class: int = cli.flag(0, "Synthetic images per class (0: enough for the steps).", group="data")
+    data_dir: str | None = cli.flag(
+        None, "A folder of images or TFRecord shards (default: the synthetic set, generated).", group="data"
     )
-    parser.add_argument(
-        "--input",
+    input: str = cli.flag(
+        "folder",
+        "shards: write the images as TFRecord shards first and train from them.",
+        group="data",
         choices=("folder", "shards"),
-        default="folder",
-        help="shards: write the images as TFRecord shards first and train from them",
     )
-    parser.add_argument(
-        "--out",
-        default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "benchmarks.md"),
-    )
-    args = parser.parse_args(argv)
+    out: str = cli.flag(DEFAULT_OUT, "Markdown file the rows are appended to.", group="output")
 
+
+def main(argv=None) -> int:
+    return cli.main(GpuBenchConfig, bench, argv, prog="benchmarks/gpu.py", description=__doc__.splitlines()[0])
+
+
+def bench(args: GpuBenchConfig) -> int:
     import tensorflow as tf
 
     from training import make_shards, shards, synthetic
@@ -177,4 +209,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    cli.run_main(main)

@@ -36,7 +36,7 @@ import statistics
 import tempfile
 import time
 
-from common import cli
+from common import cli, markdown
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,18 +229,16 @@ def _count(totals, name, picoseconds):
 
 def profile_table(baseline: dict, trainer: dict, steps: int, top: int = 15) -> list[str]:
     """Markdown rows: the op types taking the most host time, in ms per step, baseline against trainer."""
-    rows = ["| op type | baseline ms/step | trainer ms/step |", "|---|---|---|"]
     keys = sorted(set(baseline) | set(trainer), key=lambda k: -(baseline.get(k, 0) + trainer.get(k, 0)))
-    for k in keys[:top]:
-        rows.append(f"| {k} | {1000 * baseline.get(k, 0) / steps:.1f} | {1000 * trainer.get(k, 0) / steps:.1f} |")
+    rows = [
+        [k, f"{1000 * baseline.get(k, 0) / steps:.1f}", f"{1000 * trainer.get(k, 0) / steps:.1f}"] for k in keys[:top]
+    ]
     rest_b = sum(v for k, v in baseline.items() if k not in keys[:top])
     rest_t = sum(v for k, v in trainer.items() if k not in keys[:top])
-    rows.append(f"| all other ops | {1000 * rest_b / steps:.1f} | {1000 * rest_t / steps:.1f} |")
-    rows.append(
-        f"| **every op** | **{1000 * sum(baseline.values()) / steps:.1f}** | "
-        f"**{1000 * sum(trainer.values()) / steps:.1f}** |"
-    )
-    return rows
+    rows.append(["all other ops", f"{1000 * rest_b / steps:.1f}", f"{1000 * rest_t / steps:.1f}"])
+    every = (1000 * sum(baseline.values()) / steps, 1000 * sum(trainer.values()) / steps)
+    rows.append(["**every op**", f"**{every[0]:.1f}**", f"**{every[1]:.1f}**"])
+    return markdown.table_lines(["op type", "baseline ms/step", "trainer ms/step"], rows)
 
 
 def bench(config: ThroughputConfig) -> int:

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 
+def row(cells: Sequence) -> str:
+    """One table line: each cell is `str(cell)` with `|` escaped."""
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
 def table_lines(header: Sequence[str], rows: Iterable[Sequence]) -> list[str]:
-    """The header row, the `|---|` rule and one line per row; each cell is `str(cell)` with `|` escaped."""
-
-    def line(cells) -> str:
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
-
-    return [line(header), "|" + "---|" * len(header)] + [line(row) for row in rows]
+    """The header row, the `|---|` rule and one line per row (`row`)."""
+    return [row(header), "|" + "---|" * len(header)] + [row(cells) for cells in rows]
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence], *, empty: str | None = None) -> str:

@@ -6,6 +6,8 @@ this machine's answer until a GPU run of the study exists.
 
 from __future__ import annotations
 
+from common import markdown
+
 NVIDIA_TF2_V1 = (
     "NVIDIA DeepLearningExamples, TensorFlow2/Classification/ConvNets/efficientnet_v1 README "
     "(github.com/NVIDIA/DeepLearningExamples)"
@@ -34,14 +36,18 @@ ROWS = (
 
 
 def table() -> str:
-    lines = [
-        "| what | hardware, settings | model | img/s | compared with | img/s | ratio | source |",
-        "|---|---|---|---|---|---|---|---|",
+    header = ["what", "hardware, settings", "model", "img/s", "compared with", "img/s", "ratio", "source"]
+    rows = [
+        [
+            what,
+            hw,
+            a,
+            f"{a_rate:,}",
+            b or "—",
+            "—" if b_rate is None else f"{b_rate:,}",
+            f"{a_rate / b_rate:.2f}×" if b_rate else "—",
+            source,
+        ]
+        for what, hw, a, a_rate, b, b_rate, source in ROWS
     ]
-    for what, hw, a, a_rate, b, b_rate, source in ROWS:
-        ratio = f"{a_rate / b_rate:.2f}×" if b_rate else "—"
-        lines.append(
-            f"| {what} | {hw} | {a} | {a_rate:,} | {b or '—'} | "
-            f"{'—' if b_rate is None else f'{b_rate:,}'} | {ratio} | {source} |"
-        )
-    return "\n".join(lines)
+    return markdown.table(header, rows)
