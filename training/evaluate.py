@@ -141,6 +141,7 @@ def evaluate(
 
     files = None
     skipped = []
+    pil_files = None
     if run is not None:
         model_path = model_path or os.path.join(run, "model.keras")
         files, labels, class_names, where = run_images(run, data_dir)
@@ -155,13 +156,20 @@ def evaluate(
     model = load_model(model_path)
     names = load_labels(model_path, int(model.output_shape[-1]))
     if files is None and shards_lib.is_shard_dir(data_dir):  # TFRecord shards: their validation split
-        return {**shards_lib.evaluate(model, names, data_dir, batch_size=batch_size), "model": model_path}
+        return {**evaluate_shards(model, names, data_dir, batch_size=batch_size), "model": model_path}
     if files is None:
         split_dir = os.path.join(data_dir, "val") if os.path.isdir(os.path.join(data_dir, "val")) else data_dir
         try:
-            files, labels, class_names, skipped = data_lib.scan_folder(split_dir)
+            split = data_lib.scan_folder(split_dir)
         except ValueError as e:
             raise cli.UsageError("data_dir", data_dir, f"a folder of images ({e})") from None
+        files, labels, class_names, skipped, pil_files = (
+            split.files,
+            split.labels,
+            split.class_names,
+            split.skipped,
+            split.pil_files,
+        )
     else:
         split_dir = where
     unknown = sorted(set(class_names) - set(names))
@@ -170,21 +178,12 @@ def evaluate(
     index = {n: i for i, n in enumerate(names)}
     targets = np.array([index[class_names[y]] for y in labels])
     size = model.input_shape[1] or 224
-    ds = data_lib.make_dataset(files, targets, image_size=size, batch_size=batch_size, training=False, augment="none")
-    probs = np.concatenate([model(x, training=False).numpy() for x, _ in ds])
-    top5 = np.argsort(-probs, axis=1)[:, :5]
-    hit1 = top5[:, 0] == targets
-    hit5 = (top5 == targets[:, None]).any(axis=1)
-    per_class = {
-        class_names[c]: float(hit1[np.array(labels) == c].mean())
-        for c in range(len(class_names))
-        if (np.array(labels) == c).any()
-    }
+    ds = data_lib.make_dataset(
+        files, targets, image_size=size, batch_size=batch_size, training=False, augment="none", pil_files=pil_files
+    )
+    top5 = np.argsort(-np.concatenate([model(x, training=False).numpy() for x, _ in ds]), axis=1)[:, :5]
     result = {
-        "top1": float(hit1.mean()),
-        "top5": float(hit5.mean()),
-        "num_images": int(len(files)),
-        "per_class": per_class,
+        **scores(top5, targets, names, class_names),
         "skipped": [str(s) for s in skipped],
         "model": model_path,
         "data_dir": split_dir,
@@ -194,6 +193,57 @@ def evaluate(
         folder = out or os.path.join(os.path.dirname(os.path.abspath(model_path)), "evaluation")
         result["files"] = confusion.write(folder, result)
     return result
+
+
+def scores(top5, targets, names, class_names) -> dict:
+    """{"top1", "top5", "num_images", "per_class"} from each image's five best classes `top5` (model indices,
+    best first) and its true class `targets` (a model index); `per_class` over the data's `class_names` that
+    have images, in their order."""
+    hit1 = top5[:, 0] == targets
+    hit5 = (top5 == targets[:, None]).any(axis=1)
+    per_class = {
+        name: float(hit1[targets == names.index(name)].mean())
+        for name in class_names
+        if (targets == names.index(name)).any()
+    }
+    return {
+        "top1": float(hit1.mean()),
+        "top5": float(hit5.mean()),
+        "num_images": int(len(targets)),
+        "per_class": per_class,
+    }
+
+
+def evaluate_shards(model, names: list[str], data_dir: str, *, batch_size: int = 64) -> dict:
+    """`evaluate` on the validation shards of `data_dir`: the same dict, for a model whose classes are `names`
+    (the shards' classes must be among them)."""
+    import numpy as np
+
+    splits = shards_lib.load_shards(data_dir)
+    unknown = sorted(set(splits.class_names) - set(names))
+    if unknown:
+        raise shards_lib.ShardError(
+            "data_dir", data_dir, f"shards of classes the model knows ({names}); unknown: {unknown}"
+        )
+    to_model = np.array([names.index(n) for n in splits.class_names])
+    ds = shards_lib.make_dataset(
+        splits.val_files,
+        image_size=model.input_shape[1] or 224,
+        batch_size=batch_size,
+        training=False,
+        label_offset=splits.label_offset,
+    )
+    probs, targets = [], []
+    for x, y in ds:
+        probs.append(model(x, training=False).numpy())
+        targets.append(to_model[y.numpy()])
+    probs, targets = np.concatenate(probs), np.concatenate(targets)
+    top5 = np.argsort(-probs, axis=1)[:, :5]
+    return {
+        **scores(top5, targets, names, splits.class_names),
+        "skipped": list(splits.skipped),
+        "data_dir": data_dir,
+    }
 
 
 def _command(config: EvaluateConfig) -> int:

@@ -46,6 +46,7 @@ import numpy as np
 
 from common import cli
 from common import files as files_lib
+from training import augment as augment_lib
 
 SPLITS = {"train": "train", "val": "validation"}  # the trainer's split name -> the file prefix
 SHARD_NAME = re.compile(r"^(train|validation)-(\d{5})-of-(\d{5})$")
@@ -479,14 +480,12 @@ def make_dataset(
     """
     import tensorflow as tf
 
-    from training import data as data_lib
-
-    if augment not in data_lib.AUGMENTS:
-        raise ValueError(f"augment must be one of {data_lib.AUGMENTS}, got {augment!r}.")
+    if augment not in augment_lib.AUGMENTS:
+        raise ValueError(f"augment must be one of {augment_lib.AUGMENTS}, got {augment!r}.")
     if drop_remainder is None:
         drop_remainder = training
     size = int(image_size)
-    crop_area = tuple(crop_area or data_lib.CROP_AREA)
+    crop_area = tuple(crop_area or augment_lib.CROP_AREA)
     plan = split_plan(shards, workers)
     positions = list(range(len(shards.paths)))
     if plan.by == "file":
@@ -495,7 +494,7 @@ def make_dataset(
     counts = [shards.counts[p] for p in positions]
     names = [os.path.basename(p) for p in paths]
     bad_keys = [p * (1 << 32) + r for p, r in shards.bad]
-    shuffle_seed = data_lib._shuffle_seed(seed, start_epoch)
+    shuffle_seed = augment_lib.shuffle_seed(seed, start_epoch)
 
     files = tf.data.Dataset.from_tensor_slices((paths, counts, positions, names))
     if training:
@@ -554,7 +553,7 @@ def make_dataset(
     ds = ds.enumerate().map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if training and augment == "randaugment":
-        randaugment = data_lib._randaugment(seed, start_epoch, randaugment_magnitude)
+        randaugment = augment_lib.randaugment(seed, start_epoch, randaugment_magnitude)
         ds = ds.map(lambda x, y, *ids: randaugment(x, y) + tuple(ids), num_parallel_calls=None)
     options = tf.data.Options()
     options.deterministic = True
@@ -565,15 +564,13 @@ def make_dataset(
 def _random_crop(data, element_seed, crop_area):
     import tensorflow as tf
 
-    from training import data as data_lib
-
     def window(shape):
         begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
             tf.cast(shape, tf.int32),
             tf.zeros([1, 0, 4], tf.float32),
             seed=element_seed,
             min_object_covered=0.0,
-            aspect_ratio_range=data_lib.CROP_ASPECT,
+            aspect_ratio_range=augment_lib.CROP_ASPECT,
             area_range=crop_area,
             max_attempts=10,
             use_image_if_no_bounding_boxes=True,
@@ -646,41 +643,3 @@ def distribute(
 
     options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
     return strategy.distribute_datasets_from_function(dataset_fn, options)
-
-
-def evaluate(model, names: list[str], data_dir: str, *, batch_size: int = 64) -> dict:
-    """`training.evaluate.evaluate` on the validation shards of `data_dir`: the same dict, for a model whose
-    classes are `names` (the shards' classes must be among them)."""
-    splits = load_shards(data_dir)
-    unknown = sorted(set(splits.class_names) - set(names))
-    if unknown:
-        raise ShardError("data_dir", data_dir, f"shards of classes the model knows ({names}); unknown: {unknown}")
-    to_model = np.array([names.index(n) for n in splits.class_names])
-    ds = make_dataset(
-        splits.val_files,
-        image_size=model.input_shape[1] or 224,
-        batch_size=batch_size,
-        training=False,
-        label_offset=splits.label_offset,
-    )
-    probs, targets = [], []
-    for x, y in ds:
-        probs.append(model(x, training=False).numpy())
-        targets.append(to_model[y.numpy()])
-    probs, targets = np.concatenate(probs), np.concatenate(targets)
-    top5 = np.argsort(-probs, axis=1)[:, :5]
-    hit1 = top5[:, 0] == targets
-    hit5 = (top5 == targets[:, None]).any(axis=1)
-    per_class = {
-        name: float(hit1[targets == names.index(name)].mean())
-        for name in splits.class_names
-        if (targets == names.index(name)).any()
-    }
-    return {
-        "top1": float(hit1.mean()),
-        "top5": float(hit5.mean()),
-        "num_images": int(len(targets)),
-        "per_class": per_class,
-        "skipped": list(splits.skipped),
-        "data_dir": data_dir,
-    }
