@@ -291,7 +291,7 @@ def make_dataset(
     ds = _batched(ds, batch_size, drop_remainder)
     if training and augment == "randaugment":
         ds = ds.map(augment_lib.randaugment(seed, start_epoch, randaugment_magnitude), num_parallel_calls=None)
-    return _finished(ds, "DATA")
+    return finish_pipeline(ds, "DATA")
 
 
 def check_arguments(files, labels, *, image_size, batch_size, augment, drop_remainder) -> None:
@@ -383,7 +383,7 @@ def _batched(ds, batch_size, drop_remainder):
     return ds.map(lambda x, y: (tf.cast(x, tf.float32), tf.cast(y, tf.int32)))
 
 
-def _finished(ds, auto_shard: str):
+def finish_pipeline(ds, auto_shard: str):
     """`ds` with deterministic order and the given auto-shard policy, prefetching."""
     import tensorflow as tf
 

@@ -21,7 +21,7 @@ import os
 import zipfile
 
 from common import cli
-from training import confusion, folder_split
+from training import confusion, folder_split, shard_format
 from training import data as data_lib
 from training import shards as shards_lib
 
@@ -222,7 +222,7 @@ def evaluate_shards(model, names: list[str], data_dir: str, *, batch_size: int =
     splits = shards_lib.load_shards(data_dir)
     unknown = sorted(set(splits.class_names) - set(names))
     if unknown:
-        raise shards_lib.ShardError(
+        raise shard_format.ShardError(
             "data_dir", data_dir, f"shards of classes the model knows ({names}); unknown: {unknown}"
         )
     to_model = np.array([names.index(n) for n in splits.class_names])

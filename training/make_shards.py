@@ -4,7 +4,7 @@ Reads the folder the trainer reads (DIR/train/<class>/*, DIR/val/<class>/*,
 through `data.load_splits`, so undecodable files are skipped and reported the
 same way) and writes `train-NNNNN-of-NNNNN` and `validation-NNNNN-of-NNNNN`
 shards in the format of tensorflow/tpu's `imagenet_to_gcs.py` (see
-training/shards.py), plus `index.json`: the class names, the number of
+training/shard_format.py), plus `index.json`: the class names, the number of
 examples per shard and per class, and each shard's sha256.
 
 Images are shuffled across shards (seeded, as imagenet_to_gcs does), so every
@@ -30,7 +30,7 @@ import numpy as np
 
 from common import cli
 from common import files as files_lib
-from training import shards as shards_lib
+from training import shard_format
 
 IMAGES_PER_SHARD = 1024
 
@@ -53,7 +53,7 @@ class ShardsConfig:
         None, f"Validation shards (none: one per {IMAGES_PER_SHARD} images; ImageNet: 128).", group="output"
     )
     label_offset: int = cli.flag(
-        shards_lib.IMAGENET_LABEL_OFFSET,
+        shard_format.IMAGENET_LABEL_OFFSET,
         "image/class/label of the first class (1: imagenet_to_gcs, whose label 0 is background).",
         group="output",
     )
@@ -193,7 +193,7 @@ def _existing_index(out: str, key: str) -> dict | None:
     `out` holds shards of other images or flags, or shards without an index."""
     if not os.path.isdir(out):
         return None
-    index = shards_lib.read_index(out) if os.path.exists(os.path.join(out, shards_lib.INDEX)) else None
+    index = shard_format.read_index(out) if os.path.exists(os.path.join(out, shard_format.INDEX)) else None
     if index is not None and index.get("fingerprint") != key:
         raise cli.UsageError(
             "out",
@@ -201,11 +201,11 @@ def _existing_index(out: str, key: str) -> dict | None:
             "an empty folder or the shards of this same --data_dir and flags "
             "(it holds shards written from other images or with other flags)",
         )
-    if index is None and any(shards_lib.SHARD_NAME.match(n) for n in os.listdir(out)):
+    if index is None and any(shard_format.SHARD_NAME.match(n) for n in os.listdir(out)):
         raise cli.UsageError(
             "out",
             out,
-            f"an empty folder or a shard set with its {shards_lib.INDEX} (it holds shards without one)",
+            f"an empty folder or a shard set with its {shard_format.INDEX} (it holds shards without one)",
         )
     return index
 
@@ -213,7 +213,7 @@ def _existing_index(out: str, key: str) -> dict | None:
 def new_index(splits, parts: dict, key: str, label_offset: int) -> dict:
     """The index of a set not written yet: classes, per-split counts, no shard done, not complete."""
     return {
-        "version": shards_lib.INDEX_VERSION,
+        "version": shard_format.INDEX_VERSION,
         "format": "imagenet_to_gcs",
         "complete": False,
         "fingerprint": key,
@@ -240,7 +240,7 @@ def _write_missing(config: ShardsConfig, data_dir: str, splits, parts: dict, ind
     for prefix, part in parts.items():
         done = index["splits"][prefix]["shards"]
         for i, shard in enumerate(part):
-            name = shards_lib.shard_name(prefix, i, len(part))
+            name = shard_format.shard_name(prefix, i, len(part))
             if name in done and os.path.exists(os.path.join(config.out, name)):
                 continue
             records = (
@@ -254,7 +254,7 @@ def _write_missing(config: ShardsConfig, data_dir: str, splits, parts: dict, ind
 
 
 def _save_index(out: str, index: dict) -> None:
-    files_lib.atomic_write(os.path.join(out, shards_lib.INDEX), json.dumps(index, indent=1, sort_keys=True))
+    files_lib.atomic_write(os.path.join(out, shard_format.INDEX), json.dumps(index, indent=1, sort_keys=True))
 
 
 def _command(config: ShardsConfig) -> int:
