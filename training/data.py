@@ -60,7 +60,7 @@ class Split:
     labels: tuple[int, ...]
     class_names: tuple[str, ...]
     skipped: tuple[Skipped, ...]
-    pil_files: frozenset[str]
+    pil_files: frozenset[str] | None  # None: not known (the pipeline decides each file from its header)
 
 
 @dataclasses.dataclass(frozen=True)

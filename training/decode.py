@@ -1,7 +1,7 @@
 """Decoding one image of the input pipeline to the RGB that PIL gives, as tf.data functions.
 
 tf.io.decode_image reads JPEG, PNG, BMP and GIF; for some of their modes
-(16-bit PNG, palette BMP, CMYK PNG, ...) its RGB is not PIL's, and those files
+(16-bit PNG, palette BMP, ...) its RGB is not PIL's, and those files
 are decoded by PIL inside the pipeline (`needs_pil`, from the header; the folder
 scan records the verdict per file, `data.Split.pil_files`). Training decodes
 only the random-resized-crop window of a JPEG (training.augment).
@@ -46,6 +46,7 @@ def pil_rgb(path) -> np.ndarray:
 
 
 def read_file(path, label, pil):
+    """(path, the file's bytes, label, pil): the first step of every folder pipeline."""
     import tensorflow as tf
 
     return path, tf.io.read_file(path), label, pil

@@ -100,8 +100,9 @@ def load_model(model_path: str):
         ) from None
 
 
-def run_images(run: str, data_dir: str | None = None):
-    """(files, labels, class_names, where) of a training run's validation images; `data_dir` overrides the recorded one."""
+def run_images(run: str, data_dir: str | None = None) -> tuple[data_lib.Split | None, str]:
+    """(the run's validation images as a `data.Split`, where they are listed) for a one-folder run, else
+    (None, the run's data folder); `data_dir` overrides the recorded one."""
     from training import checkpoints
 
     cli.require_dir("run", run, what="a training run's --out folder")
@@ -111,19 +112,21 @@ def run_images(run: str, data_dir: str | None = None):
             splits = folder_split.from_record(record, data_dir)
         except ValueError as e:
             raise cli.UsageError("run", run, f"a run whose validation images are still there ({e})") from None
-        return (
-            list(splits.val_files),
-            list(splits.val_labels),
-            list(splits.class_names),
-            os.path.join(run, folder_split.SPLIT_FILE),
+        split = data_lib.Split(
+            files=splits.val_files,
+            labels=splits.val_labels,
+            class_names=splits.class_names,
+            skipped=(),
+            pil_files=None,  # the record lists the files only: the pipeline reads each one's header
         )
+        return split, os.path.join(run, folder_split.SPLIT_FILE)
     saved = (checkpoints.read_json(os.path.join(run, checkpoints.RUN)) or {}).get("config") or {}
     folder = data_dir or saved.get("data_dir")
     if not folder or not os.path.isdir(os.path.join(folder, "val")):
         raise cli.UsageError(
             "run", run, "a run folder with split.json, or a run whose data folder has val/ (give --data_dir)"
         )
-    return None, None, None, folder
+    return None, folder
 
 
 def evaluate(
@@ -137,62 +140,63 @@ def evaluate(
 ) -> dict:
     """{"top1", "top5", "num_images", "per_class": {name: accuracy}, "skipped": [...]} and training.confusion's
     summary on DIR/val (or DIR), or on a run's validation images; files written to `out` when `write`."""
-    import numpy as np
-
-    files = None
-    skipped = []
-    pil_files = None
+    split = None
     if run is not None:
         model_path = model_path or os.path.join(run, "model.keras")
-        files, labels, class_names, where = run_images(run, data_dir)
-        if files is None:
+        split, where = run_images(run, data_dir)
+        if split is None:
             data_dir = where
     if model_path is None:
         raise cli.UsageError("--model is required (or --run)")
-    if files is None and data_dir is None:
+    if split is None and data_dir is None:
         raise cli.UsageError("--data_dir is required (or --run)")
-    if files is None:
+    if split is None:
         cli.require_dir("data_dir", data_dir, what="a folder of images (val/<class>/* or <class>/*)")
     model = load_model(model_path)
     names = load_labels(model_path, int(model.output_shape[-1]))
-    if files is None and shards_lib.is_shard_dir(data_dir):  # TFRecord shards: their validation split
+    if split is None and shards_lib.is_shard_dir(data_dir):  # TFRecord shards: their validation split
         return {**evaluate_shards(model, names, data_dir, batch_size=batch_size), "model": model_path}
-    if files is None:
-        split_dir = os.path.join(data_dir, "val") if os.path.isdir(os.path.join(data_dir, "val")) else data_dir
+    if split is None:
+        where = os.path.join(data_dir, "val") if os.path.isdir(os.path.join(data_dir, "val")) else data_dir
         try:
-            split = data_lib.scan_folder(split_dir)
+            split = data_lib.scan_folder(where)
         except ValueError as e:
             raise cli.UsageError("data_dir", data_dir, f"a folder of images ({e})") from None
-        files, labels, class_names, skipped, pil_files = (
-            split.files,
-            split.labels,
-            split.class_names,
-            split.skipped,
-            split.pil_files,
-        )
-    else:
-        split_dir = where
-    unknown = sorted(set(class_names) - set(names))
-    if unknown:
-        raise cli.UsageError("data_dir", split_dir, f"class folders the model knows ({names}); unknown: {unknown}")
-    index = {n: i for i, n in enumerate(names)}
-    targets = np.array([index[class_names[y]] for y in labels])
-    size = model.input_shape[1] or 224
-    ds = data_lib.make_dataset(
-        files, targets, image_size=size, batch_size=batch_size, training=False, augment="none", pil_files=pil_files
-    )
-    top5 = np.argsort(-np.concatenate([model(x, training=False).numpy() for x, _ in ds]), axis=1)[:, :5]
+    targets, top5 = predict_split(model, names, split, where, batch_size=batch_size)
     result = {
-        **scores(top5, targets, names, class_names),
-        "skipped": [str(s) for s in skipped],
+        **scores(top5, targets, names, split.class_names),
+        "skipped": [str(s) for s in split.skipped],
         "model": model_path,
-        "data_dir": split_dir,
+        "data_dir": where,
         **confusion.summary(targets, top5[:, 0], names),
     }
     if write:
         folder = out or os.path.join(os.path.dirname(os.path.abspath(model_path)), "evaluation")
         result["files"] = confusion.write(folder, result)
     return result
+
+
+def predict_split(model, names: list[str], split: data_lib.Split, where: str, *, batch_size: int):
+    """(true classes, five best classes best first), both as model indices, of the images of `split` (read from
+    `where`); UsageError when the split has a class the model does not know."""
+    import numpy as np
+
+    unknown = sorted(set(split.class_names) - set(names))
+    if unknown:
+        raise cli.UsageError("data_dir", where, f"class folders the model knows ({names}); unknown: {unknown}")
+    index = {n: i for i, n in enumerate(names)}
+    targets = np.array([index[split.class_names[y]] for y in split.labels])
+    ds = data_lib.make_dataset(
+        split.files,
+        targets,
+        image_size=model.input_shape[1] or 224,
+        batch_size=batch_size,
+        training=False,
+        augment="none",
+        pil_files=split.pil_files,
+    )
+    top5 = np.argsort(-np.concatenate([model(x, training=False).numpy() for x, _ in ds]), axis=1)[:, :5]
+    return targets, top5
 
 
 def scores(top5, targets, names, class_names) -> dict:
