@@ -209,6 +209,7 @@ def run_keras_io(data_dir: str, pretrained: str, *, epochs: int, head_epochs: in
             cache=True,
             start_epoch=epoch,
             drop_remainder=training,
+            pil_files=splits.pil_files,
         )
         return ds.map(lambda im, y: (im, keras.ops.one_hot(y, classes)))
 

@@ -70,8 +70,9 @@ def _write_jpegs(root: str, n: int, size: int, classes: int = 10) -> None:
         )
 
 
-def measure_pipeline(files, labels, *, image_size, batch_size, batches, threads, cache=True, shard_set=None):
-    """img/s of the training pipeline: the folder one (`cache` or not) or, given `shard_set`, the shard one."""
+def measure_pipeline(split, *, image_size, batch_size, batches, threads, cache=True, shard_set=None):
+    """img/s of the training pipeline: the folder one over `split` (a `data.Split`; `cache` or not) or, given
+    `shard_set`, the shard one."""
     import tensorflow as tf
 
     from training import data, shards
@@ -82,8 +83,8 @@ def measure_pipeline(files, labels, *, image_size, batch_size, batches, threads,
         )
     else:
         ds = data.make_dataset(
-            files,
-            labels,
+            split.files,
+            split.labels,
             image_size=image_size,
             batch_size=batch_size,
             training=True,
@@ -91,13 +92,14 @@ def measure_pipeline(files, labels, *, image_size, batch_size, batches, threads,
             cache=cache,
             repeat=True,
             crop_area=(0.08, 1.0),
+            pil_files=split.pil_files,
         )
     options = tf.data.Options()
     if threads:
         options.threading.private_threadpool_size = threads
         options.threading.max_intra_op_parallelism = 1
     it = iter(ds.with_options(options))
-    for _ in range(max(2, len(files) // batch_size)):
+    for _ in range(max(2, len(split.files) // batch_size)):
         next(it)  # warm-up: fills the prefetch buffer, traces the maps
     start = time.perf_counter()
     for _ in range(batches):
@@ -127,16 +129,16 @@ def bench(config: PipelineBenchConfig) -> int:
     try:
         src = os.path.join(work, "pipeline", "train")
         _write_jpegs(src, config.num_images, config.source_size)
-        files, labels, _, _ = data.scan_folder(src)
+        split = data.scan_folder(src)
         decode_start = time.perf_counter()
-        data.decoded_images(files, config.image_size)
+        data.decoded_images(split.files, config.image_size, pil_files=split.pil_files)
         decode_seconds = time.perf_counter() - decode_start
         cores = os.cpu_count() or 1
         one = measure_pipeline(
-            files, labels, image_size=config.image_size, batch_size=config.batch_size, batches=config.batches, threads=1
+            split, image_size=config.image_size, batch_size=config.batch_size, batches=config.batches, threads=1
         )
         every = measure_pipeline(
-            files, labels, image_size=config.image_size, batch_size=config.batch_size, batches=config.batches, threads=0
+            split, image_size=config.image_size, batch_size=config.batch_size, batches=config.batches, threads=0
         )
         sharded = {}
         if config.shards:
@@ -154,8 +156,7 @@ def bench(config: PipelineBenchConfig) -> int:
             for name, kwargs in (("files_no_cache", {"cache": False}), ("shards", {"shard_set": shard_set})):
                 for threads in (1, 0):
                     sharded[f"{name}_images_per_sec_{threads or cores}_threads"] = measure_pipeline(
-                        files,
-                        labels,
+                        split,
                         image_size=config.image_size,
                         batch_size=config.batch_size,
                         batches=config.batches,

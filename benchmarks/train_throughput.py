@@ -81,6 +81,7 @@ def pipeline_images_per_sec(data_dir, image_size, batch_size, steps, warmup, aug
         training=True,
         augment=augment,
         repeat=True,
+        pil_files=splits.pil_files,
     )
     it = iter(ds)
     for _ in range(warmup):
@@ -253,7 +254,7 @@ def bench(config: ThroughputConfig) -> int:
             os.path.join(work, "data"), train_per_class=config.per_class, val_per_class=2, image_size=config.image_size
         )
         common = (data_dir, config.image_size, config.batch_size, config.steps, config.warmup)
-        batches = len(data_lib.scan_folder(os.path.join(data_dir, "train"))[0]) // config.batch_size
+        batches = len(data_lib.scan_folder(os.path.join(data_dir, "train")).files) // config.batch_size
         if batches < config.warmup + config.steps:
             raise cli.UsageError(
                 f"--warmup={config.warmup} and --steps={config.steps}: more steps than one epoch over "

@@ -26,26 +26,19 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import json
+import functools
 import os
 
 import numpy as np
 from PIL import Image
 
+from training import augment as augment_lib
+from training import check_cache
+from training import decode as decode_lib
+
 FORMATS = ("JPEG", "PNG", "BMP", "GIF")
-AUGMENTS = ("none", "basic", "randaugment")
-# (format, PIL mode) pairs that tf.io.decode_image turns into the same RGB as PIL
-# (checked by tests/training/test_data.py); anything else is decoded by PIL in the pipeline.
-TF_NATIVE = {
-    "JPEG": {"L", "RGB", "CMYK"},
-    "PNG": {"1", "L", "LA", "P", "RGB", "RGBA"},
-    "GIF": {"L", "P"},
-    "BMP": {"L", "RGB", "RGBA"},
-}
-CROP_AREA = (0.25, 1.0)
 SCAN_CACHE = ".decode_check.json"  # hidden: _list_files skips it, like every dot file
 SCAN_CACHE_VERSION = 1
-CROP_ASPECT = (3 / 4, 4 / 3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +51,25 @@ class Skipped:
 
 
 @dataclasses.dataclass(frozen=True)
+class Split:
+    """One split folder as scanned: its decodable images in class order, their labels, the files it skipped,
+    and `pil_files`: the images TensorFlow's decoders would not turn into PIL's RGB (`decode.needs_pil`), which the
+    pipeline decodes with PIL. A value: nothing is remembered elsewhere about the files it lists."""
+
+    files: tuple[str, ...]
+    labels: tuple[int, ...]
+    class_names: tuple[str, ...]
+    skipped: tuple[Skipped, ...]
+    pil_files: frozenset[str] | None  # None: not known (the pipeline decides each file from its header)
+
+
+@dataclasses.dataclass(frozen=True)
 class Splits:
-    """The train and val file lists of one dataset directory, with one class list for both."""
+    """The train and val file lists of one dataset directory, with one class list for both.
+
+    `pil_files`: the images of either list that the pipeline decodes with PIL (`Split.pil_files`);
+    pass it to `make_dataset` so that no file is opened again to decide.
+    """
 
     data_dir: str
     class_names: tuple[str, ...]
@@ -68,6 +78,7 @@ class Splits:
     val_files: tuple[str, ...]
     val_labels: tuple[int, ...]
     skipped: tuple[Skipped, ...]
+    pil_files: frozenset[str] | None = None  # None: not known (decided from each file's header)
 
     @property
     def num_classes(self) -> int:
@@ -99,8 +110,8 @@ def _list_files(folder):
     )
 
 
-def scan_folder(split_dir: str, *, workers: int | None = None, cache: bool = True):
-    """(files, labels, class_names, skipped) for one split directory `split_dir/<class>/*`.
+def scan_folder(split_dir: str, *, workers: int | None = None, cache: bool = True) -> Split:
+    """The `Split` of one split directory `split_dir/<class>/*`.
 
     Classes are the sub-folders, sorted by name. Raises ValueError for a
     missing directory, no class folders, a class folder with no files or no
@@ -108,6 +119,30 @@ def scan_folder(split_dir: str, *, workers: int | None = None, cache: bool = Tru
     kept in `split_dir/SCAN_CACHE` (see `_checked`).
     """
     split_dir = os.fspath(split_dir)
+    class_names, per_class = _class_folders(split_dir)
+    verdicts = _checked(split_dir, [f for files in per_class for f in files], workers=workers, use_cache=cache)
+    files, labels, skipped = [], [], []
+    for label, (name, class_files) in enumerate(zip(class_names, per_class)):
+        good = [f for f in class_files if verdicts[f][0] is None]
+        skipped.extend(Skipped(f, verdicts[f][0]) for f in class_files if verdicts[f][0] is not None)
+        if not good:
+            raise ValueError(
+                f"class folder {os.path.join(split_dir, name)!r} has {len(class_files)} file(s) and no decodable image "
+                f"(first: {Skipped(class_files[0], verdicts[class_files[0]][0])})."
+            )
+        files.extend(good)
+        labels.extend([label] * len(good))
+    return Split(
+        files=tuple(files),
+        labels=tuple(labels),
+        class_names=tuple(class_names),
+        skipped=tuple(skipped),
+        pil_files=frozenset(f for f in files if verdicts[f][1]),
+    )
+
+
+def _class_folders(split_dir: str) -> tuple[list[str], list[list[str]]]:
+    """(class names, the files of each class) of `split_dir/<class>/*`; ValueError for a folder mistake."""
     if not os.path.isdir(split_dir):
         raise ValueError(
             f"split_dir: {split_dir!r} is not a directory (expected <data_dir>/train or <data_dir>/val with one folder per class)."
@@ -125,20 +160,7 @@ def scan_folder(split_dir: str, *, workers: int | None = None, cache: bool = Tru
                 f"class folder {os.path.join(split_dir, name)!r} is empty: every class needs at least one image."
             )
         per_class.append(files)
-    all_files = [f for files in per_class for f in files]
-    reasons = _checked(split_dir, all_files, workers=workers, use_cache=cache)
-    files, labels, skipped = [], [], []
-    for label, (name, class_files) in enumerate(zip(class_names, per_class)):
-        good = [f for f in class_files if reasons[f] is None]
-        skipped.extend(Skipped(f, reasons[f]) for f in class_files if reasons[f] is not None)
-        if not good:
-            raise ValueError(
-                f"class folder {os.path.join(split_dir, name)!r} has {len(class_files)} file(s) and no decodable image "
-                f"(first: {Skipped(class_files[0], reasons[class_files[0]])})."
-            )
-        files.extend(good)
-        labels.extend([label] * len(good))
-    return files, labels, class_names, skipped
+    return class_names, per_class
 
 
 def load_splits(data_dir: str) -> Splits:
@@ -155,107 +177,64 @@ def load_splits(data_dir: str) -> Splits:
             )
     train = scan_folder(os.path.join(data_dir, "train"))
     val = scan_folder(os.path.join(data_dir, "val"))
-    if train[2] != val[2]:
-        only_train = sorted(set(train[2]) - set(val[2]))
-        only_val = sorted(set(val[2]) - set(train[2]))
+    if train.class_names != val.class_names:
+        only_train = sorted(set(train.class_names) - set(val.class_names))
+        only_val = sorted(set(val.class_names) - set(train.class_names))
         raise ValueError(
             f"data_dir: {data_dir!r}: train and val have different class folders "
             f"(only in train: {only_train or 'none'}; only in val: {only_val or 'none'})."
         )
     return Splits(
         data_dir=data_dir,
-        class_names=tuple(train[2]),
-        train_files=tuple(train[0]),
-        train_labels=tuple(train[1]),
-        val_files=tuple(val[0]),
-        val_labels=tuple(val[1]),
-        skipped=tuple(train[3]) + tuple(val[3]),
+        class_names=train.class_names,
+        train_files=train.files,
+        train_labels=train.labels,
+        val_files=val.files,
+        val_labels=val.labels,
+        skipped=train.skipped + val.skipped,
+        pil_files=train.pil_files | val.pil_files,
     )
 
 
 def _check_one(path: str) -> tuple[str | None, bool]:
     """(check_image's verdict, needs_pil) of one file, from one open of it."""
     reason = check_image(path)
-    return reason, True if reason else _needs_pil_uncached(path)
+    return reason, True if reason else decode_lib.needs_pil(path)
 
 
-def _checked(split_dir: str, files: list[str], *, workers: int | None, use_cache: bool) -> dict[str, str | None]:
-    """{path: None or the reason it is not an image} for `files`, decoding only what the cache does not vouch for.
+def _checked(
+    split_dir: str, files: list[str], *, workers: int | None, use_cache: bool
+) -> dict[str, tuple[str | None, bool]]:
+    """{path: (None or the reason it is not an image, needs_pil)} for `files`, decoding only what the cache does
+    not vouch for.
 
     The decode check opens and fully decodes every file, which over Imagenette's
     13k images costs a minute on two cores. Its verdicts are kept in
-    `split_dir/SCAN_CACHE` (JSON, written atomically), keyed by the path
+    `split_dir/SCAN_CACHE` (training.check_cache), keyed by the path
     relative to `split_dir` and valid while the file's size and mtime (ns) are
-    unchanged: a resumed or second run decodes only new or changed files. A
-    folder that cannot be written is scanned in full every time (the write is
-    skipped); a damaged cache file is ignored and rewritten.
+    unchanged: a resumed or second run decodes only new or changed files.
     """
-    from common import files as files_lib
-
     cache_path = os.path.join(split_dir, SCAN_CACHE)
-    entries = {}
-    if use_cache:
-        try:
-            with open(cache_path) as f:
-                saved = json.load(f)
-            if saved.get("version") == SCAN_CACHE_VERSION:
-                entries = saved["files"]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            entries = {}
+    entries = check_cache.load(cache_path, SCAN_CACHE_VERSION, "files") if use_cache else {}
     stats, todo, verdicts = {}, [], {}
     for path in files:
         rel = os.path.relpath(path, split_dir)
         try:
-            st = os.stat(path)
-            stats[path] = (rel, st.st_size, st.st_mtime_ns)
+            stats[path] = [rel, *check_cache.stamp(path)]
         except OSError:
             stats[path] = None
         entry = entries.get(rel)
-        if stats[path] and isinstance(entry, list) and len(entry) == 4 and entry[:2] == list(stats[path][1:]):
+        if stats[path] and isinstance(entry, list) and len(entry) == 4 and entry[:2] == stats[path][1:]:
             verdicts[path] = (entry[2], bool(entry[3]))
         else:
             todo.append(path)
     if todo:
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers or min(16, (os.cpu_count() or 1) * 2)) as pool:
             verdicts.update(zip(todo, pool.map(_check_one, todo)))
-    for path, (_, pil) in verdicts.items():
-        _PIL_FLAGS[path] = pil
     if use_cache and (todo or len(entries) != len(files)):
-        fresh = {stats[p][0]: [stats[p][1], stats[p][2], verdicts[p][0], verdicts[p][1]] for p in files if stats[p]}
-        try:
-            files_lib.atomic_write(cache_path, json.dumps({"version": SCAN_CACHE_VERSION, "files": fresh}))
-        except OSError:
-            pass  # a read-only dataset: correct, only slower next time
-    return {path: verdicts[path][0] for path in files}
-
-
-_PIL_FLAGS: dict[str, bool] = {}
-
-
-def needs_pil(path: str) -> bool:
-    """True when TensorFlow's decoders would not give PIL's RGB for this file (e.g. 16-bit PNG, palette BMP)."""
-    flag = _PIL_FLAGS.get(path)
-    if flag is None:
-        flag = _PIL_FLAGS[path] = _needs_pil_uncached(path)
-    return flag
-
-
-def _needs_pil_uncached(path: str) -> bool:
-    try:
-        with Image.open(path) as im:
-            return im.mode not in TF_NATIVE.get(im.format, ())
-    except Exception:  # noqa: BLE001 - check_image has already reported it
-        return True
-
-
-def pil_rgb(path) -> np.ndarray:
-    """Decode with PIL to uint8 RGB (H, W, 3); the first frame of an animation."""
-    if isinstance(path, bytes):
-        path = path.decode()
-    elif hasattr(path, "numpy"):
-        path = path.numpy().decode()
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+        fresh = {stats[p][0]: [*stats[p][1:], *verdicts[p]] for p in files if stats[p]}
+        check_cache.save(cache_path, SCAN_CACHE_VERSION, "files", fresh)
+    return {path: verdicts[path] for path in files}
 
 
 def make_dataset(
@@ -271,8 +250,9 @@ def make_dataset(
     drop_remainder: bool | None = None,
     repeat: bool = False,
     start_epoch: int = 0,
-    crop_area=CROP_AREA,
+    crop_area=augment_lib.CROP_AREA,
     randaugment_magnitude: float = 10.0,
+    pil_files=None,
 ):
     """A tf.data.Dataset of (images float32 [B, S, S, 3] in 0..255, labels int32 [B]).
 
@@ -290,139 +270,133 @@ def make_dataset(
     random-resized-crop then crops and flips the cached uint8 image and resizes it back, else
     the raw file bytes.
     `repeat=True` repeats forever (use a fixed number of steps per epoch).
+    `pil_files`: the files to decode with PIL, as the scan found them (`Split.pil_files`); None decides
+    each file from its header (`decode.needs_pil`).
     """
-    import tensorflow as tf
-
     files = [os.fspath(f) for f in files]
     labels = [int(x) for x in labels]
+    if drop_remainder is None:
+        drop_remainder = training
+    check_arguments(
+        files, labels, image_size=image_size, batch_size=batch_size, augment=augment, drop_remainder=drop_remainder
+    )
+    size = int(image_size)
+    order = dict(seed=seed, start_epoch=start_epoch, repeat=repeat)
+    if not (training and augment != "none"):
+        ds = _eval_images(files, labels, pil_files, size, cache=cache, shuffle=training, **order)
+    elif cache and fits_in_memory(len(files), size):
+        ds = _cached_train_images(files, labels, pil_files, size, crop_area, **order)
+    else:
+        ds = _streamed_train_images(files, labels, pil_files, size, crop_area, cache=cache, **order)
+    ds = _batched(ds, batch_size, drop_remainder)
+    if training and augment == "randaugment":
+        ds = ds.map(augment_lib.randaugment(seed, start_epoch, randaugment_magnitude), num_parallel_calls=None)
+    return finish_pipeline(ds, "DATA")
+
+
+def check_arguments(files, labels, *, image_size, batch_size, augment, drop_remainder) -> None:
+    """ValueError, naming the argument, for what `make_dataset` cannot build a pipeline from."""
     if len(files) != len(labels):
         raise ValueError(f"files and labels must have the same length, got {len(files)} and {len(labels)}.")
     if not files:
         raise ValueError("files is empty: nothing to load.")
-    if augment not in AUGMENTS:
-        raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}.")
+    if augment not in augment_lib.AUGMENTS:
+        raise ValueError(f"augment must be one of {augment_lib.AUGMENTS}, got {augment!r}.")
     for name, value, low in (("image_size", image_size, 1), ("batch_size", batch_size, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
-    if drop_remainder is None:
-        drop_remainder = training
     if drop_remainder and len(files) < batch_size:
         raise ValueError(
             f"batch_size {batch_size} is larger than the {len(files)} images available and drop_remainder is on: "
             "no batch would be produced. Lower batch_size."
         )
-    size = int(image_size)
-    augmenting = training and augment != "none"
-    pil_flags = [needs_pil(f) for f in files]
-    n = len(files)
 
-    ds = tf.data.Dataset.from_tensor_slices((files, labels, pil_flags))
 
-    def decode_full(data, path, pil):
-        def via_pil():
-            image = tf.numpy_function(pil_rgb, [path], tf.uint8, stateful=False)
-            return tf.reshape(image, tf.stack([tf.shape(image)[0], tf.shape(image)[1], 3]))
+def pil_flags(files, pil_files=None) -> list[bool]:
+    """For each file, whether the pipeline decodes it with PIL: membership of `pil_files` (the scan's
+    verdicts) when given, else `decode.needs_pil` on its header."""
+    if pil_files is None:
+        return [decode_lib.needs_pil(f) for f in files]
+    return [f in pil_files for f in files]
 
-        image = tf.cond(pil, via_pil, lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
-        image.set_shape([None, None, 3])
-        return image
 
-    def read(path, label, pil):
-        return path, tf.io.read_file(path), label, pil
+def _file_dataset(files, labels, pil_files):
+    """(path, file bytes, label, pil) elements, in the order of `files`."""
+    import tensorflow as tf
 
-    def decode_eval(path, data, label, pil):
-        image = tf.image.resize(decode_full(data, path, pil), [size, size], antialias=True)
-        return tf.clip_by_value(image, 0.0, 255.0), label
+    ds = tf.data.Dataset.from_tensor_slices((files, labels, pil_flags(files, pil_files)))
+    return ds.map(decode_lib.read_file, num_parallel_calls=tf.data.AUTOTUNE)
 
-    def decode_train(index, element):
-        path, data, label, pil = element
-        element_seed = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(start_epoch, tf.int64), index])
 
-        def window(shape):
-            begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
-                tf.cast(shape, tf.int32),
-                tf.zeros([1, 0, 4], tf.float32),
-                seed=element_seed,
-                min_object_covered=0.0,
-                aspect_ratio_range=CROP_ASPECT,
-                area_range=tuple(crop_area),
-                max_attempts=10,
-                use_image_if_no_bounding_boxes=True,
-            )
-            return begin, extent
+def _ordered(ds, n, *, shuffle, seed, start_epoch, repeat):
+    """`ds` reshuffled each epoch (seeded by seed and start_epoch) when `shuffle`, repeated forever when `repeat`."""
+    if shuffle:
+        ds = ds.shuffle(n, seed=augment_lib.shuffle_seed(seed, start_epoch), reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    return ds
 
-        def jpeg_crop():
-            begin, extent = window(tf.io.extract_jpeg_shape(data))
-            crop = tf.stack([begin[0], begin[1], extent[0], extent[1]])
-            return tf.image.decode_and_crop_jpeg(data, crop, channels=3)
 
-        def other_crop():
-            image = decode_full(data, path, pil)
-            begin, extent = window(tf.shape(image))
-            return tf.slice(image, begin, extent)
+def _eval_images(files, labels, pil_files, size, *, cache, shuffle, **order):
+    """Whole images resized to size x size; kept after the first pass with `cache`."""
+    import tensorflow as tf
 
-        image = tf.cond(tf.logical_and(tf.io.is_jpeg(data), tf.logical_not(pil)), jpeg_crop, other_crop)
-        image.set_shape([None, None, 3])
-        image = tf.image.resize(image, [size, size], antialias=True)
-        image = tf.image.stateless_random_flip_left_right(image, seed=element_seed + 1)
-        return tf.clip_by_value(image, 0.0, 255.0), label
+    ds = _file_dataset(files, labels, pil_files).map(
+        functools.partial(decode_lib.decode_eval, size=size), num_parallel_calls=tf.data.AUTOTUNE
+    )
+    if cache:
+        ds = ds.cache()
+    return _ordered(ds, len(files), shuffle=shuffle, **order)
 
-    def crop_cached(index, element):
-        image, label = element
-        element_seed = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(start_epoch, tf.int64), index])
-        begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
-            tf.shape(image),
-            tf.zeros([1, 0, 4], tf.float32),
-            seed=element_seed,
-            min_object_covered=0.0,
-            aspect_ratio_range=CROP_ASPECT,
-            area_range=tuple(crop_area),
-            max_attempts=10,
-            use_image_if_no_bounding_boxes=True,
-        )
-        # Crop and flip the uint8 image, then one float pass: the resize. Bilinear interpolation without
-        # antialiasing stays within the inputs' range, so no clip is needed.
-        image = tf.image.stateless_random_flip_left_right(tf.slice(image, begin, extent), seed=element_seed + 1)
-        return tf.image.resize(image, [size, size]), label
+
+def _cached_train_images(files, labels, pil_files, size, crop_area, **order):
+    """Decoded once per process at the training size, kept as uint8; each step only crops, resizes back and flips."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((decoded_images(files, size, pil_files=pil_files), labels))
+    ds = _ordered(ds, len(files), shuffle=True, **order)
+    crop = functools.partial(
+        decode_lib.crop_cached, size=size, seed=order["seed"], start_epoch=order["start_epoch"], crop_area=crop_area
+    )
+    return ds.enumerate().map(crop, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _streamed_train_images(files, labels, pil_files, size, crop_area, *, cache, **order):
+    """Random-resized-crop and flip from the files (their bytes kept in memory with `cache`)."""
+    import tensorflow as tf
+
+    ds = _file_dataset(files, labels, pil_files)
+    if cache:
+        ds = ds.cache()
+    ds = _ordered(ds, len(files), shuffle=True, **order)
+    crop = functools.partial(
+        decode_lib.decode_train, size=size, seed=order["seed"], start_epoch=order["start_epoch"], crop_area=crop_area
+    )
+    return ds.enumerate().map(crop, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _batched(ds, batch_size, drop_remainder):
+    """Batches of float32 images and int32 labels."""
+    import tensorflow as tf
+
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.map(lambda x, y: (tf.cast(x, tf.float32), tf.cast(y, tf.int32)))
+
+
+def finish_pipeline(ds, auto_shard: str):
+    """`ds` with deterministic order and the given auto-shard policy, prefetching."""
+    import tensorflow as tf
 
     options = tf.data.Options()
     options.deterministic = True
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-
-    if not augmenting:
-        ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE).map(decode_eval, num_parallel_calls=tf.data.AUTOTUNE)
-        if cache:
-            ds = ds.cache()
-        if training:
-            ds = ds.shuffle(n, seed=_shuffle_seed(seed, start_epoch), reshuffle_each_iteration=True)
-        if repeat:
-            ds = ds.repeat()
-    elif cache and fits_in_memory(n, size):
-        # Decoded once per process at the training size, kept as uint8; each step only crops, resizes back and flips.
-        ds = tf.data.Dataset.from_tensor_slices((decoded_images(files, size), labels))
-        ds = ds.shuffle(n, seed=_shuffle_seed(seed, start_epoch), reshuffle_each_iteration=True)
-        if repeat:
-            ds = ds.repeat()
-        ds = ds.enumerate().map(crop_cached, num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE)
-        if cache:
-            ds = ds.cache()
-        ds = ds.shuffle(n, seed=_shuffle_seed(seed, start_epoch), reshuffle_each_iteration=True)
-        if repeat:
-            ds = ds.repeat()
-        ds = ds.enumerate().map(decode_train, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), tf.cast(y, tf.int32)))
-    if training and augment == "randaugment":
-        ds = ds.map(_randaugment(seed, start_epoch, randaugment_magnitude), num_parallel_calls=None)
+    options.experimental_distribute.auto_shard_policy = getattr(tf.data.experimental.AutoShardPolicy, auto_shard)
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
 _DECODED: dict = {}  # (files, size) -> uint8 array; the last two kept (a trainer builds one pipeline per epoch)
 
 
-def decoded_images(files, image_size: int):
+def decoded_images(files, image_size: int, *, pil_files=None):
     """Every file decoded and resized to `image_size` (antialiased), as one uint8 tensor [N, S, S, 3], kept in memory.
 
     Kept per process and reused by every later pipeline over the same files
@@ -434,7 +408,13 @@ def decoded_images(files, image_size: int):
     key = (tuple(os.fspath(f) for f in files), int(image_size))
     if key not in _DECODED:
         ds = make_dataset(
-            list(key[0]), [0] * len(key[0]), image_size=image_size, batch_size=256, training=False, augment="none"
+            list(key[0]),
+            [0] * len(key[0]),
+            image_size=image_size,
+            batch_size=256,
+            training=False,
+            augment="none",
+            pil_files=pil_files,
         )
         batches = [tf.cast(tf.round(x), tf.uint8) for x, _ in ds]
         while len(_DECODED) >= 2:
@@ -453,25 +433,6 @@ def fits_in_memory(num_images: int, image_size: int, *, fraction: float = 0.25) 
     return num_images * image_size * image_size * 3 <= min(fraction * total, 2 << 30)
 
 
-def _shuffle_seed(seed: int, start_epoch: int) -> int:
-    return int(seed) * 7919 + int(start_epoch)
-
-
-def _randaugment(seed, start_epoch, magnitude=10.0):
-    """RandAugment (Cubuk et al. 2020) on a batch: N=2 ops at `magnitude` of 30 (EfficientNet's recipe: 10)."""
-    from keras_effnet import flavours
-
-    keras = flavours.keras3()
-    layer = keras.layers.RandAugment(
-        value_range=(0, 255), num_ops=2, factor=float(magnitude) / 30, seed=_shuffle_seed(seed, start_epoch)
-    )
-
-    def apply(images, labels):
-        return layer(images, training=True), labels
-
-    return apply
-
-
 def representative_images(data_dir: str, n: int, image_size: int, *, seed: int = 0) -> np.ndarray:
     """`n` train images (float32, N x S x S x 3, 0..255, resized like eval) for TFLite int8 calibration.
 
@@ -480,18 +441,35 @@ def representative_images(data_dir: str, n: int, image_size: int, *, seed: int =
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be an integer >= 1, got {n!r}.")
-    files, labels, _, _ = scan_folder(os.path.join(os.fspath(data_dir), "train"))
+    split = scan_folder(os.path.join(os.fspath(data_dir), "train"))
     rng = np.random.default_rng(seed)
-    by_class = {}
-    for f, y in zip(files, labels):
-        by_class.setdefault(y, []).append(f)
-    queues = [list(rng.permutation(v)) for _, v in sorted(by_class.items())]
-    order = []
-    while len(order) < min(n, len(files)):
-        for q in queues:
-            if q and len(order) < n:
-                order.append(q.pop())
+    shuffled = []  # the indices of each class in a seeded order, class after class
+    for label in sorted(set(split.labels)):
+        members = [i for i, y in enumerate(split.labels) if y == label]
+        shuffled.extend(rng.permutation(members)[::-1].tolist())
+    order = [split.files[shuffled[i]] for i in round_robin([split.labels[j] for j in shuffled])[:n]]
     ds = make_dataset(
-        order, [0] * len(order), image_size=image_size, batch_size=len(order), training=False, augment="none"
+        order,
+        [0] * len(order),
+        image_size=image_size,
+        batch_size=len(order),
+        training=False,
+        augment="none",
+        pil_files=split.pil_files,
     )
     return next(iter(ds))[0].numpy()
+
+
+def round_robin(labels) -> list[int]:
+    """The indices of `labels` taking one of each class in turn (classes in label order, each class's indices in
+    their order), so that any prefix spreads over the classes: every class appears before any appears twice."""
+    by_class: dict[int, list[int]] = {}
+    for i, y in enumerate(labels):
+        by_class.setdefault(int(y), []).append(i)
+    queues = [list(v) for _, v in sorted(by_class.items())]
+    order = []
+    while any(queues):
+        for q in queues:
+            if q:
+                order.append(q.pop(0))
+    return order

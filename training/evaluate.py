@@ -21,7 +21,7 @@ import os
 import zipfile
 
 from common import cli
-from training import confusion, folder_split
+from training import confusion, folder_split, shard_format
 from training import data as data_lib
 from training import shards as shards_lib
 
@@ -100,8 +100,9 @@ def load_model(model_path: str):
         ) from None
 
 
-def run_images(run: str, data_dir: str | None = None):
-    """(files, labels, class_names, where) of a training run's validation images; `data_dir` overrides the recorded one."""
+def run_images(run: str, data_dir: str | None = None) -> tuple[data_lib.Split | None, str]:
+    """(the run's validation images as a `data.Split`, where they are listed) for a one-folder run, else
+    (None, the run's data folder); `data_dir` overrides the recorded one."""
     from training import checkpoints
 
     cli.require_dir("run", run, what="a training run's --out folder")
@@ -111,19 +112,21 @@ def run_images(run: str, data_dir: str | None = None):
             splits = folder_split.from_record(record, data_dir)
         except ValueError as e:
             raise cli.UsageError("run", run, f"a run whose validation images are still there ({e})") from None
-        return (
-            list(splits.val_files),
-            list(splits.val_labels),
-            list(splits.class_names),
-            os.path.join(run, folder_split.SPLIT_FILE),
+        split = data_lib.Split(
+            files=splits.val_files,
+            labels=splits.val_labels,
+            class_names=splits.class_names,
+            skipped=(),
+            pil_files=None,  # the record lists the files only: the pipeline reads each one's header
         )
+        return split, os.path.join(run, folder_split.SPLIT_FILE)
     saved = (checkpoints.read_json(os.path.join(run, checkpoints.RUN)) or {}).get("config") or {}
     folder = data_dir or saved.get("data_dir")
     if not folder or not os.path.isdir(os.path.join(folder, "val")):
         raise cli.UsageError(
             "run", run, "a run folder with split.json, or a run whose data folder has val/ (give --data_dir)"
         )
-    return None, None, None, folder
+    return None, folder
 
 
 def evaluate(
@@ -137,63 +140,114 @@ def evaluate(
 ) -> dict:
     """{"top1", "top5", "num_images", "per_class": {name: accuracy}, "skipped": [...]} and training.confusion's
     summary on DIR/val (or DIR), or on a run's validation images; files written to `out` when `write`."""
-    import numpy as np
-
-    files = None
-    skipped = []
+    split = None
     if run is not None:
         model_path = model_path or os.path.join(run, "model.keras")
-        files, labels, class_names, where = run_images(run, data_dir)
-        if files is None:
+        split, where = run_images(run, data_dir)
+        if split is None:
             data_dir = where
     if model_path is None:
         raise cli.UsageError("--model is required (or --run)")
-    if files is None and data_dir is None:
+    if split is None and data_dir is None:
         raise cli.UsageError("--data_dir is required (or --run)")
-    if files is None:
+    if split is None:
         cli.require_dir("data_dir", data_dir, what="a folder of images (val/<class>/* or <class>/*)")
     model = load_model(model_path)
     names = load_labels(model_path, int(model.output_shape[-1]))
-    if files is None and shards_lib.is_shard_dir(data_dir):  # TFRecord shards: their validation split
-        return {**shards_lib.evaluate(model, names, data_dir, batch_size=batch_size), "model": model_path}
-    if files is None:
-        split_dir = os.path.join(data_dir, "val") if os.path.isdir(os.path.join(data_dir, "val")) else data_dir
+    if split is None and shards_lib.is_shard_dir(data_dir):  # TFRecord shards: their validation split
+        return {**evaluate_shards(model, names, data_dir, batch_size=batch_size), "model": model_path}
+    if split is None:
+        where = os.path.join(data_dir, "val") if os.path.isdir(os.path.join(data_dir, "val")) else data_dir
         try:
-            files, labels, class_names, skipped = data_lib.scan_folder(split_dir)
+            split = data_lib.scan_folder(where)
         except ValueError as e:
             raise cli.UsageError("data_dir", data_dir, f"a folder of images ({e})") from None
-    else:
-        split_dir = where
-    unknown = sorted(set(class_names) - set(names))
-    if unknown:
-        raise cli.UsageError("data_dir", split_dir, f"class folders the model knows ({names}); unknown: {unknown}")
-    index = {n: i for i, n in enumerate(names)}
-    targets = np.array([index[class_names[y]] for y in labels])
-    size = model.input_shape[1] or 224
-    ds = data_lib.make_dataset(files, targets, image_size=size, batch_size=batch_size, training=False, augment="none")
-    probs = np.concatenate([model(x, training=False).numpy() for x, _ in ds])
-    top5 = np.argsort(-probs, axis=1)[:, :5]
-    hit1 = top5[:, 0] == targets
-    hit5 = (top5 == targets[:, None]).any(axis=1)
-    per_class = {
-        class_names[c]: float(hit1[np.array(labels) == c].mean())
-        for c in range(len(class_names))
-        if (np.array(labels) == c).any()
-    }
+    targets, top5 = predict_split(model, names, split, where, batch_size=batch_size)
     result = {
-        "top1": float(hit1.mean()),
-        "top5": float(hit5.mean()),
-        "num_images": int(len(files)),
-        "per_class": per_class,
-        "skipped": [str(s) for s in skipped],
+        **scores(top5, targets, names, split.class_names),
+        "skipped": [str(s) for s in split.skipped],
         "model": model_path,
-        "data_dir": split_dir,
+        "data_dir": where,
         **confusion.summary(targets, top5[:, 0], names),
     }
     if write:
         folder = out or os.path.join(os.path.dirname(os.path.abspath(model_path)), "evaluation")
         result["files"] = confusion.write(folder, result)
     return result
+
+
+def predict_split(model, names: list[str], split: data_lib.Split, where: str, *, batch_size: int):
+    """(true classes, five best classes best first), both as model indices, of the images of `split` (read from
+    `where`); UsageError when the split has a class the model does not know."""
+    import numpy as np
+
+    unknown = sorted(set(split.class_names) - set(names))
+    if unknown:
+        raise cli.UsageError("data_dir", where, f"class folders the model knows ({names}); unknown: {unknown}")
+    index = {n: i for i, n in enumerate(names)}
+    targets = np.array([index[split.class_names[y]] for y in split.labels])
+    ds = data_lib.make_dataset(
+        split.files,
+        targets,
+        image_size=model.input_shape[1] or 224,
+        batch_size=batch_size,
+        training=False,
+        augment="none",
+        pil_files=split.pil_files,
+    )
+    top5 = np.argsort(-np.concatenate([model(x, training=False).numpy() for x, _ in ds]), axis=1)[:, :5]
+    return targets, top5
+
+
+def scores(top5, targets, names, class_names) -> dict:
+    """{"top1", "top5", "num_images", "per_class"} from each image's five best classes `top5` (model indices,
+    best first) and its true class `targets` (a model index); `per_class` over the data's `class_names` that
+    have images, in their order."""
+    hit1 = top5[:, 0] == targets
+    hit5 = (top5 == targets[:, None]).any(axis=1)
+    per_class = {
+        name: float(hit1[targets == names.index(name)].mean())
+        for name in class_names
+        if (targets == names.index(name)).any()
+    }
+    return {
+        "top1": float(hit1.mean()),
+        "top5": float(hit5.mean()),
+        "num_images": int(len(targets)),
+        "per_class": per_class,
+    }
+
+
+def evaluate_shards(model, names: list[str], data_dir: str, *, batch_size: int = 64) -> dict:
+    """`evaluate` on the validation shards of `data_dir`: the same dict, for a model whose classes are `names`
+    (the shards' classes must be among them)."""
+    import numpy as np
+
+    splits = shards_lib.load_shards(data_dir)
+    unknown = sorted(set(splits.class_names) - set(names))
+    if unknown:
+        raise shard_format.ShardError(
+            "data_dir", data_dir, f"shards of classes the model knows ({names}); unknown: {unknown}"
+        )
+    to_model = np.array([names.index(n) for n in splits.class_names])
+    ds = shards_lib.make_dataset(
+        splits.val_files,
+        image_size=model.input_shape[1] or 224,
+        batch_size=batch_size,
+        training=False,
+        label_offset=splits.label_offset,
+    )
+    probs, targets = [], []
+    for x, y in ds:
+        probs.append(model(x, training=False).numpy())
+        targets.append(to_model[y.numpy()])
+    probs, targets = np.concatenate(probs), np.concatenate(targets)
+    top5 = np.argsort(-probs, axis=1)[:, :5]
+    return {
+        **scores(top5, targets, names, splits.class_names),
+        "skipped": list(splits.skipped),
+        "data_dir": data_dir,
+    }
 
 
 def _command(config: EvaluateConfig) -> int:

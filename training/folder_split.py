@@ -68,27 +68,30 @@ def split_folder(data_dir: str, *, val_split: float, seed: int) -> data_lib.Spli
     from training.config import ConfigError
 
     try:
-        files, labels, class_names, skipped = data_lib.scan_folder(data_dir)
+        split = data_lib.scan_folder(data_dir)
     except ValueError as e:
         raise ConfigError(
             "data_dir", data_dir, f"a folder of images, <class>/* or train/<class>/* and val/<class>/* ({e})"
         ) from None
     try:
-        train, val = stratified_split(files, labels, val_split=val_split, seed=seed, class_names=class_names)
+        train, val = stratified_split(
+            split.files, split.labels, val_split=val_split, seed=seed, class_names=split.class_names
+        )
     except ValueError as e:
         raise ConfigError("data_dir", data_dir, f"class folders of at least 2 images each ({e})") from None
-    return _splits(data_dir, class_names, files, labels, train, val, skipped)
+    return _splits(data_dir, split, train, val)
 
 
-def _splits(data_dir, class_names, files, labels, train, val, skipped) -> data_lib.Splits:
+def _splits(data_dir, split: data_lib.Split, train, val) -> data_lib.Splits:
     return data_lib.Splits(
         data_dir=data_dir,
-        class_names=tuple(class_names),
-        train_files=tuple(files[i] for i in train),
-        train_labels=tuple(int(labels[i]) for i in train),
-        val_files=tuple(files[i] for i in val),
-        val_labels=tuple(int(labels[i]) for i in val),
-        skipped=tuple(skipped),
+        class_names=split.class_names,
+        train_files=tuple(split.files[i] for i in train),
+        train_labels=tuple(int(split.labels[i]) for i in train),
+        val_files=tuple(split.files[i] for i in val),
+        val_labels=tuple(int(split.labels[i]) for i in val),
+        skipped=split.skipped,
+        pil_files=split.pil_files,
     )
 
 

@@ -1,70 +1,34 @@
-"""TFRecord shards in the ImageNet format: checking a shard set, and the tf.data pipeline that reads it.
+"""TFRecord shards as a training input: the shard set of a folder, its split across workers, its pipelines.
 
-The format is the one of tensorflow/tpu's `tools/datasets/imagenet_to_gcs.py`,
-which most ImageNet TFRecords in use were written with:
+The format (tensorflow/tpu's `imagenet_to_gcs.py` layout, the file names,
+`index.json`) is training.shard_format's; the check of the set before
+training, with its cache, training.shard_check's; the per-record steps of the
+pipeline, training.shard_reader's.
 
-  * files `train-00000-of-01024` .. and `validation-00000-of-00128` ..: the
-    `-of-N` part says how many shards the split has;
-  * one `tf.train.Example` per image with `image/encoded` (the image file's
-    bytes), `image/class/label` (int64, counted from 1: 0 is "background" in
-    the TF-slim convention that script follows), `image/class/synset` (the
-    wnid), `image/filename`, `image/format`, `image/height`, `image/width`.
-
-Labels of other writers may count from 0: `label_offset` is subtracted from
-`image/class/label` (default: the index's, else 1 as imagenet_to_gcs).
+`load_shards` checks the train and validation shards of a folder and returns
+them with the class list (`ShardSplits`, what `data.Splits` is for a folder).
 Class names are the index's (`index.json`, written by `training.make_shards`),
 else the synsets sorted by label.
 
-`load_shards` checks a shard set before training, the shard equivalent of the
-folder loader's decode check: every record is read once and its image fully
-decoded (PIL, as `data.check_image`); a record that is not an image is
-skipped and reported, a shard whose TFRecord framing is corrupt is read up to
-the damage and the rest reported. The verdicts are kept in
-`<dir>/.shards_check.json`, valid while a shard's size and mtime are
-unchanged, so a second run reads no image. Mistakes in the set itself (a
-missing shard, an index that disagrees with the shards, a label outside the
-class range) raise `ShardError` (one line, exit code 2) before training.
-
-Reading is parallel and interleaved across shards (`tf.data.Dataset.interleave`,
-deterministic, so every worker sees the same order), and each worker reads
-only its part (`split_plan`): whole shards when they divide into equal
-parts, else every N-th record, so each example is read once per epoch
-across workers.
+Each worker reads only its part (`split_plan`): whole shards when they divide
+into equal parts, else every N-th record, so each example is read once per
+epoch across workers.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
-import hashlib
-import io
-import json
+import functools
 import os
-import re
 
 import numpy as np
 
-from common import cli
-from common import files as files_lib
+from training import augment as augment_lib
+from training import shard_check, shard_reader
+from training.shard_format import IMAGENET_LABEL_OFFSET, INDEX, SHARD_NAME, SPLITS, ShardError, read_index
 
-SPLITS = {"train": "train", "val": "validation"}  # the trainer's split name -> the file prefix
-SHARD_NAME = re.compile(r"^(train|validation)-(\d{5})-of-(\d{5})$")
-INDEX = "index.json"
-INDEX_VERSION = 1
-CHECK_CACHE = ".shards_check.json"
-CHECK_CACHE_VERSION = 1
-IMAGENET_LABEL_OFFSET = 1
 SHUFFLE_BUFFER = 4096  # records; with the shard order shuffled too (tensorflow/tpu's ImageNet input uses 1024)
-CYCLE_LENGTH = 16  # shards read at once
 BALANCE = 0.02  # whole shards per worker when the smallest part is within 2% of the mean
-
-
-class ShardError(cli.UsageError, ValueError):
-    """A shard set that cannot be trained on: one line on the command line (exit 2), a ValueError for library callers."""
-
-
-def shard_name(prefix: str, index: int, count: int) -> str:
-    return f"{prefix}-{index:05d}-of-{count:05d}"
 
 
 def is_shard_dir(path: str | None) -> bool:
@@ -107,203 +71,6 @@ class ShardSplits:
         return len(self.class_names)
 
 
-# ---------------------------------------------------------------- finding and checking the shard files
-
-
-def list_shards(data_dir: str, prefix: str) -> list[str]:
-    """The shard files of one split, sorted; ShardError when one is missing or the `-of-N` parts disagree."""
-    found = {}
-    for name in os.listdir(data_dir):
-        m = SHARD_NAME.match(name)
-        if m and m.group(1) == prefix:
-            found[name] = (int(m.group(2)), int(m.group(3)))
-    if not found:
-        raise ShardError("data_dir", data_dir, f"{prefix}-NNNNN-of-NNNNN TFRecord shards (none found)")
-    totals = sorted({total for _, total in found.values()})
-    if len(totals) > 1:
-        raise ShardError(
-            "data_dir",
-            data_dir,
-            f"one shard set per split ({prefix} shards say -of-{', -of-'.join(str(t) for t in totals)})",
-        )
-    total = totals[0]
-    missing = sorted(set(range(total)) - {i for i, _ in found.values()})
-    if missing:
-        names = ", ".join(shard_name(prefix, i, total) for i in missing[:3]) + (" ..." if len(missing) > 3 else "")
-        raise ShardError(
-            "data_dir",
-            data_dir,
-            f"all {total} {prefix} shards that their names announce "
-            f"({len(found)} found; missing {len(missing)}: {names})",
-        )
-    return [os.path.join(data_dir, n) for n in sorted(found)]
-
-
-def read_index(data_dir: str) -> dict | None:
-    path = os.path.join(data_dir, INDEX)
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path) as f:
-            index = json.load(f)
-        assert isinstance(index, dict) and index.get("version") == INDEX_VERSION
-    except (OSError, ValueError, AssertionError):
-        raise ShardError(
-            "data_dir",
-            data_dir,
-            f"a readable {INDEX} of version {INDEX_VERSION} (this one is damaged "
-            "or of another version; write the shards again)",
-        ) from None
-    return index
-
-
-@dataclasses.dataclass(frozen=True)
-class ShardCheck:
-    """What reading one shard found: records readable, labels and synsets seen, images that do not decode."""
-
-    count: int
-    labels: dict  # raw label -> number of records
-    synsets: dict  # raw label -> synset (when records carry one)
-    bad: dict  # record index -> reason
-    damaged: str | None  # the TFRecord framing is corrupt after `count` records
-    sha256: str
-
-    def as_json(self):
-        return {
-            "count": self.count,
-            "labels": {str(k): v for k, v in self.labels.items()},
-            "synsets": {str(k): v for k, v in self.synsets.items()},
-            "bad": {str(k): v for k, v in self.bad.items()},
-            "damaged": self.damaged,
-            "sha256": self.sha256,
-        }
-
-    @classmethod
-    def from_json(cls, d):
-        return cls(
-            count=int(d["count"]),
-            labels={int(k): int(v) for k, v in d["labels"].items()},
-            synsets={int(k): v for k, v in d["synsets"].items()},
-            bad={int(k): v for k, v in d["bad"].items()},
-            damaged=d["damaged"],
-            sha256=d["sha256"],
-        )
-
-
-def image_problem(data: bytes) -> str | None:
-    """None when `data` is a fully decodable JPEG/PNG/BMP/GIF, else why not: `data.check_image` on bytes."""
-    from PIL import Image
-
-    from training import data as data_lib
-
-    if not data:
-        return "empty image/encoded"
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.format not in data_lib.FORMATS:
-                return f"format {im.format} is not supported (allowed: {', '.join(data_lib.FORMATS)})"
-            im.load()
-    except Exception as e:  # noqa: BLE001 - PIL raises many types for broken images; each becomes a reason
-        return f"not a decodable image ({type(e).__name__}: {e})"
-    return None
-
-
-def parse_record(record: bytes) -> tuple[bytes, int | None, str]:
-    """(image bytes, raw label or None, synset) of one serialized tf.train.Example."""
-    import tensorflow as tf
-
-    example = tf.train.Example.FromString(record)
-    feature = example.features.feature
-
-    def one(key, kind):
-        values = getattr(feature[key], kind).value if key in feature else []
-        return values[0] if len(values) else None
-
-    label = one("image/class/label", "int64_list")
-    return (
-        one("image/encoded", "bytes_list") or b"",
-        None if label is None else int(label),
-        (one("image/class/synset", "bytes_list") or b"").decode("utf-8", "replace"),
-    )
-
-
-def check_shard(path: str) -> ShardCheck:
-    """Read every record of one shard; decode every image (the records' own check, as `data.check_image`)."""
-    import tensorflow as tf
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    labels, synsets, bad = {}, {}, {}
-    count, damaged = 0, None
-    iterator = iter(tf.data.TFRecordDataset(path))
-    while True:
-        try:
-            record = next(iterator)
-        except StopIteration:
-            break
-        except tf.errors.DataLossError as e:
-            # TF's message, less its graph-node prefix and op suffix
-            reason = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*", "", e.message).splitlines()[0][:120]
-            damaged = f"corrupt TFRecord data after record {count} ({reason})"
-            break
-        try:
-            image, label, synset = parse_record(record.numpy())
-        except Exception as e:  # noqa: BLE001 - a record that is not a tf.train.Example
-            bad[count] = f"not a tf.train.Example ({type(e).__name__})"
-            count += 1
-            continue
-        reason = "no image/class/label" if label is None else image_problem(image)
-        if reason:
-            bad[count] = reason
-        else:
-            labels[label] = labels.get(label, 0) + 1
-            if synset:
-                synsets.setdefault(label, synset)
-        count += 1
-    return ShardCheck(count=count, labels=labels, synsets=synsets, bad=bad, damaged=damaged, sha256=digest.hexdigest())
-
-
-def checked_shards(data_dir: str, paths: list[str], *, workers: int | None = None) -> dict[str, ShardCheck]:
-    """{path: ShardCheck}, reading only the shards the cache file does not vouch for (size and mtime in ns).
-
-    The cache is `<data_dir>/CHECK_CACHE`, written atomically; a folder that
-    cannot be written is checked in full every time (correct, only slower).
-    """
-    cache_path = os.path.join(data_dir, CHECK_CACHE)
-    entries = {}
-    try:
-        with open(cache_path) as f:
-            saved = json.load(f)
-        if saved.get("version") == CHECK_CACHE_VERSION:
-            entries = saved["shards"]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        entries = {}
-    results, stats, todo = {}, {}, []
-    for path in paths:
-        st = os.stat(path)
-        stats[path] = [st.st_size, st.st_mtime_ns]
-        entry = entries.get(os.path.basename(path))
-        try:
-            if entry and entry["stat"] == stats[path]:
-                results[path] = ShardCheck.from_json(entry["check"])
-                continue
-        except (KeyError, TypeError, ValueError, AttributeError):
-            pass
-        todo.append(path)
-    if todo:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) * 2)) as pool:
-            results.update(zip(todo, pool.map(check_shard, todo)))
-        fresh = dict(entries)
-        fresh.update({os.path.basename(p): {"stat": stats[p], "check": results[p].as_json()} for p in todo})
-        try:
-            files_lib.atomic_write(cache_path, json.dumps({"version": CHECK_CACHE_VERSION, "shards": fresh}))
-        except OSError:
-            pass  # a read-only shard folder
-    return results
-
-
 def load_shards(data_dir: str, *, label_offset: int | None = None) -> ShardSplits:
     """Check the train and validation shards of `data_dir` and return them with the class list.
 
@@ -323,11 +90,11 @@ def load_shards(data_dir: str, *, label_offset: int | None = None) -> ShardSplit
             "keras-effnet-shards again with the same flags to finish it)",
         )
     offset = label_offset if label_offset is not None else (index or {}).get("label_offset", IMAGENET_LABEL_OFFSET)
-    paths = {split: list_shards(data_dir, prefix) for split, prefix in SPLITS.items()}
-    checks = checked_shards(data_dir, paths["train"] + paths["val"])
+    paths = {split: shard_check.list_shards(data_dir, prefix) for split, prefix in SPLITS.items()}
+    checks = shard_check.checked_shards(data_dir, paths["train"] + paths["val"])
     if index is not None:
-        _check_against_index(data_dir, index, paths, checks)
-    class_names = _class_names(data_dir, index, checks, offset)
+        shard_check.check_against_index(data_dir, index, paths, checks)
+    class_names = shard_check.class_names(data_dir, index, checks, offset)
     skipped, sets = [], {}
     for split, split_paths in paths.items():
         bad = []
@@ -361,47 +128,6 @@ def load_shards(data_dir: str, *, label_offset: int | None = None) -> ShardSplit
         skipped=tuple(skipped),
         label_offset=int(offset),
     )
-
-
-def _check_against_index(data_dir, index, paths, checks):
-    for split, prefix in SPLITS.items():
-        listed = index.get("splits", {}).get(prefix, {}).get("shards", {})
-        on_disk = {os.path.basename(p): p for p in paths[split]}
-        if set(listed) != set(on_disk):
-            extra, absent = sorted(set(on_disk) - set(listed)), sorted(set(listed) - set(on_disk))
-            raise ShardError(
-                "data_dir",
-                data_dir,
-                f"the {prefix} shards that {INDEX} lists (not listed: "
-                f"{extra[:3] or 'none'}; listed but absent: {absent[:3] or 'none'})",
-            )
-        for name, entry in sorted(listed.items()):
-            check = checks[on_disk[name]]
-            if entry.get("count") != check.count or entry.get("sha256") != check.sha256:
-                what = (
-                    f"{entry.get('count')} records, it has {check.count}"
-                    if entry.get("count") != check.count
-                    else "another sha256: the file changed after it was written"
-                )
-                raise ShardError("data_dir", data_dir, f"shards that match {INDEX} ({INDEX} gives {name} {what})")
-
-
-def _class_names(data_dir, index, checks, offset) -> list[str]:
-    """The index's classes; else the synsets in label order (all labels then must be offset..offset+n-1);
-    else "0".."n-1" up to the largest label."""
-    if index is not None:
-        return list(index["classes"])
-    by_label = {}
-    for check in checks.values():
-        for label, synset in check.synsets.items():
-            if by_label.setdefault(label, synset) != synset:
-                raise ShardError(
-                    "data_dir", data_dir, f"one synset per label (label {label} has {by_label[label]!r} and {synset!r})"
-                )
-    if by_label:
-        return [by_label[label] for label in sorted(by_label)]
-    labels = {label for c in checks.values() for label in c.labels}
-    return [str(i) for i in range(max(labels) - offset + 1)] if labels else []
 
 
 # ---------------------------------------------------------------- splitting across workers
@@ -447,9 +173,6 @@ def steps_per_epoch(shards: ShardSet, global_batch: int, workers: int) -> int:
     return min(plan.per_worker) // (global_batch // workers)
 
 
-# ---------------------------------------------------------------- the tf.data pipeline
-
-
 def make_dataset(
     shards: ShardSet,
     *,
@@ -481,118 +204,47 @@ def make_dataset(
 
     from training import data as data_lib
 
-    if augment not in data_lib.AUGMENTS:
-        raise ValueError(f"augment must be one of {data_lib.AUGMENTS}, got {augment!r}.")
+    if augment not in augment_lib.AUGMENTS:
+        raise ValueError(f"augment must be one of {augment_lib.AUGMENTS}, got {augment!r}.")
     if drop_remainder is None:
         drop_remainder = training
-    size = int(image_size)
-    crop_area = tuple(crop_area or data_lib.CROP_AREA)
     plan = split_plan(shards, workers)
-    positions = list(range(len(shards.paths)))
-    if plan.by == "file":
-        positions = positions[worker::workers]
-    paths = [shards.paths[p] for p in positions]
-    counts = [shards.counts[p] for p in positions]
-    names = [os.path.basename(p) for p in paths]
-    bad_keys = [p * (1 << 32) + r for p, r in shards.bad]
-    shuffle_seed = data_lib._shuffle_seed(seed, start_epoch)
-
-    files = tf.data.Dataset.from_tensor_slices((paths, counts, positions, names))
+    shuffle_seed = augment_lib.shuffle_seed(seed, start_epoch)
+    ds = _worker_records(shards, plan, worker, shuffle=training, seed=shuffle_seed)
     if training:
-        files = files.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
-
-    def records(path, count, position, name):
-        ds = tf.data.TFRecordDataset(path).take(tf.cast(count, tf.int64)).enumerate()
-        return ds.map(lambda i, r: (tf.cast(position, tf.int64) * (1 << 32) + i, name, i, r))
-
-    ds = files.interleave(
-        records,
-        cycle_length=max(1, min(CYCLE_LENGTH, len(paths))),
-        block_length=1,
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
-    if bad_keys:
-        bad = tf.constant(sorted(bad_keys), tf.int64)
-        ds = ds.filter(lambda key, name, i, r: tf.logical_not(tf.reduce_any(tf.equal(bad, key))))
-    if plan.by == "data" and workers > 1:
-        ds = ds.shard(workers, worker)
-    n = plan.per_worker[worker]
-    if training:
-        ds = ds.shuffle(min(n, SHUFFLE_BUFFER), seed=shuffle_seed + 1, reshuffle_each_iteration=True)
+        ds = ds.shuffle(
+            min(plan.per_worker[worker], SHUFFLE_BUFFER), seed=shuffle_seed + 1, reshuffle_each_iteration=True
+        )
     if repeat:
         ds = ds.repeat()
-
-    features = {
-        "image/encoded": tf.io.FixedLenFeature([], tf.string),
-        "image/class/label": tf.io.FixedLenFeature([], tf.int64),
-        "image/filename": tf.io.FixedLenFeature([], tf.string, default_value=""),
-    }
-
-    def parse(index, element):
-        _, name, record_index, record = element
-        parsed = tf.io.parse_single_example(record, features)
-        data = parsed["image/encoded"]
-        label = tf.cast(parsed["image/class/label"] - label_offset, tf.int32)
-        example_id = tf.where(
-            tf.strings.length(parsed["image/filename"]) > 0,
-            parsed["image/filename"],
-            tf.strings.join([name, tf.strings.as_string(record_index)], ":"),
-        )
-        if training and augment != "none":
-            element_seed = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(start_epoch, tf.int64), index])
-            image = _random_crop(data, element_seed, crop_area)
-            image = tf.image.resize(image, [size, size], antialias=True)
-            image = tf.image.stateless_random_flip_left_right(image, seed=element_seed + 1)
-        else:
-            image = tf.io.decode_image(data, channels=3, expand_animations=False)
-            image.set_shape([None, None, 3])
-            image = tf.image.resize(image, [size, size], antialias=True)
-        image = tf.clip_by_value(image, 0.0, 255.0)
-        return (image, label, example_id) if with_ids else (image, label)
-
-    ds = ds.enumerate().map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    example = functools.partial(
+        shard_reader.example,
+        size=int(image_size),
+        label_offset=label_offset,
+        augmenting=training and augment != "none",
+        seed=seed,
+        start_epoch=start_epoch,
+        crop_area=tuple(crop_area or augment_lib.CROP_AREA),
+        with_ids=with_ids,
+    )
+    ds = ds.enumerate().map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if training and augment == "randaugment":
-        randaugment = data_lib._randaugment(seed, start_epoch, randaugment_magnitude)
+        randaugment = augment_lib.randaugment(seed, start_epoch, randaugment_magnitude)
         ds = ds.map(lambda x, y, *ids: randaugment(x, y) + tuple(ids), num_parallel_calls=None)
-    options = tf.data.Options()
-    options.deterministic = True
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF  # split above
-    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+    return data_lib.finish_pipeline(ds, "OFF")  # split above
 
 
-def _random_crop(data, element_seed, crop_area):
-    import tensorflow as tf
-
-    from training import data as data_lib
-
-    def window(shape):
-        begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
-            tf.cast(shape, tf.int32),
-            tf.zeros([1, 0, 4], tf.float32),
-            seed=element_seed,
-            min_object_covered=0.0,
-            aspect_ratio_range=data_lib.CROP_ASPECT,
-            area_range=crop_area,
-            max_attempts=10,
-            use_image_if_no_bounding_boxes=True,
-        )
-        return begin, extent
-
-    def jpeg_crop():
-        begin, extent = window(tf.io.extract_jpeg_shape(data))
-        return tf.image.decode_and_crop_jpeg(data, tf.stack([begin[0], begin[1], extent[0], extent[1]]), channels=3)
-
-    def other_crop():
-        image = tf.io.decode_image(data, channels=3, expand_animations=False)
-        image.set_shape([None, None, 3])
-        begin, extent = window(tf.shape(image))
-        return tf.slice(image, begin, extent)
-
-    image = tf.cond(tf.io.is_jpeg(data), jpeg_crop, other_crop)
-    image.set_shape([None, None, 3])
-    return image
+def _worker_records(shards: ShardSet, plan: SplitPlan, worker: int, *, shuffle: bool, seed: int):
+    """This worker's records, (key, shard name, record index, record), less those that are not images."""
+    positions = list(range(len(shards.paths)))
+    if plan.by == "file":
+        positions = positions[worker :: plan.workers]
+    files = shard_reader.shard_files(shards, positions, shuffle=shuffle, seed=seed)
+    ds = shard_reader.without(shard_reader.interleaved(files, len(positions)), shards.bad)
+    if plan.by == "data" and plan.workers > 1:
+        ds = ds.shard(plan.workers, worker)
+    return ds
 
 
 def distribute(
@@ -646,41 +298,3 @@ def distribute(
 
     options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
     return strategy.distribute_datasets_from_function(dataset_fn, options)
-
-
-def evaluate(model, names: list[str], data_dir: str, *, batch_size: int = 64) -> dict:
-    """`training.evaluate.evaluate` on the validation shards of `data_dir`: the same dict, for a model whose
-    classes are `names` (the shards' classes must be among them)."""
-    splits = load_shards(data_dir)
-    unknown = sorted(set(splits.class_names) - set(names))
-    if unknown:
-        raise ShardError("data_dir", data_dir, f"shards of classes the model knows ({names}); unknown: {unknown}")
-    to_model = np.array([names.index(n) for n in splits.class_names])
-    ds = make_dataset(
-        splits.val_files,
-        image_size=model.input_shape[1] or 224,
-        batch_size=batch_size,
-        training=False,
-        label_offset=splits.label_offset,
-    )
-    probs, targets = [], []
-    for x, y in ds:
-        probs.append(model(x, training=False).numpy())
-        targets.append(to_model[y.numpy()])
-    probs, targets = np.concatenate(probs), np.concatenate(targets)
-    top5 = np.argsort(-probs, axis=1)[:, :5]
-    hit1 = top5[:, 0] == targets
-    hit5 = (top5 == targets[:, None]).any(axis=1)
-    per_class = {
-        name: float(hit1[targets == names.index(name)].mean())
-        for name in splits.class_names
-        if (targets == names.index(name)).any()
-    }
-    return {
-        "top1": float(hit1.mean()),
-        "top5": float(hit5.mean()),
-        "num_images": int(len(targets)),
-        "per_class": per_class,
-        "skipped": list(splits.skipped),
-        "data_dir": data_dir,
-    }

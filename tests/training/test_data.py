@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training import data
+from training import data, decode
 
 
 def _image(seed, size=(40, 30)):
@@ -49,10 +49,24 @@ def test_formats_and_modes_become_rgb_and_match_pil(tmp_path):
     }
     for name, (im, fmt) in cases.items():
         im.save(root / name, fmt)
-    files, labels, classes, skipped = data.scan_folder(str(tmp_path / "ds" / "train"))
-    assert skipped == [] and classes == ["x"] and len(files) == len(cases)
-    ds = data.make_dataset(files, labels, image_size=28, batch_size=len(files), training=False, augment="none")
+    split = data.scan_folder(str(tmp_path / "ds" / "train"))
+    files = split.files
+    assert split.skipped == () and split.class_names == ("x",) and len(files) == len(cases)
+    ds = data.make_dataset(
+        files,
+        split.labels,
+        image_size=28,
+        batch_size=len(files),
+        training=False,
+        augment="none",
+        pil_files=split.pil_files,
+    )
     images, got_labels = next(iter(ds))
+    # The scan's decoder verdicts are the headers' ones; without them the pipeline decides alike.
+    assert {os.path.basename(f) for f in split.pil_files} == {n for n in cases if decode.needs_pil(str(root / n))}
+    assert {"i16.png", "pal.bmp"} <= {os.path.basename(f) for f in split.pil_files}
+    from_headers = data.make_dataset(files, split.labels, image_size=28, batch_size=len(files), training=False)
+    np.testing.assert_array_equal(next(iter(from_headers))[0].numpy(), images.numpy())
     assert images.dtype.name == "float32" and images.shape == (len(files), 28, 28, 3)
     assert list(got_labels.numpy()) == [0] * len(files)
     for f, img in zip(files, images.numpy()):
@@ -226,7 +240,8 @@ def test_decode_check_is_cached_by_path_size_and_mtime(folder, monkeypatch):
     with open(target, "wb") as f:
         f.write(b"no longer an image")
     os.utime(target, ns=(1, 1))
-    files, _, _, skipped = data.scan_folder(train)
+    split = data.scan_folder(train)
+    files, skipped = split.files, split.skipped
     assert calls == ["1.jpg"] and [os.path.basename(s.path) for s in skipped] == ["1.jpg"] and target not in files
     calls.clear()
     _image(9).save(os.path.join(train, "b", "new.jpg"))
@@ -235,7 +250,7 @@ def test_decode_check_is_cached_by_path_size_and_mtime(folder, monkeypatch):
     calls.clear()
     with open(os.path.join(train, data.SCAN_CACHE), "w") as f:
         f.write("{damaged")
-    assert len(data.scan_folder(train)[0]) == 6 and len(calls) == 7
+    assert len(data.scan_folder(train).files) == 6 and len(calls) == 7
     calls.clear()
     data.scan_folder(train, cache=False)
     assert len(calls) == 7
@@ -247,7 +262,7 @@ def test_decode_check_cache_on_a_read_only_folder(folder):
     try:
         if os.access(train, os.W_OK):
             pytest.skip("running as a user who can write anywhere")
-        assert len(data.scan_folder(train)[0]) == 6 and not os.path.exists(os.path.join(train, data.SCAN_CACHE))
+        assert len(data.scan_folder(train).files) == 6 and not os.path.exists(os.path.join(train, data.SCAN_CACHE))
     finally:
         os.chmod(train, 0o755)
 
@@ -299,3 +314,28 @@ def test_in_memory_cache_of_decoded_images_crops_and_flips_only(folder):
     for img in xs.numpy():
         diffs = [min(np.abs(img - r).mean(), np.abs(img[:, ::-1] - r).mean()) for r in ref]
         assert min(diffs) < 1.0
+
+
+def test_round_robin_spreads_every_prefix_over_the_classes():
+    assert data.round_robin([1, 0, 1, 1, 2, 0]) == [1, 0, 4, 5, 2, 3]
+    assert data.round_robin([]) == []
+
+
+def test_named_steps_decode_one_element(folder):
+    """The pipeline's steps are plain functions: eval decode, and the seeded crop of the cached uint8 image."""
+    import tensorflow as tf
+
+    split = data.scan_folder(os.path.join(folder, "train"))
+    path, raw, label, pil = decode.read_file(tf.constant(split.files[0]), 1, tf.constant(False))
+    image, got = decode.decode_eval(path, raw, label, pil, size=20)
+    assert image.shape == (20, 20, 3) and got == 1 and 0 <= float(tf.reduce_min(image))
+    whole = tf.cast(tf.round(image), tf.uint8)
+    a, _ = decode.crop_cached(
+        tf.constant(3, tf.int64), (whole, 1), size=20, seed=0, start_epoch=0, crop_area=(1.0, 1.0)
+    )
+    b, _ = decode.crop_cached(
+        tf.constant(3, tf.int64), (whole, 1), size=20, seed=0, start_epoch=0, crop_area=(1.0, 1.0)
+    )
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    flat = whole.numpy().astype(np.float32)
+    assert min(np.abs(a.numpy() - flat).max(), np.abs(a.numpy() - flat[:, ::-1]).max()) == 0

@@ -92,6 +92,7 @@ def test_evaluate_run_uses_exactly_the_recorded_validation_images(tmp_path):
     splits, record = folder_split.for_run(data, run, val_split=0.4, seed=0)
     os.makedirs(run)
     folder_split.write(run, record)
-    files, labels, names, where = evaluate.run_images(run)
-    assert files == list(splits.val_files) and labels == list(splits.val_labels) and names == ["cat", "dog"]
+    split, where = evaluate.run_images(run)
+    assert split.files == splits.val_files and split.labels == splits.val_labels
+    assert split.class_names == ("cat", "dog")
     assert where.endswith(folder_split.SPLIT_FILE)

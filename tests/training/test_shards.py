@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training import make_shards, shards, synthetic
+from training import make_shards, shard_check, shard_format, shards, synthetic
 
 TF_CPP = {"TF_CPP_MIN_LOG_LEVEL": "2"}
 
@@ -78,15 +78,15 @@ def _ids(shard_set, **kwargs):
 def test_a_folder_written_as_shards_reads_back_with_its_classes_labels_and_an_index_that_checks(folder, written):
     from training import data
 
-    index = json.load(open(os.path.join(written, shards.INDEX)))
+    index = json.load(open(os.path.join(written, shard_format.INDEX)))
     splits = data.load_splits(folder)
     assert index["complete"] and index["label_offset"] == 1 and index["classes"] == list(splits.class_names)
     assert sorted(index["splits"]["train"]["shards"]) == [f"train-{i:05d}-of-00004" for i in range(4)]
     assert sum(s["count"] for s in index["splits"]["train"]["shards"].values()) == 40
     assert set(index["splits"]["validation"]["class_counts"].values()) == {1}
     for name, entry in index["splits"]["train"]["shards"].items():
-        assert entry["sha256"] == shards.check_shard(os.path.join(written, name)).sha256
-    assert not [n for n in os.listdir(written) if n.startswith(".") and n != shards.CHECK_CACHE]
+        assert entry["sha256"] == shard_format.check_shard(os.path.join(written, name)).sha256
+    assert not [n for n in os.listdir(written) if n.startswith(".") and n != shard_check.CHECK_CACHE]
 
     loaded = shards.load_shards(written)
     assert loaded.class_names == splits.class_names and len(loaded.train_files) == 40 and len(loaded.val_files) == 10
@@ -113,13 +113,13 @@ def test_the_writer_resumes_and_never_leaves_half_a_shard(folder, tmp_path, monk
     monkeypatch.setattr(make_shards, "write_shard", dies_in_the_third)
     with pytest.raises(KeyboardInterrupt):
         make_shards.write_shards(config, log=lambda *a: None)
-    index = json.load(open(os.path.join(out, shards.INDEX)))
+    index = json.load(open(os.path.join(out, shard_format.INDEX)))
     assert not index["complete"] and sorted(index["splits"]["train"]["shards"]) == [
         "train-00000-of-00004",
         "train-00001-of-00004",
     ]
     assert sorted(os.listdir(out)) == ["index.json", "train-00000-of-00004", "train-00001-of-00004"]
-    with pytest.raises(shards.ShardError, match="writing was interrupted"):
+    with pytest.raises(shard_format.ShardError, match="writing was interrupted"):
         shards.load_shards(out)
     first = os.stat(os.path.join(out, "train-00000-of-00004")).st_mtime_ns
 
@@ -128,7 +128,7 @@ def test_the_writer_resumes_and_never_leaves_half_a_shard(folder, tmp_path, monk
     make_shards.write_shards(config, log=logs.append)
     assert "wrote 4 shard(s) now" in logs[-1]
     assert os.stat(os.path.join(out, "train-00000-of-00004")).st_mtime_ns == first
-    assert json.load(open(os.path.join(out, shards.INDEX)))["complete"]
+    assert json.load(open(os.path.join(out, shard_format.INDEX)))["complete"]
     assert len(shards.load_shards(out).train_files) == 40
 
     with pytest.raises(make_shards.cli.UsageError, match="other images or with other flags"):
@@ -167,7 +167,7 @@ def test_imagenet_shards_from_elsewhere_train_as_they_are_and_corrupt_records_ar
     ds = shards.make_dataset(loaded.val_files, image_size=16, batch_size=3, training=False)
     assert [int(y) for y in next(iter(ds))[1]] == [0, 1, 2]
     # The verdicts are cached: a second load reads no record (the shard is not even opened by TensorFlow).
-    cache = json.load(open(os.path.join(root, shards.CHECK_CACHE)))
+    cache = json.load(open(os.path.join(root, shard_check.CHECK_CACHE)))
     assert set(cache["shards"]) == set(train) | set(val)
     assert shards.load_shards(root).skipped == loaded.skipped
 
@@ -184,13 +184,13 @@ def test_broken_shard_sets_stop_before_training_in_one_line(written, tmp_path):
 
     missing = shutil.copytree(written, tmp_path / "missing")
     os.remove(missing / "train-00002-of-00004")
-    with pytest.raises(shards.ShardError, match=r"all 4 train shards.*missing 1: train-00002-of-00004"):
+    with pytest.raises(shard_format.ShardError, match=r"all 4 train shards.*missing 1: train-00002-of-00004"):
         shards.load_shards(str(missing))
     refused(missing)
 
     disagrees = shutil.copytree(written, tmp_path / "disagrees")
     shutil.copy(disagrees / "train-00000-of-00004", disagrees / "train-00001-of-00004")
-    with pytest.raises(shards.ShardError, match="shards that match index.json.*train-00001-of-00004"):
+    with pytest.raises(shard_format.ShardError, match="shards that match index.json.*train-00001-of-00004"):
         shards.load_shards(str(disagrees))
 
     syn = ["n0", "n1"]
@@ -199,10 +199,10 @@ def test_broken_shard_sets_stop_before_training_in_one_line(written, tmp_path):
         {"train-00000-of-00001": [(_jpeg(1), 1, syn[0], "a"), (_jpeg(2), 3, syn[1], "b")]},
         {"validation-00000-of-00001": [(_jpeg(3), 1, syn[0], "c")]},
     )
-    with pytest.raises(shards.ShardError, match=r"labels in 0\.\.1 after subtracting label_offset=1 .*label 3"):
+    with pytest.raises(shard_format.ShardError, match=r"labels in 0\.\.1 after subtracting label_offset=1 .*label 3"):
         shards.load_shards(gap)
     refused(gap)
-    with pytest.raises(shards.ShardError, match=r"label_offset=2 .*label 1"):
+    with pytest.raises(shard_format.ShardError, match=r"label_offset=2 .*label 1"):
         shards.load_shards(gap, label_offset=2)
 
 
