@@ -51,12 +51,16 @@ def fingerprint(config: StudyConfig, hw: dict) -> dict:
     return {"settings": settings, "hardware": hw}
 
 
-def check_inputs(config: StudyConfig) -> str | None:
-    """Check the output folder and the dataset before anything is written; return the data folder to use."""
+def check_inputs(config: StudyConfig) -> tuple[str | None, object]:
+    """Check the output folder and the dataset before anything is written.
+
+    Returns the data folder to use and, for a folder of images, its splits (scanned here, once); None, None
+    when a measure-only study reads no images.
+    """
     cli.require_writable_dir("out", config.out)
     if config.compare_with and not os.path.isfile(os.path.join(config.compare_with, "results.json")):
         raise cli.UsageError("compare_with", config.compare_with, "a finished study folder (with results.json)")
-    data_dir = None
+    data_dir, splits = None, None
     if not config.measure_only or config.data_dir:
         kind = config.dataset_kind
         if kind == "synthetic":
@@ -65,10 +69,10 @@ def check_inputs(config: StudyConfig) -> str | None:
             data_dir = config.data_dir
         else:
             cli.require_dir("data_dir", config.data_dir, what="a dataset folder with train/<class>/ and val/<class>/")
-            check_dataset(config.data_dir)
+            splits = check_dataset(config.data_dir)
             data_dir = config.data_dir
     check_writable(config.out)
-    return data_dir
+    return data_dir, splits
 
 
 def check_writable(out: str):
@@ -98,19 +102,20 @@ def check_dataset(data_dir: str):
     return splits
 
 
-def prepare_data(config: StudyConfig, data_dir: str | None):
-    """The dataset's splits (generating or fetching it first), or None when nothing needs it."""
+def prepare_data(config: StudyConfig, data_dir: str | None, splits=None):
+    """The dataset's splits (generating or fetching it first), or None when nothing needs it.
+
+    `splits`: the folder's splits when `check_inputs` has already scanned it, so it is not scanned twice.
+    """
+    if splits is not None:
+        return splits
     if data_dir is None and config.dataset_kind != "imagenette":
         return None
-    if config.dataset_kind == "synthetic":
-        from training import synthetic
+    from training import datasets
 
-        data_dir = synthetic.generate(data_dir, seed=config.seed)
-    elif config.dataset_kind == "imagenette":
-        from training import datasets
-
-        data_dir = datasets.download_fastai("imagenette", root=data_dir)
-    return check_dataset(data_dir)
+    return check_dataset(
+        datasets.dataset_folder(config.dataset_kind, data_dir, synthetic_options={"seed": config.seed})
+    )
 
 
 class Models:
@@ -299,10 +304,10 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> dict:
     threads = measure.fix_threads(config.thread_count)  # before anything starts TensorFlow; writes nothing
     cli.require_writable_dir("out", config.out)
     with folder_lock.exclusive(config.out, command="keras-effnet-study"):  # one study per folder at a time
-        data_dir = check_inputs(config)
+        data_dir, checked = check_inputs(config)
         hw = {**hardware.describe(), "threads": threads}
         store.open_study(config.out, fingerprint(config, hw))
-        splits = prepare_data(config, data_dir)
+        splits = prepare_data(config, data_dir, checked)
         study = Study(config, splits, progress)
         study.run()
         return results.write_outputs(

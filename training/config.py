@@ -25,11 +25,11 @@ import os
 
 from common import cli
 from keras_effnet.families import FAMILIES
+from training.augment import AUGMENTS
 from training.cluster import CLUSTERS, DEFAULT_PORT
 
 DATASETS = ("synthetic", "imagenette", "imagewoof", "folder")
 OPTIMIZERS = ("adamw", "rmsprop", "sgd")
-AUGMENTS = ("none", "basic", "randaugment")
 PRECISIONS = ("auto", "off", "bf16", "fp16")
 JIT = ("auto", "on", "off")
 STRATEGIES = ("auto", "mirrored", "one_device", "multi_worker")

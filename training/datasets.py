@@ -108,3 +108,22 @@ def apply_label_noise(splits, percent: int):
             raise ValueError(f"{path!r} gives {rel!r} the label {noisy[rel]!r}, which is not a class folder.")
         labels.append(index[noisy[rel]])
     return dataclasses.replace(splits, train_labels=tuple(labels))
+
+
+FASTAI_DATASETS = ("imagenette", "imagewoof")
+
+
+def dataset_folder(kind: str, data_dir: str | None, *, fastai_size: str = "160", synthetic_options=None) -> str:
+    """The folder a dataset kind is read from, made ready once: the one place that decides it.
+
+    `synthetic`: generated into `data_dir` (kept and reused; `synthetic_options` go to `synthetic.generate`);
+    `imagenette`, `imagewoof`: fastai's archive, downloaded once under `data_dir` (None: `default_root()`);
+    `folder` (anything else): `data_dir` as given. The trainer and the study both call this.
+    """
+    if kind == "synthetic":
+        from training import synthetic
+
+        return synthetic.generate(data_dir, **(synthetic_options or {}))
+    if kind in FASTAI_DATASETS:
+        return download_fastai(kind, fastai_size, data_dir)
+    return data_dir
