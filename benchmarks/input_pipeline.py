@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from common import cli
+from common import cli, markdown
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,8 +112,6 @@ def measure_pipeline(split, *, image_size, batch_size, batches, threads, cache=T
 def bench(config: PipelineBenchConfig) -> int:
     import tensorflow as tf
 
-    from training import data
-
     for name in (
         "image_size",
         "source_size",
@@ -127,90 +125,115 @@ def bench(config: PipelineBenchConfig) -> int:
         cli.positive(name, getattr(config, name))
     work = config.workdir or tempfile.mkdtemp(prefix="pipeline-bench-")
     try:
-        src = os.path.join(work, "pipeline", "train")
-        _write_jpegs(src, config.num_images, config.source_size)
-        split = data.scan_folder(src)
-        decode_start = time.perf_counter()
-        data.decoded_images(split.files, config.image_size, pil_files=split.pil_files)
-        decode_seconds = time.perf_counter() - decode_start
-        cores = os.cpu_count() or 1
-        one = measure_pipeline(
-            split, image_size=config.image_size, batch_size=config.batch_size, batches=config.batches, threads=1
-        )
-        every = measure_pipeline(
-            split, image_size=config.image_size, batch_size=config.batch_size, batches=config.batches, threads=0
-        )
-        sharded = {}
-        if config.shards:
-            from training import make_shards, shards
-
-            _write_jpegs(os.path.join(work, "pipeline", "val"), 10, config.source_size)
-            shard_dir = os.path.join(work, "shards")
-            make_shards.write_shards(
-                make_shards.ShardsConfig(
-                    data_dir=os.path.dirname(src), out=shard_dir, train_shards=config.num_shards, val_shards=1
-                ),
-                log=lambda *a: None,
-            )
-            shard_set = shards.load_shards(shard_dir).train_files
-            for name, kwargs in (("files_no_cache", {"cache": False}), ("shards", {"shard_set": shard_set})):
-                for threads in (1, 0):
-                    sharded[f"{name}_images_per_sec_{threads or cores}_threads"] = measure_pipeline(
-                        split,
-                        image_size=config.image_size,
-                        batch_size=config.batch_size,
-                        batches=config.batches,
-                        threads=threads,
-                        **kwargs,
-                    )
-
-        scan_dir = os.path.join(work, "scan")
-        _write_jpegs(scan_dir, config.scan_images, config.scan_size)
-        start = time.perf_counter()
-        data.scan_folder(scan_dir)
-        cold = time.perf_counter() - start
-        start = time.perf_counter()
-        data.scan_folder(scan_dir)
-        warm = time.perf_counter() - start
+        pipeline = measure_cached_and_shards(config, work)
+        scan = measure_scan(config, work)
     finally:
         if not config.workdir:
             shutil.rmtree(work, ignore_errors=True)
     result = {
         "tensorflow": tf.__version__,
-        "cpu_count": cores,
+        "cpu_count": os.cpu_count() or 1,
         "load_average": os.getloadavg(),
-        "pipeline": {
-            "image_size": config.image_size,
-            "source_size": config.source_size,
-            "images": config.num_images,
-            "batch_size": config.batch_size,
-            "fill_cache_seconds": decode_seconds,
-            "images_per_sec_1_thread": one,
-            f"images_per_sec_{cores}_threads": every,
-            **sharded,
-        },
-        "scan": {"images": config.scan_images, "size": config.scan_size, "cold_seconds": cold, "warm_seconds": warm},
+        "pipeline": pipeline,
+        "scan": scan,
     }
     if config.markdown:
-        p, s = result["pipeline"], result["scan"]
-        print(
-            f"| pipeline from the in-memory cache, {p['image_size']} px out (random-resized-crop + flip + batch) "
-            f"| {one:,.0f} img/s on 1 thread | {every:,.0f} img/s on {cores} |"
-        )
-        for name, what in (
-            ("files_no_cache", "folder, files read and decoded every step (no cache)"),
-            ("shards", f"TFRecord shards ({config.num_shards}), records decoded every step"),
-        ):
-            if sharded:
-                print(
-                    f"| pipeline from the {what}, {p['image_size']} px out | "
-                    f"{sharded[f'{name}_images_per_sec_1_threads']:,.0f} img/s on 1 thread | "
-                    f"{sharded[f'{name}_images_per_sec_{cores}_threads']:,.0f} img/s on {cores} |"
-                )
-        print(f"| decode check of {s['images']:,} JPEGs ({s['size']} px) | cold {cold:.1f} s | warm {warm:.2f} s |")
+        print("\n".join(markdown_rows(result, config.num_shards)))
     else:
         print(json.dumps(result, indent=1))
     return 0
+
+
+def measure_cached_and_shards(config: PipelineBenchConfig, work: str) -> dict:
+    """img/s of the in-memory path on 1 and on every thread and, with --shards, of the uncached folder and the
+    shard paths on the same images; and the seconds to fill the cache."""
+    from training import data
+
+    cores = os.cpu_count() or 1
+    src = os.path.join(work, "pipeline", "train")
+    _write_jpegs(src, config.num_images, config.source_size)
+    split = data.scan_folder(src)
+    decode_start = time.perf_counter()
+    data.decoded_images(split.files, config.image_size, pil_files=split.pil_files)
+    decode_seconds = time.perf_counter() - decode_start
+    sizes = {"image_size": config.image_size, "batch_size": config.batch_size, "batches": config.batches}
+    one = measure_pipeline(split, threads=1, **sizes)
+    every = measure_pipeline(split, threads=0, **sizes)
+    sharded = {}
+    if config.shards:
+        from training import make_shards, shards
+
+        _write_jpegs(os.path.join(work, "pipeline", "val"), 10, config.source_size)
+        shard_dir = os.path.join(work, "shards")
+        make_shards.write_shards(
+            make_shards.ShardsConfig(
+                data_dir=os.path.dirname(src), out=shard_dir, train_shards=config.num_shards, val_shards=1
+            ),
+            log=lambda *a: None,
+        )
+        shard_set = shards.load_shards(shard_dir).train_files
+        for name, kwargs in (("files_no_cache", {"cache": False}), ("shards", {"shard_set": shard_set})):
+            for threads in (1, 0):
+                sharded[f"{name}_images_per_sec_{threads or cores}_threads"] = measure_pipeline(
+                    split, threads=threads, **sizes, **kwargs
+                )
+    return {
+        "image_size": config.image_size,
+        "source_size": config.source_size,
+        "images": config.num_images,
+        "batch_size": config.batch_size,
+        "fill_cache_seconds": decode_seconds,
+        "images_per_sec_1_thread": one,
+        f"images_per_sec_{cores}_threads": every,
+        **sharded,
+    }
+
+
+def measure_scan(config: PipelineBenchConfig, work: str) -> dict:
+    """Seconds of the decode check over --scan_images JPEGs, cold (every file opened) and warm (the cache)."""
+    from training import data
+
+    scan_dir = os.path.join(work, "scan")
+    _write_jpegs(scan_dir, config.scan_images, config.scan_size)
+    start = time.perf_counter()
+    data.scan_folder(scan_dir)
+    cold = time.perf_counter() - start
+    start = time.perf_counter()
+    data.scan_folder(scan_dir)
+    warm = time.perf_counter() - start
+    return {"images": config.scan_images, "size": config.scan_size, "cold_seconds": cold, "warm_seconds": warm}
+
+
+def markdown_rows(result: dict, num_shards: int) -> list[str]:
+    """The docs' table rows (no header): each path's img/s on 1 thread and on every core, and the decode check."""
+    p, s, cores = result["pipeline"], result["scan"], result["cpu_count"]
+    rows = [
+        [
+            f"pipeline from the in-memory cache, {p['image_size']} px out (random-resized-crop + flip + batch)",
+            f"{p['images_per_sec_1_thread']:,.0f} img/s on 1 thread",
+            f"{p[f'images_per_sec_{cores}_threads']:,.0f} img/s on {cores}",
+        ]
+    ]
+    for name, what in (
+        ("files_no_cache", "folder, files read and decoded every step (no cache)"),
+        ("shards", f"TFRecord shards ({num_shards}), records decoded every step"),
+    ):
+        if f"{name}_images_per_sec_1_threads" in p:
+            rows.append(
+                [
+                    f"pipeline from the {what}, {p['image_size']} px out",
+                    f"{p[f'{name}_images_per_sec_1_threads']:,.0f} img/s on 1 thread",
+                    f"{p[f'{name}_images_per_sec_{cores}_threads']:,.0f} img/s on {cores}",
+                ]
+            )
+    rows.append(
+        [
+            f"decode check of {s['images']:,} JPEGs ({s['size']} px)",
+            f"cold {s['cold_seconds']:.1f} s",
+            f"warm {s['warm_seconds']:.2f} s",
+        ]
+    )
+    return [markdown.row(r) for r in rows]
 
 
 def main(argv=None) -> int:
