@@ -167,7 +167,7 @@ def rule_check(tflite: bytes) -> list[dict]:
     """The ops of `tflite` that `RULES` refuse: [{"index", "op", "why"}], in graph order."""
     from edge import litert
 
-    interp = litert._plain_interpreter(tflite)
+    interp = litert.plain_interpreter(tflite)
     dtypes = {t["index"]: np.dtype(t["dtype"]) for t in interp.get_tensor_details()}
     out = []
     for op in interp._get_ops_details():

@@ -16,22 +16,12 @@ import io
 
 import numpy as np
 
-from edge import litert
+from edge import convert, litert
 
 # Above this share of the MACs in float, int8_mixed is not an int8 model (it is not recommended as one).
 MAX_FLOAT_MAC_SHARE = 0.5
 _MAC_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 _ENDS = ("QUANTIZE", "DEQUANTIZE", "SOFTMAX")
-
-
-def _representative(images):
-    images = np.asarray(images, dtype=np.float32)
-
-    def dataset():
-        for image in images:
-            yield [image[None]]
-
-    return dataset
 
 
 def rank_layers(calibrated: bytes, float_tflite: bytes, images) -> list[dict]:
@@ -51,7 +41,7 @@ def rank_layers(calibrated: bytes, float_tflite: bytes, images) -> list[dict]:
     debugger = tf.lite.experimental.QuantizationDebugger(
         quant_debug_model_content=bytes(debug_model),
         float_model_content=bytes(float_tflite),
-        debug_dataset=_representative(images),
+        debug_dataset=convert.representative_dataset(images),
         debug_options=tf.lite.experimental.QuantizationDebugOptions(model_debug_metrics={}),
     )
     debugger.run()
@@ -106,7 +96,7 @@ def op_macs(tflite) -> list[dict]:
     """Per op of a .tflite file: {"index", "op", "macs", "float"}: the multiply-accumulates of its convolutions
     and fully connected layers (0 for other ops, whose cost is a few operations per element), and whether it
     computes in float (a float32 output; the QUANTIZE/DEQUANTIZE at the ends and the softmax excepted)."""
-    interp = litert._plain_interpreter(tflite)
+    interp = litert.plain_interpreter(tflite)
     details = {t["index"]: t for t in interp.get_tensor_details()}
     rows = []
     for op in interp._get_ops_details():
