@@ -52,14 +52,10 @@ def file_version(path: str) -> str:
     return "sha256:" + digest.hexdigest()[:12]
 
 
-def load_inputs(config: ExportConfig) -> Inputs:
-    """Load and check the model, labels and images of `config`; raises ValueError/FileNotFoundError naming the
-    flag for anything a user must fix."""
-    model = data_lib.load_model(config.model)
-    image_size = int(model.input_shape[1])
-    classes = int(model.output_shape[-1])
+def class_names(config: ExportConfig, splits: training_data.Splits | None, classes: int) -> tuple[tuple[str, ...], str]:
+    """The model's class names and where they come from: --labels, else labels.txt beside the model, else the
+    class folders of --data_dir; raises ValueError when none is given or they do not fit `classes` outputs."""
     beside = os.path.join(os.path.dirname(os.path.abspath(config.model)), LABELS)
-    splits = training_data.load_splits(config.data_dir) if config.data_dir else None
     if config.labels:
         names, source = read_labels(config.labels), os.fspath(config.labels)
     elif os.path.isfile(beside):
@@ -77,6 +73,35 @@ def load_inputs(config: ExportConfig) -> Inputs:
         )
     if len(set(names)) != len(names):
         raise ValueError(f"labels: {source} names a class twice.")
+    return names, source
+
+
+def calibration_set(
+    config: ExportConfig, splits: training_data.Splits | None, image_size: int
+) -> tuple[np.ndarray | None, str | None]:
+    """The calibration images and where they come from: --calibration_dir, else the train images of
+    --data_dir, else none."""
+    if config.calibration_dir:
+        representative = data_lib.folder_images(
+            config.calibration_dir, config.num_calibration, image_size, seed=config.seed
+        )
+        return representative, f"{len(representative)} images under {config.calibration_dir}"
+    if splits is not None:
+        representative = data_lib.calibration_images(
+            config.data_dir, config.num_calibration, image_size, seed=config.seed
+        )
+        return representative, f"{len(representative)} training images of {config.data_dir}"
+    return None, None
+
+
+def load_inputs(config: ExportConfig) -> Inputs:
+    """Load and check the model, labels and images of `config`; raises ValueError/FileNotFoundError naming the
+    flag for anything a user must fix."""
+    model = data_lib.load_model(config.model)
+    image_size = int(model.input_shape[1])
+    classes = int(model.output_shape[-1])
+    splits = training_data.load_splits(config.data_dir) if config.data_dir else None
+    names, source = class_names(config, splits, classes)
     eval_labels = None
     if splits is not None:
         unknown = [c for c in splits.class_names if c not in names]
@@ -90,17 +115,7 @@ def load_inputs(config: ExportConfig) -> Inputs:
         eval_images = val.images
         eval_labels = np.asarray([index[val.class_names[y]] for y in val.labels], dtype=np.int64)
         eval_source = f"{len(eval_labels)} labelled validation images of {config.data_dir}"
-    representative, cal_source = None, None
-    if config.calibration_dir:
-        representative = data_lib.folder_images(
-            config.calibration_dir, config.num_calibration, image_size, seed=config.seed
-        )
-        cal_source = f"{len(representative)} images under {config.calibration_dir}"
-    elif splits is not None:
-        representative = data_lib.calibration_images(
-            config.data_dir, config.num_calibration, image_size, seed=config.seed
-        )
-        cal_source = f"{len(representative)} training images of {config.data_dir}"
+    representative, cal_source = calibration_set(config, splits, image_size)
     if eval_labels is None:
         if representative is not None:
             eval_images, eval_source = representative, f"the {cal_source} (unlabelled: agreement only)"
