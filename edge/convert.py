@@ -2,8 +2,9 @@
 
 One conversion path serves every format (edge wraps the float model, it does not fork it): a batch-1 SavedModel
 (`export_saved_model`), then TensorFlow's converter for float32, float16, dynamic range, int16x8 and the QAT
-model; full-integer int8 is the float32 flatbuffer calibrated on images (`calibrate_float`) and quantized by
-the MLIR quantizer (`quantize_calibrated`), so that int8 and every int8_mixed candidate share one calibration.
+model. Full-integer int8 is a calibrated model (`calibrate` on the SavedModel, or `calibrate_float` on the
+float32 flatbuffer: the same graph, one converter pass fewer) quantized by the MLIR quantizer
+(`quantize_calibrated`), so that int8 and every int8_mixed candidate share one calibration.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from edge import metadata as metadata_lib
 
 SERVING_INPUT = "images"
 OUTPUT_NAME = "probabilities"
+_FLOAT_ON_PURPOSE = ("QUANTIZE", "DEQUANTIZE", "SOFTMAX")  # the ends of a float-I/O int8 graph, and its softmax
 
 
 def export_saved_model(model, directory: str) -> str:
@@ -224,16 +226,16 @@ def with_metadata(tflite: bytes, *, name: str, version: str, class_names, fmt: s
     return metadata_lib.populate(tflite, blob, {formats_lib.LABELS: labels})
 
 
+def computes_in_float(op: dict, tensors: dict) -> bool:
+    """Whether an op of a quantized graph (`litert.graph`: its op and tensors) computes in float: a float32
+    output, the (de)quantization at the graph's ends and the float softmax that `quantize_calibrated` keeps on
+    purpose excepted."""
+    outs = [tensors[i] for i in op["outputs"] if i in tensors]
+    return op["op_name"] not in _FLOAT_ON_PURPOSE and any(np.dtype(t["dtype"]) == np.float32 for t in outs)
+
+
 def float_ops(tflite) -> list[str]:
-    """Ops of a quantized model that compute in float, besides the (de)quantization at its ends and the float
-    softmax that `quantize_calibrated` keeps on purpose (the sign of a layer left unquantized)."""
-    interp = litert.plain_interpreter(tflite)
-    details = {t["index"]: t for t in interp.get_tensor_details()}
-    out = []
-    for op in interp._get_ops_details():
-        if op["op_name"] in ("QUANTIZE", "DEQUANTIZE", "SOFTMAX"):
-            continue
-        outs = [details[i] for i in op["outputs"] if i in details]
-        if any(np.dtype(t["dtype"]) == np.float32 for t in outs):
-            out.append(op["op_name"])
-    return sorted(set(out))
+    """The names of the ops of a quantized model that compute in float (`computes_in_float`): the sign of a
+    layer left unquantized."""
+    tensors, ops = litert.graph(tflite)
+    return sorted({op["op_name"] for op in ops if computes_in_float(op, tensors)})

@@ -1,4 +1,5 @@
-"""Export a keras_effnet model to every TFLite format, with the metadata Android's APIs read; check each one.
+"""`keras-effnet-export`: export a keras_effnet model to every TFLite format, with the metadata Android's APIs
+read; check each one and say which to ship.
 
     keras-effnet-export --model=M/model.keras --data_dir=DIR --out=E        # a trained model and its data
     keras-effnet-export --model=M/model.keras --out=E                       # float formats only (no images)
@@ -8,18 +9,14 @@ One conversion path serves every format (edge wraps the float model, it does not
 weights; dynamic-range int8 weights; full-integer int8 by post-training quantization (PTQ) calibrated on
 images; int16x8 (16-bit activations, 8-bit weights); and the QAT model of `edge.qat`. When PTQ int8 loses more
 than `MAX_TOP1_DROP_POINTS` top-1 against the float model, `int8_mixed` keeps the fewest layers in float that
-bring it back (the layers ranked by TensorFlow's QuantizationDebugger).
+bring it back (the layers ranked by TensorFlow's QuantizationDebugger). Results: `E/report.json` and
+`E/report.md` (`edge.report`).
 
-Every file carries TFLite metadata (`edge.metadata`): the model's name and version, the input normalisation
-for a float input, and the labels as an associated file, which is what MediaPipe Tasks' ImageClassifier and
-the Android Task Library read. Each file is run by LiteRT on the evaluation images and compared with the Keras
-float model; its latency is measured with LiteRT's CompiledModel API (what `litert-benchmark` and Android's
-LiteRT run), and the ops XNNPACK does not take are named with the reason. A format that fails is recorded with
-its error and the others are still written. Results: `E/report.json` and `E/report.md` (`edge.report`).
-
-Beside the .tflite files: the calibrator's recorded ranges are audited before int8 is built (`edge.calibration`),
-int8_mixed says what it keeps in float (`edge.mixed`), each file gets a GPU-delegate verdict
-(`edge.gpu_delegate`), and `saved_model` writes a SavedModel for a server (`edge.saved_model`).
+This module is the command line only (flags into an `ExportConfig`, one preamble, one library call), as TF
+Model Garden keeps `export_tflite.py` apart from `export_tflite_lib.py`. The library: `edge.formats` (the
+formats as data), `edge.convert` (conversion and metadata), `edge.evaluate` (LiteRT evaluation and the
+recommendation), `edge.inputs` (the model, labels and images), `edge.out_folder` (what the export owns in
+--out), `edge.export_config` (the flags) and `edge.session` (one export, format by format).
 """
 
 from __future__ import annotations

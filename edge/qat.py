@@ -311,36 +311,12 @@ def fine_tune(model, splits: Splits, config: FineTuneConfig = FineTuneConfig(), 
     if strategy is None:
         strategy = get_strategy("auto")
     image_size = int(model.input_shape[1])
-    train = training_data.make_dataset(
-        splits.train_files,
-        splits.train_labels,
-        image_size=image_size,
-        batch_size=config.batch_size,
-        training=True,
-        augment=config.augment,
-        seed=config.seed,
-    )
-    val = training_data.make_dataset(
-        splits.val_files,
-        splits.val_labels,
-        image_size=image_size,
-        batch_size=config.batch_size,
-        training=False,
-        augment="none",
-        seed=config.seed,
-    )
+    train = _dataset(splits.train_files, splits.train_labels, image_size, config, training=True)
+    val = _dataset(splits.val_files, splits.val_labels, image_size, config, training=False)
     with strategy.scope():
         qat_model = compile_qat(quantize(model), config.learning_rate)
     if config.calibration_batches:
-        calibration = training_data.make_dataset(
-            splits.train_files,
-            splits.train_labels,
-            image_size=image_size,
-            batch_size=config.batch_size,
-            training=False,
-            augment="none",
-            seed=config.seed,
-        )
+        calibration = _dataset(splits.train_files, splits.train_labels, image_size, config, training=False)
         calibrate_ranges(qat_model, (images for images, _ in calibration.take(config.calibration_batches)))
     history = {}
     if config.epochs:
@@ -356,6 +332,20 @@ def fine_tune(model, splits: Splits, config: FineTuneConfig = FineTuneConfig(), 
             if not all(np.isfinite(vals)):
                 raise FloatingPointError(f"QAT fine-tune: {k} became non-finite in epochs 1..{config.epochs}: {vals}")
     return qat_model, history
+
+
+def _dataset(files, labels, image_size: int, config: FineTuneConfig, *, training: bool):
+    """The trainer's pipeline over `files` at the fine-tune's batch size: augmented (`config.augment`) and
+    shuffled for training, in order and unaugmented otherwise."""
+    return training_data.make_dataset(
+        files,
+        labels,
+        image_size=image_size,
+        batch_size=config.batch_size,
+        training=training,
+        augment=config.augment if training else "none",
+        seed=config.seed,
+    )
 
 
 def save(qat_model, out_dir: str, info: dict) -> dict:

@@ -5,7 +5,9 @@ its float32 flatbuffer, and the int8 calibration, recorded on that float32 flatb
 no second converter pass) and audited (`edge.calibration`). Each format becomes one row of the report
 (`add_row`); a format that fails is recorded with its error and the others are still written. When PTQ int8
 loses more than `MAX_TOP1_DROP_POINTS` top-1 against the Keras float model, `int8_mixed` keeps the fewest layers
-in float that bring it back (`edge.mixed`).
+in float that bring it back (`edge.mixed`), and says what it keeps in float. Every file carries TFLite metadata
+(`convert.with_metadata`: what MediaPipe Tasks and the Android Task Library read) and gets a GPU-delegate
+verdict (`edge.gpu_delegate`); `saved_model` writes a SavedModel for a server (`edge.saved_model`).
 """
 
 from __future__ import annotations
