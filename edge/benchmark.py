@@ -99,7 +99,7 @@ def format_rows(rows: list[dict]) -> str:
 def compare_keras_applications(
     image_size: int = 224, *, threads: int = 1, runs: int = 50, warmup: int = 5, images: int = 4, seed: int = 0
 ) -> dict:
-    """Our B0 (`edge.export`'s float32 path) against keras.applications EfficientNetB0 converted the plain way
+    """Our B0 (`edge.convert`'s float32 path) against keras.applications EfficientNetB0 converted the plain way
     (`ExportArchive`, then `TFLiteConverter.from_saved_model`), both with the same random weights, in one run.
 
     keras.applications' B0 is built with `weights=None` and its weights copied into ours by layer name (the
@@ -109,7 +109,7 @@ def compare_keras_applications(
     import tensorflow as tf
 
     import keras_effnet
-    from edge import export
+    from edge import convert
     from keras_effnet import flavours
     from keras_effnet import twin as twin_lib
 
@@ -119,7 +119,7 @@ def compare_keras_applications(
     twin_lib.copy_weights(theirs, ours)
     work = tempfile.mkdtemp(prefix="edge-compare-")
     try:
-        ours_blob = export.convert(ours, "float32")
+        ours_blob = convert.convert(ours, "float32")
         archive = keras.export.ExportArchive()
         archive.track(theirs)
         archive.add_endpoint(

@@ -1,6 +1,6 @@
 """An independent check of the activation ranges that int8 calibration recorded, and their repair.
 
-Post-training int8 takes one range per activation tensor from the calibrator (`edge.export.calibrate`: the
+Post-training int8 takes one range per activation tensor from the calibrator (`edge.convert.calibrate_float`: the
 converter runs the float graph on the calibration images with LiteRT's optimized CPU kernels and records the
 min and max of each op's inputs and outputs). Every scale of the int8 graph follows from those ranges, so a
 wrong recorded range gives a wrong graph whatever kernel later runs it, and more calibration images do not

@@ -1,8 +1,7 @@
 """What edge/ reads: a keras_effnet model file and the trainer's JPEG folders.
 
-The folders go through the trainer's own loader (`training.data`) and the strategy through its one
-strategy function (`training.strategy`), so QAT fine-tunes and export calibrates on exactly the images, the
-decoding and the resizing that training used. This module only adds the checks edge/ needs (a model file that
+The folders go through the trainer's own loader (`training.data`), so QAT fine-tunes and export calibrates on
+exactly the images, the decoding and the resizing that training used. This module only adds the checks edge/ needs (a model file that
 is missing, corrupt or not made by keras_effnet; a model whose classes do not match the folders).
 """
 
@@ -17,10 +16,6 @@ import numpy as np
 from keras_effnet import flavours
 from keras_effnet import twin as twin_lib
 from training import data as training_data
-from training.strategy import get_strategy  # noqa: F401  (re-exported: edge.qat takes its strategy from here)
-
-load_splits = training_data.load_splits
-make_dataset = training_data.make_dataset
 
 
 def load_model(path: str):
@@ -58,17 +53,21 @@ class EvalSet:
     class_names: tuple[str, ...]
 
 
-def validation_set(data_dir: str, image_size: int, *, limit: int | None = None, batch_size: int = 64) -> EvalSet:
-    """DIR/val decoded and resized as the trainer's eval pipeline does; the first `limit` images in class order
-    when `limit` is given (spread over classes: every class contributes before any contributes twice)."""
-    splits = load_splits(data_dir)
+def validation_set(
+    splits: training_data.Splits, image_size: int, *, limit: int | None = None, batch_size: int = 64
+) -> EvalSet:
+    """The val images of `splits` (`training.data.load_splits`) decoded and resized as the trainer's eval
+    pipeline does; the first `limit` images in class order when `limit` is given (spread over classes: every
+    class contributes before any contributes twice)."""
     files, labels = list(splits.val_files), list(splits.val_labels)
     if limit is not None:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be None or an integer >= 1, got {limit!r}.")
         order = _round_robin(labels)[:limit]
         files, labels = [files[i] for i in order], [labels[i] for i in order]
-    ds = make_dataset(files, labels, image_size=image_size, batch_size=batch_size, training=False, augment="none")
+    ds = training_data.make_dataset(
+        files, labels, image_size=image_size, batch_size=batch_size, training=False, augment="none"
+    )
     images, targets = [], []
     for x, y in ds:
         images.append(x.numpy())
@@ -102,7 +101,7 @@ def folder_images(folder: str, n: int, image_size: int, *, seed: int = 0) -> np.
     rng = np.random.default_rng(seed)
     if len(good) > n:
         good = sorted(rng.choice(good, size=n, replace=False).tolist())
-    ds = make_dataset(
+    ds = training_data.make_dataset(
         good, [0] * len(good), image_size=image_size, batch_size=len(good), training=False, augment="none"
     )
     return next(iter(ds))[0].numpy()

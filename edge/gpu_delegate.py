@@ -167,10 +167,10 @@ def rule_check(tflite: bytes) -> list[dict]:
     """The ops of `tflite` that `RULES` refuse: [{"index", "op", "why"}], in graph order."""
     from edge import litert
 
-    interp = litert._plain_interpreter(tflite)
-    dtypes = {t["index"]: np.dtype(t["dtype"]) for t in interp.get_tensor_details()}
+    tensors, ops = litert.graph(tflite)
+    dtypes = {i: np.dtype(t["dtype"]) for i, t in tensors.items()}
     out = []
-    for op in interp._get_ops_details():
+    for op in ops:
         name = op["op_name"]
         tensors = [i for i in list(op["inputs"]) + list(op["outputs"]) if i >= 0]
         if name not in GPU_OPS:

@@ -133,11 +133,20 @@ def latency_stats(seconds: np.ndarray) -> dict:
 
 def op_counts(model) -> dict[str, int]:
     """{op name: count} of a .tflite (a path or its bytes), in the file's own graph (no delegate applied)."""
+    _, ops = graph(model)
+    return dict(sorted(collections.Counter(op["op_name"] for op in ops).items()))
+
+
+def graph(model) -> tuple[dict[int, dict], list[dict]]:
+    """The tensors (by index) and the ops, in order, of a .tflite (a path or its bytes): the file's own graph,
+    as LiteRT's Interpreter details them (`_plain_interpreter`)."""
     interp = _plain_interpreter(model)
-    return dict(sorted(collections.Counter(op["op_name"] for op in interp._get_ops_details()).items()))
+    return {t["index"]: t for t in interp.get_tensor_details()}, interp._get_ops_details()
 
 
 def _plain_interpreter(model):
+    """A LiteRT Interpreter of a .tflite (a path or its bytes) without the default delegates, tensors allocated:
+    the file's own graph, for reading its ops and tensors."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     kwargs = {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}

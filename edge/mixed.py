@@ -16,22 +16,11 @@ import io
 
 import numpy as np
 
-from edge import litert
+from edge import convert, litert
 
 # Above this share of the MACs in float, int8_mixed is not an int8 model (it is not recommended as one).
 MAX_FLOAT_MAC_SHARE = 0.5
 _MAC_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
-_ENDS = ("QUANTIZE", "DEQUANTIZE", "SOFTMAX")
-
-
-def _representative(images):
-    images = np.asarray(images, dtype=np.float32)
-
-    def dataset():
-        for image in images:
-            yield [image[None]]
-
-    return dataset
 
 
 def rank_layers(calibrated: bytes, float_tflite: bytes, images) -> list[dict]:
@@ -51,7 +40,7 @@ def rank_layers(calibrated: bytes, float_tflite: bytes, images) -> list[dict]:
     debugger = tf.lite.experimental.QuantizationDebugger(
         quant_debug_model_content=bytes(debug_model),
         float_model_content=bytes(float_tflite),
-        debug_dataset=_representative(images),
+        debug_dataset=convert.representative_dataset(images),
         debug_options=tf.lite.experimental.QuantizationDebugOptions(model_debug_metrics={}),
     )
     debugger.run()
@@ -105,11 +94,10 @@ def fewest_float_layers(ranked: list[str], good_enough) -> tuple[int, list[dict]
 def op_macs(tflite) -> list[dict]:
     """Per op of a .tflite file: {"index", "op", "macs", "float"}: the multiply-accumulates of its convolutions
     and fully connected layers (0 for other ops, whose cost is a few operations per element), and whether it
-    computes in float (a float32 output; the QUANTIZE/DEQUANTIZE at the ends and the softmax excepted)."""
-    interp = litert._plain_interpreter(tflite)
-    details = {t["index"]: t for t in interp.get_tensor_details()}
+    computes in float (`edge.convert.computes_in_float`)."""
+    details, ops = litert.graph(tflite)
     rows = []
-    for op in interp._get_ops_details():
+    for op in ops:
         name = op["op_name"]
         outs = [details[i] for i in op["outputs"] if i in details]
         macs = 0
@@ -122,8 +110,9 @@ def op_macs(tflite) -> list[dict]:
                 macs = int(np.prod(out_shape)) * w[1] * w[2]
             else:  # FULLY_CONNECTED: weights (O, I)
                 macs = int(np.prod(out_shape)) * w[1]
-        is_float = name not in _ENDS and any(np.dtype(t["dtype"]) == np.float32 for t in outs)
-        rows.append({"index": int(op["index"]), "op": name, "macs": macs, "float": bool(is_float)})
+        rows.append(
+            {"index": int(op["index"]), "op": name, "macs": macs, "float": convert.computes_in_float(op, details)}
+        )
     return rows
 
 

@@ -24,7 +24,9 @@ from common import lock as folder_lock
 from common.files import atomic_path, write_json
 from keras_effnet import flavours
 from keras_effnet import twin as twin_lib
-from training.strategy import STRATEGIES
+from training import data as training_data
+from training.data import Splits
+from training.strategy import STRATEGIES, get_strategy
 
 QAT_WEIGHTS = "qat.weights.h5"
 QAT_INFO = "qat.json"
@@ -88,7 +90,7 @@ def rejected_layers(tf_model, annotations: dict | None = None) -> list[tuple[str
             out.append((layer.name, kind, "a model nested inside a model (tfmot accepts flat functional models only)"))
             continue
         if kind == "BatchNormalization":
-            sources = quantize_configs._inbound_class_names(layer)
+            sources = quantize_configs.inbound_class_names(layer)
             if sources and all(s in quantize_configs.FUSABLE_INTO for s in sources):
                 continue
             out.append((layer.name, kind, "a BatchNormalization not preceded by a convolution or Dense is not folded"))
@@ -96,7 +98,7 @@ def rejected_layers(tf_model, annotations: dict | None = None) -> list[tuple[str
         if not registry.supports(layer):
             out.append((layer.name, kind, "no entry in the default 8-bit registry"))
             continue
-        act = quantize_configs._activation_name(layer)
+        act = quantize_configs.activation_name(layer)
         if act is None:
             continue
         allowed = _ACTIVATION_LAYER_OK if kind == "Activation" else _FUSED_ACTIVATION_OK
@@ -298,49 +300,23 @@ def calibrate_ranges(qat_model, batches) -> int:
     return len(started)
 
 
-def fine_tune(model, data_dir: str, config: FineTuneConfig = FineTuneConfig(), *, strategy=None):
-    """QAT fine-tune of a keras_effnet float model on the JPEG folders of `data_dir`; returns (qat_model, history).
+def fine_tune(model, splits: Splits, config: FineTuneConfig = FineTuneConfig(), *, strategy=None):
+    """QAT fine-tune of a keras_effnet float model on the images of `splits` (`training.data.load_splits` of a
+    folder with train/<class>/ and val/<class>/); returns (qat_model, history).
 
     Reuses the trainer's data pipeline (`training.data`) and distribution strategy (`training.strategy`):
     MirroredStrategy on every GPU, `cpu_replicas` logical CPU devices otherwise. The global batch is
     `config.batch_size`; each of the strategy's replicas gets batch_size / num_replicas_in_sync images.
     """
-    from edge import data as data_lib
-
     if strategy is None:
-        strategy = data_lib.get_strategy("auto")
+        strategy = get_strategy("auto")
     image_size = int(model.input_shape[1])
-    splits = data_lib.load_splits(data_dir)
-    train = data_lib.make_dataset(
-        splits.train_files,
-        splits.train_labels,
-        image_size=image_size,
-        batch_size=config.batch_size,
-        training=True,
-        augment=config.augment,
-        seed=config.seed,
-    )
-    val = data_lib.make_dataset(
-        splits.val_files,
-        splits.val_labels,
-        image_size=image_size,
-        batch_size=config.batch_size,
-        training=False,
-        augment="none",
-        seed=config.seed,
-    )
+    train = _dataset(splits.train_files, splits.train_labels, image_size, config, training=True)
+    val = _dataset(splits.val_files, splits.val_labels, image_size, config, training=False)
     with strategy.scope():
         qat_model = compile_qat(quantize(model), config.learning_rate)
     if config.calibration_batches:
-        calibration = data_lib.make_dataset(
-            splits.train_files,
-            splits.train_labels,
-            image_size=image_size,
-            batch_size=config.batch_size,
-            training=False,
-            augment="none",
-            seed=config.seed,
-        )
+        calibration = _dataset(splits.train_files, splits.train_labels, image_size, config, training=False)
         calibrate_ranges(qat_model, (images for images, _ in calibration.take(config.calibration_batches)))
     history = {}
     if config.epochs:
@@ -356,6 +332,20 @@ def fine_tune(model, data_dir: str, config: FineTuneConfig = FineTuneConfig(), *
             if not all(np.isfinite(vals)):
                 raise FloatingPointError(f"QAT fine-tune: {k} became non-finite in epochs 1..{config.epochs}: {vals}")
     return qat_model, history
+
+
+def _dataset(files, labels, image_size: int, config: FineTuneConfig, *, training: bool):
+    """The trainer's pipeline over `files` at the fine-tune's batch size: augmented (`config.augment`) and
+    shuffled for training, in order and unaugmented otherwise."""
+    return training_data.make_dataset(
+        files,
+        labels,
+        image_size=image_size,
+        batch_size=config.batch_size,
+        training=training,
+        augment=config.augment if training else "none",
+        seed=config.seed,
+    )
 
 
 def save(qat_model, out_dir: str, info: dict) -> dict:
@@ -437,16 +427,16 @@ def _run(config: QatConfig) -> None:
     from edge import data as data_lib
 
     try:
-        data_lib.load_splits(config.data_dir)
+        splits = training_data.load_splits(config.data_dir)
     except ValueError as exc:
         raise cli.UsageError(str(exc)) from None
-    strategy = data_lib.get_strategy(config.strategy, cpu_replicas=config.cpu_replicas)  # before TF runs any op
+    strategy = get_strategy(config.strategy, cpu_replicas=config.cpu_replicas)  # before TF runs any op
     try:
         model = data_lib.load_model(config.model)
     except (ValueError, FileNotFoundError) as exc:
         raise cli.UsageError(str(exc)) from None
     tune = config.fine_tune()
-    qat_model, history = fine_tune(model, config.data_dir, tune, strategy=strategy)
+    qat_model, history = fine_tune(model, splits, tune, strategy=strategy)
     paths = save(
         qat_model,
         config.out,

@@ -129,7 +129,8 @@ class SwishConvQuantizeConfig(_QuantizeConfig):
         return {}
 
 
-def _activation_name(layer) -> str | None:
+def activation_name(layer) -> str | None:
+    """The name of `layer`'s activation function (through a quantize wrapper's), None for a layer without one."""
     act = getattr(layer, "activation", None)
     if act is None:
         return None
@@ -138,7 +139,8 @@ def _activation_name(layer) -> str | None:
     return getattr(act, "__name__", type(act).__name__)
 
 
-def _inbound_class_names(layer) -> list[str]:
+def inbound_class_names(layer) -> list[str]:
+    """The class names of the layers feeding `layer` (whether a BatchNormalization folds into a convolution)."""
     names = []
     for node in getattr(layer, "_inbound_nodes", []):
         inbound = node.inbound_layers
@@ -157,11 +159,11 @@ def config_for(layer):
     if kind in ("Multiply", "Rescaling"):
         return OutputQuantizeConfig()
     if kind == "BatchNormalization":
-        sources = _inbound_class_names(layer)
+        sources = inbound_class_names(layer)
         if sources and all(s in FUSABLE_INTO for s in sources):
             return None
         return OutputQuantizeConfig()
-    if kind == "Conv2D" and _activation_name(layer) in SWISH_NAMES:
+    if kind == "Conv2D" and activation_name(layer) in SWISH_NAMES:
         return SwishConvQuantizeConfig()
     return None
 

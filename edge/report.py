@@ -1,6 +1,6 @@
 """The report of `edge.export`: the formats table it prints, the op counts per format, and report.md.
 
-Rendering only: every figure comes from the report dict that `edge.export.write_export` builds and writes as
+Rendering only: every figure comes from the report dict that `edge.session.write_export` builds and writes as
 report.json.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from edge import gpu_delegate
-from edge.export import FORMAT_NOTES, MIXED, model_file
+from edge.formats import FORMAT_NOTES, MIXED, model_file
 
 
 def _pct(value) -> str:

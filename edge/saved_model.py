@@ -1,6 +1,6 @@
 """A SavedModel for a server (TensorFlow Serving, `tf.saved_model.load`), written by `--formats=saved_model`.
 
-The converter's SavedModel (`edge.export.export_saved_model`) has a fixed batch of 1 so that the SE reshape
+The converter's SavedModel (`edge.convert.export_saved_model`) has a fixed batch of 1 so that the SE reshape
 folds for TFLite; a server wants any batch and, from a browser or a phone, the encoded file rather than a
 decoded tensor. This one carries two signatures, both returning `probabilities` (N, classes) and
 `class_names` (N, classes: the names in column order, repeated per row, because TF Serving's row format needs

@@ -11,7 +11,7 @@ after another, importing TensorFlow once.
 A worker builds the member exactly as the study's own process does: the trained `model.keras` of its run
 folder when there is one, else the architecture initialised with the study's seed (the same weights as the
 Keras model that is timed). It exports one SavedModel, converts float32, and makes int8 by calibrating that
-float32 file (`edge.export.calibrate_float`: one converter pass, not two). Files are written under a temporary
+float32 file (`edge.convert.calibrate_float`: one converter pass, not two). Files are written under a temporary
 name and renamed, so a file on disk is complete; the step records are the parent's to write.
 """
 
@@ -87,7 +87,7 @@ def convert_member(job: Job) -> dict:
     except RuntimeError:
         pass  # in-process (a test calling this directly): TensorFlow already runs
     from common.files import atomic_write
-    from edge import export
+    from edge import convert
     from study import measure
 
     start = time.perf_counter()
@@ -95,14 +95,14 @@ def convert_member(job: Job) -> dict:
     directory = tempfile.mkdtemp(prefix="study-savedmodel-")
     out = {}
     try:
-        saved = export.export_saved_model(model, os.path.join(directory, "model"))
+        saved = convert.export_saved_model(model, os.path.join(directory, "model"))
         del model
-        float_blob = export.convert_saved_model(saved, "float32", io_dtype="uint8")  # int8 is calibrated on it
+        float_blob = convert.convert_saved_model(saved, "float32", io_dtype="uint8")  # int8 is calibrated on it
         for precision in job.precisions:
             rep, blob = None, float_blob
             if precision == "int8":
                 rep = representative_images(job.member, job.calibration, job.data_dir, job.seed)
-                blob = export.quantize_calibrated(export.calibrate_float(float_blob, rep), io_dtype="uint8")
+                blob = convert.quantize_calibrated(convert.calibrate_float(float_blob, rep), io_dtype="uint8")
             atomic_write(job.paths[precision], blob)
             out[precision] = {
                 "bytes": os.path.getsize(job.paths[precision]),

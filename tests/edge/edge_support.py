@@ -68,14 +68,14 @@ def _probe(tmp_path_factory, dataset, family, widest=None):
     many features: float runtimes agree on them, but 8-bit rounding of the same features is amplified into the
     decision. `widest=N` reads only the N features that vary most, for comparisons between integer runtimes."""
     import keras_effnet
-    from edge import data
     from keras_effnet import flavours
+    from training import data as training_data
 
     keras = flavours.keras3()
     model = keras_effnet.build(0, family=family, input_shape=(SIZE, SIZE, 3), classes=CLASSES)
     features = keras.Model(model.input, model.get_layer("avg_pool").output)
-    splits = data.load_splits(dataset)
-    train = data.make_dataset(
+    splits = training_data.load_splits(dataset)
+    train = training_data.make_dataset(
         list(splits.train_files),
         list(splits.train_labels),
         image_size=SIZE,
@@ -122,14 +122,14 @@ def b0_export(tmp_path_factory, probe_path, dataset):
     """Every format of the probe B0 at 32 px, the QAT model fine-tuned for 2 steps first; (report, out_dir).
     int8_mixed is off here: `test_quantization_debugger_ranks_real_layers` and
     `test_fewest_float_layers_doubles_then_bisects` test its two parts."""
-    from edge import export
+    from edge import export, formats
 
     out = str(tmp_path_factory.mktemp("edge_export") / "E")
     report = export.export_all(
         probe_path,
         dataset,
         out,
-        formats=export.FORMATS,
+        formats=formats.FORMATS,
         qat_epochs=1,
         steps_per_epoch=2,
         batch_size=8,

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from edge import benchmark, export
+from edge import benchmark, convert
 from keras_effnet import flavours
 
 
@@ -26,7 +26,7 @@ def tiny_tflite(tmp_path_factory):
         ]
     )
     path = tmp_path_factory.mktemp("bench") / "tiny.tflite"
-    path.write_bytes(export.convert(model, "float32"))
+    path.write_bytes(convert.convert(model, "float32"))
     return str(path)
 
 
@@ -90,7 +90,7 @@ def test_latency_agrees_with_litert_benchmark(tmp_path):
 
     model = keras_effnet.build(0, input_shape=(64, 64, 3), classes=10)
     path = tmp_path / "b0_64.tflite"
-    path.write_bytes(export.convert(model, "float32"))
+    path.write_bytes(convert.convert(model, "float32"))
     tool = shutil.which("litert-benchmark") or os.path.join(os.path.dirname(sys.executable), "litert-benchmark")
     ours, theirs = [], []
     for _ in range(3):

@@ -11,8 +11,9 @@ import pytest
 from edge_support import CLASSES, SIZE, run_module
 
 from common import cli
-from edge import data, export, litert, metadata, mixed
+from edge import convert, data, evaluate, export, export_config, formats, litert, metadata, mixed
 from edge import report as report_lib
+from training import data as training_data
 
 # One worker computes the shared export of every format (`b0_export`) for both files (pytest-xdist).
 pytestmark = pytest.mark.xdist_group("b0_export")
@@ -25,7 +26,7 @@ def _mode(path):
 def test_every_format_is_written_and_evaluated(b0_export):
     report, out = b0_export
     rows = {r["format"]: r for r in report["formats"]}
-    assert [f for f in rows if f != export.MIXED] == list(export.FORMATS)
+    assert [f for f in rows if f != formats.MIXED] == list(formats.FORMATS)
     for fmt, row in rows.items():
         assert not row.get("error"), (fmt, row.get("error"))
         path = os.path.join(out, row["file"])
@@ -86,7 +87,7 @@ def test_float32_tflite_matches_keras(b0_export, probe_path, dataset):
     row = next(r for r in report["formats"] if r["format"] == "float32")
     assert row["agreement_with_keras"] == 1.0 and row["max_prob_diff"] < 1e-4
     model = data.load_model(probe_path)
-    val = data.validation_set(dataset, SIZE)
+    val = data.validation_set(training_data.load_splits(dataset), SIZE)
     got = litert.TFLiteModel(os.path.join(out, row["file"])).predict(val.images)
     np.testing.assert_allclose(got, model.predict(val.images, verbose=0), atol=1e-4)
     assert report["num_val_images"] == len(val.labels) == CLASSES * 4
@@ -94,20 +95,20 @@ def test_float32_tflite_matches_keras(b0_export, probe_path, dataset):
 
 def test_report_files_labels_ops_and_recommendation(b0_export):
     report, out = b0_export
-    with open(os.path.join(out, export.REPORT_JSON)) as f:
+    with open(os.path.join(out, formats.REPORT_JSON)) as f:
         on_disk = json.load(f)
     assert on_disk["formats"] == report["formats"]
-    with open(os.path.join(out, export.LABELS)) as f:
+    with open(os.path.join(out, formats.LABELS)) as f:
         assert f.read().split() == report["class_names"] == ["circle", "square", "triangle"]
-    md = open(os.path.join(out, export.REPORT_MD)).read()
+    md = open(os.path.join(out, formats.REPORT_MD)).read()
     table = report_lib.format_table(report)
     assert table in md and table.count("\n") == 1 + len(report["formats"])
     assert report_lib.op_table(report) in md and "| CONV_2D |" in md and "| total |" in md
     assert "CompiledModel" in md
     rec = report["recommendation"]
-    assert rec["format"] in export.FORMATS + (export.MIXED,) and f"Ship `{rec['file']}`" in md
+    assert rec["format"] in formats.FORMATS + (formats.MIXED,) and f"Ship `{rec['file']}`" in md
     chosen = next(r for r in report["formats"] if r["format"] == rec["format"])
-    close = [r for r in report["formats"] if (report["keras_top1"] - r["top1"]) * 100 <= export.MAX_TOP1_DROP_POINTS]
+    close = [r for r in report["formats"] if (report["keras_top1"] - r["top1"]) * 100 <= evaluate.MAX_TOP1_DROP_POINTS]
     if close:
         assert chosen["latency_ms"] == min(r["latency_ms"] for r in close)
     assert report["qat"]["fine_tune"]["steps_per_epoch"] == 2
@@ -153,16 +154,16 @@ def test_recommend_prefers_the_fastest_accurate_format():
         },
         {"format": "float16", "error": "boom"},
     ]
-    assert export.recommend(rows, keras_top1=0.90)["format"] == "qat_int8"
-    assert export.recommend(rows[:2], keras_top1=0.99)["format"] == "float32"  # none within 1 point: most accurate
-    assert export.recommend(rows[3:], keras_top1=0.9)["format"] is None
-    unlabelled = export.recommend(rows, keras_top1=None)  # agreement stands in for accuracy
+    assert evaluate.recommend(rows, keras_top1=0.90)["format"] == "qat_int8"
+    assert evaluate.recommend(rows[:2], keras_top1=0.99)["format"] == "float32"  # none within 1 point: most accurate
+    assert evaluate.recommend(rows[3:], keras_top1=0.9)["format"] is None
+    unlabelled = evaluate.recommend(rows, keras_top1=None)  # agreement stands in for accuracy
     assert unlabelled["format"] == "qat_int8" and "no labelled data" in unlabelled["reason"]
     # An int8_mixed with most MACs in float is not shipped as int8, however fast it measured.
     mixed_rows = [
         rows[0],
         {
-            "format": export.MIXED,
+            "format": formats.MIXED,
             "file": "m",
             "top1": 0.90,
             "agreement_with_keras": 1.0,
@@ -172,9 +173,9 @@ def test_recommend_prefers_the_fastest_accurate_format():
             "mixed": {"is_int8": False},
         },
     ]
-    assert export.recommend(mixed_rows, keras_top1=0.90)["format"] == "float32"
+    assert evaluate.recommend(mixed_rows, keras_top1=0.90)["format"] == "float32"
     mixed_rows[1]["mixed"]["is_int8"] = True
-    assert export.recommend(mixed_rows, keras_top1=0.90)["format"] == export.MIXED
+    assert evaluate.recommend(mixed_rows, keras_top1=0.90)["format"] == formats.MIXED
 
 
 def test_fewest_float_layers_doubles_then_bisects():
@@ -195,23 +196,23 @@ def test_fewest_float_layers_doubles_then_bisects():
 def test_quantization_debugger_ranks_real_layers(b0_export, probe_path, dataset, tmp_path):
     _, out = b0_export
     model = data.load_model(probe_path)
-    saved = export.export_saved_model(model, str(tmp_path / "sm"))
+    saved = convert.export_saved_model(model, str(tmp_path / "sm"))
     images = data.calibration_images(dataset, 4, SIZE)
-    calibrated = export.calibrate(saved, images)
+    calibrated = convert.calibrate(saved, images)
     ranked = mixed.rank_layers(calibrated, open(os.path.join(out, "model_float32.tflite"), "rb").read(), images)
     assert len(ranked) > 50 and all(r["rmse_over_scale"] >= 0 for r in ranked)
     assert [r["rmse_over_scale"] for r in ranked] == sorted((r["rmse_over_scale"] for r in ranked), reverse=True)
     worst = [r["node"] for r in ranked[:3]]
-    mixed_blob = export.quantize_calibrated(calibrated, float_nodes=worst)
-    assert export.float_ops(mixed_blob)  # the denylisted layers compute in float
-    assert export.float_ops(export.quantize_calibrated(calibrated)) == []
+    mixed_blob = convert.quantize_calibrated(calibrated, float_nodes=worst)
+    assert convert.float_ops(mixed_blob)  # the denylisted layers compute in float
+    assert convert.float_ops(convert.quantize_calibrated(calibrated)) == []
     # What the mixed file keeps in float, measured on the file: a few layers, a small share of the MACs; every
     # layer in float: nearly all MACs, and it says it is not an int8 model.
-    int8_share = mixed.float_share(export.quantize_calibrated(calibrated))
+    int8_share = mixed.float_share(convert.quantize_calibrated(calibrated))
     assert int8_share["float_ops"] == 0 and int8_share["float_mac_share"] == 0.0 and int8_share["macs"] > 1e6
     few = mixed.float_share(mixed_blob)
     assert 0 < few["float_ops"] <= 6 and few["float_mac_share"] < 0.5 and few["macs"] == int8_share["macs"]
-    everything = export.quantize_calibrated(calibrated, float_nodes=[r["node"] for r in ranked])
+    everything = convert.quantize_calibrated(calibrated, float_nodes=[r["node"] for r in ranked])
     sizes = {"int8": 5_000_000, "float32": 16_000_000}
     info = mixed.account({"float_layers": [r["node"] for r in ranked], "num_layers": len(ranked)}, everything, sizes)
     assert info["share"]["float_mac_share"] > 0.9 and not info["is_int8"]
@@ -220,14 +221,14 @@ def test_quantization_debugger_ranks_real_layers(b0_export, probe_path, dataset,
 
 
 def test_a_failing_format_is_reported_and_the_others_kept(monkeypatch, b0_path, dataset, tmp_path):
-    real = export.convert_saved_model
+    real = convert.convert_saved_model
 
-    def convert(saved_model_dir, fmt, **kwargs):
+    def float16_fails(saved_model_dir, fmt, **kwargs):
         if fmt == "float16":
             raise RuntimeError("converter exploded on purpose")
         return real(saved_model_dir, fmt, **kwargs)
 
-    monkeypatch.setattr(export, "convert_saved_model", convert)
+    monkeypatch.setattr(convert, "convert_saved_model", float16_fails)
     out = tmp_path / "E"
     labels = tmp_path / "names.txt"
     labels.write_text("triangle\ncircle\nsquare\n")  # not the class folders' order: matched by name
@@ -245,7 +246,7 @@ def test_a_failing_format_is_reported_and_the_others_kept(monkeypatch, b0_path, 
     )
     rows = {r["format"]: r for r in report["formats"]}
     model = data.load_model(b0_path)
-    val = data.validation_set(dataset, SIZE, limit=6)
+    val = data.validation_set(training_data.load_splits(dataset), SIZE, limit=6)
     mapped = np.asarray([["triangle", "circle", "square"].index(val.class_names[y]) for y in val.labels])
     assert report["keras_top1"] == pytest.approx(
         float((model.predict(val.images, verbose=0).argmax(1) == mapped).mean())
@@ -289,7 +290,9 @@ def test_pretrained_model_without_data_exports_the_float_formats(b0_path, tmp_pa
     assert "top1" not in report["formats"][0] and report["formats"][0]["agreement_with_keras"] == 1.0
     assert metadata.associated_files((out / "model_float32.tflite").read_bytes())["labels.txt"] == b"cat\ndog\nbird\n"
     assert report["recommendation"]["format"] == "float32"
-    assert export.ExportConfig(model="m", out="o").chosen_formats() == export.FLOAT_FORMATS + (export.SAVED_MODEL,)
+    assert export_config.ExportConfig(model="m", out="o").chosen_formats() == formats.FLOAT_FORMATS + (
+        formats.SAVED_MODEL,
+    )
 
     images = tmp_path / "photos" / "nested"
     images.mkdir(parents=True)
@@ -316,11 +319,11 @@ def test_pretrained_model_without_data_exports_the_float_formats(b0_path, tmp_pa
 
 
 def test_no_format_succeeding_exits_1(monkeypatch, b0_path, tmp_path, capsys):
-    def convert(*args, **kwargs):
+    def no_luck(*args, **kwargs):
         raise RuntimeError("no luck")
 
-    monkeypatch.setattr(export, "export_saved_model", lambda model, directory: directory)
-    monkeypatch.setattr(export, "convert_saved_model", convert)
+    monkeypatch.setattr(convert, "export_saved_model", lambda model, directory: directory)
+    monkeypatch.setattr(convert, "convert_saved_model", no_luck)
     labels = tmp_path / "names.txt"
     labels.write_text("a\nb\nc\n")
     assert (
@@ -468,11 +471,11 @@ def test_calibrating_the_float32_file_gives_the_int8_of_the_converter_route(b0_p
     import keras
 
     model = keras.models.load_model(b0_path, compile=False)
-    saved = export.export_saved_model(model, str(tmp_path / "saved"))
+    saved = convert.export_saved_model(model, str(tmp_path / "saved"))
     images = data.calibration_images(dataset, 8, SIZE)
-    route_a = export.quantize_calibrated(export.calibrate(saved, images), io_dtype="uint8")
-    float32 = export.convert_saved_model(saved, "float32")
-    route_b = export.quantize_calibrated(export.calibrate_float(float32, images), io_dtype="uint8")
+    route_a = convert.quantize_calibrated(convert.calibrate(saved, images), io_dtype="uint8")
+    float32 = convert.convert_saved_model(saved, "float32")
+    route_b = convert.quantize_calibrated(convert.calibrate_float(float32, images), io_dtype="uint8")
     ops_a, tensors_a = _graph(route_a)
     ops_b, tensors_b = _graph(route_b)
     assert ops_a == ops_b and len(ops_a) > 100
@@ -484,4 +487,4 @@ def test_calibrating_the_float32_file_gives_the_int8_of_the_converter_route(b0_p
     out_a, out_b = (litert.TFLiteModel(str(p)).predict(images) for p in paths)
     np.testing.assert_allclose(out_a, out_b, atol=2 / 256)
     with pytest.raises(ValueError, match="calibration images"):
-        export.calibrate_float(float32, [])
+        convert.calibrate_float(float32, [])

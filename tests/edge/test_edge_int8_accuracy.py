@@ -13,7 +13,8 @@ import os
 import numpy as np
 import pytest
 
-from edge import export
+from edge import convert, export
+from training import data as training_data
 
 SIZE = 32
 # Measured on this test's model (2-core AMD EPYC VM, 2026-12-07): float32 97.78%, int8 96.11% of the 180
@@ -44,15 +45,14 @@ def trained(tmp_path_factory):
     """B0 (swish and squeeze-excite) trained from scratch at 32 px on 3 x 120 images for 6 epochs; (model path,
     data dir). Its held-out top-1 is asserted in the test."""
     import keras_effnet
-    from edge import data
     from keras_effnet import flavours
 
     keras = flavours.keras3()
     keras.utils.set_random_seed(0)
     root = tmp_path_factory.mktemp("edge_int8")
     _write_set(root / "data", np.random.default_rng(0), 120)
-    splits = data.load_splits(str(root / "data"))
-    train = data.make_dataset(
+    splits = training_data.load_splits(str(root / "data"))
+    train = training_data.make_dataset(
         list(splits.train_files),
         list(splits.train_labels),
         image_size=SIZE,
@@ -110,7 +110,7 @@ def test_wrong_calibrated_ranges_collapse_int8_unless_audited(trained, exported)
     _, data_dir = trained
     images = data.calibration_images(data_dir, 60, SIZE)
     with open(os.path.join(out, "model_float32.tflite"), "rb") as f:
-        calibrated = export.calibrate_float(f.read(), images)  # the converter's calibrator, on the float32 file
+        calibrated = convert.calibrate_float(f.read(), images)  # the converter's calibrator, on the float32 file
     faulty = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(calibrated), 0))
     for t in faulty.subgraphs[0].tensors:
         q = t.quantization
@@ -119,14 +119,14 @@ def test_wrong_calibrated_ranges_collapse_int8_unless_audited(trained, exported)
     b = flatbuffers.Builder(len(calibrated) + 1024)
     b.Finish(faulty.Pack(b), file_identifier=b"TFL3")
     faulty = bytes(b.Output())
-    val = data.validation_set(data_dir, SIZE)
+    val = data.validation_set(training_data.load_splits(data_dir), SIZE)
 
     def top1(blob):
         return float((litert.TFLiteModel(blob).predict(val.images).argmax(1) == val.labels).mean())
 
-    broken = top1(export.quantize_calibrated(faulty))
+    broken = top1(convert.quantize_calibrated(faulty))
     assert _drop_points(rows["float32"]["top1"], broken) > 20  # the collapse the test above rejects
     result = calibration.audit(faulty, images)
     assert len(result["wrong"]) > 100
-    fixed = top1(export.quantize_calibrated(calibration.repair(faulty, result)))
+    fixed = top1(convert.quantize_calibrated(calibration.repair(faulty, result)))
     assert _drop_points(rows["float32"]["top1"], fixed) <= MAX_DROP_POINTS

@@ -20,6 +20,7 @@ import pytest
 from edge_support import REPO_ROOT, SIZE
 
 from edge import data
+from training import data as training_data
 
 # One worker computes the shared export of every format (`b0_export`) for both files (pytest-xdist).
 pytestmark = pytest.mark.xdist_group("b0_export")
@@ -40,7 +41,7 @@ def test_mediapipe_image_classifier_reads_every_format(b0_export, dataset, tmp_p
 
     report, out = b0_export
     rows = [r for r in report["formats"] if not r.get("error")]
-    val = data.validation_set(dataset, SIZE)
+    val = data.validation_set(training_data.load_splits(dataset), SIZE)
     images = []
     for i, pixels in enumerate(val.images):
         assert np.array_equal(pixels, np.round(pixels))  # 32 px files at 32 px: no resize, whole grey levels

@@ -8,9 +8,10 @@ import pytest
 from edge_support import CLASSES, SIZE, run_module
 
 import keras_effnet
-from edge import export, litert, qat
+from edge import convert, litert, qat
 from keras_effnet import flavours
 from keras_effnet import twin as twin_lib
+from training import data as training_data
 
 
 def _b0():
@@ -196,14 +197,14 @@ def test_qat_command_fine_tunes_lite0_and_the_result_converts_to_full_integer(li
     untrained = qat.quantize(model)
     moved = [not np.array_equal(a, b) for a, b in zip(q.get_weights(), untrained.get_weights())]
     assert any(moved)  # the fine-tuned weights (or ranges) were loaded, not the float ones
-    blob = export.convert(q, "qat_int8")
-    assert export.float_ops(blob) == []
+    blob = convert.convert(q, "qat_int8", io_dtype="uint8")
+    assert convert.float_ops(blob) == []
     # Every image of the dataset (36): the comparison is between two computations, not an accuracy.
-    splits = data.load_splits(dataset)
+    splits = training_data.load_splits(dataset)
     images = np.concatenate(
         [
             x.numpy()
-            for x, _ in data.make_dataset(
+            for x, _ in training_data.make_dataset(
                 list(splits.train_files) + list(splits.val_files),
                 list(splits.train_labels) + list(splits.val_labels),
                 image_size=SIZE,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import keras_effnet
-from edge import export, qat, quantize_configs
+from edge import convert, qat, quantize_configs
 from keras_effnet import flavours
 from keras_effnet import twin as twin_lib
 
@@ -41,8 +41,8 @@ def _apply(model, configs):
 def _check_full_integer(q, x, float_ops=()):
     from edge.litert import TFLiteModel
 
-    blob = export.convert(q, "qat_int8")
-    assert export.float_ops(blob) == sorted(float_ops)
+    blob = convert.convert(q, "qat_int8", io_dtype="uint8")
+    assert convert.float_ops(blob) == sorted(float_ops)
     tfl = TFLiteModel(blob)
     assert tfl.input_dtype == "uint8"
     got = tfl.predict(x)
@@ -134,7 +134,7 @@ def test_swish_conv_config_makes_the_se_reduce_conv_integer():
 
     default_only = {"rescaling": quantize_configs.OutputQuantizeConfig()}
     q_default, x_default = _apply(model, default_only)
-    assert "CONV_2D" in export.float_ops(export.convert(q_default, "qat_int8"))
+    assert "CONV_2D" in convert.float_ops(convert.convert(q_default, "qat_int8", io_dtype="uint8"))
 
     q, x = _apply(model, {"rescaling": quantize_configs.OutputQuantizeConfig(), "reduce": config})
     _check_full_integer(q, x)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from edge_support import SIZE
 
-from edge import data, export, saved_model
+from edge import data, export, formats, saved_model
+from training import data as training_data
 
 _CALL = r"""
 import json, sys
@@ -43,7 +44,7 @@ def served(tmp_path_factory, probe_path, dataset):
         [f"--model={probe_path}", f"--data_dir={dataset}", f"--out={out}", "--formats=saved_model", "--latency_runs=1"]
     )
     assert code == 0
-    val = data.validation_set(dataset, SIZE)
+    val = data.validation_set(training_data.load_splits(dataset), SIZE)
     files = []
     for i, (image, size) in enumerate(zip(val.images[:4], [(50, 40), (24, 24), (64, 64), (33, 47)])):
         path = str(tmp / (f"img{i}.png" if i % 2 else f"img{i}.jpg"))
@@ -89,7 +90,7 @@ def test_outputs_carry_the_class_names(served):
         probs = got[f"{prefix}_probabilities"]
         assert (got[f"{prefix}_class_names"] == names[None]).all() and got[f"{prefix}_class_names"].shape == probs.shape
         assert list(got[f"{prefix}_top_class"]) == list(names[probs.argmax(1)])
-    report = json.load(open(os.path.join(out, export.REPORT_JSON)))
+    report = json.load(open(os.path.join(out, formats.REPORT_JSON)))
     assert report["saved_model"]["signatures"] == [saved_model.SERVING, saved_model.BYTES]
-    assert report["formats"] == [] and "SavedModel for serving" in open(os.path.join(out, export.REPORT_MD)).read()
+    assert report["formats"] == [] and "SavedModel for serving" in open(os.path.join(out, formats.REPORT_MD)).read()
     assert sorted(os.listdir(out)) == ["labels.txt", "report.json", "report.md", "saved_model"]
