@@ -63,21 +63,22 @@ def validation_set(
     if limit is not None:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be None or an integer >= 1, got {limit!r}.")
-        order = _round_robin(labels)[:limit]
+        order = training_data.round_robin(labels)[:limit]
         files, labels = [files[i] for i in order], [labels[i] for i in order]
     ds = training_data.make_dataset(
-        files, labels, image_size=image_size, batch_size=batch_size, training=False, augment="none"
+        files,
+        labels,
+        image_size=image_size,
+        batch_size=batch_size,
+        training=False,
+        augment="none",
+        pil_files=splits.pil_files,
     )
     images, targets = [], []
     for x, y in ds:
         images.append(x.numpy())
         targets.append(y.numpy())
     return EvalSet(np.concatenate(images), np.concatenate(targets).astype(np.int64), splits.class_names)
-
-
-def calibration_images(data_dir: str, n: int, image_size: int, *, seed: int = 0) -> np.ndarray:
-    """`n` training images for int8 calibration (`training.data.representative_images`)."""
-    return training_data.representative_images(data_dir, n, image_size, seed=seed)
 
 
 def folder_images(folder: str, n: int, image_size: int, *, seed: int = 0) -> np.ndarray:
@@ -105,16 +106,3 @@ def folder_images(folder: str, n: int, image_size: int, *, seed: int = 0) -> np.
         good, [0] * len(good), image_size=image_size, batch_size=len(good), training=False, augment="none"
     )
     return next(iter(ds))[0].numpy()
-
-
-def _round_robin(labels) -> list[int]:
-    by_class: dict[int, list[int]] = {}
-    for i, y in enumerate(labels):
-        by_class.setdefault(int(y), []).append(i)
-    queues = [list(v) for _, v in sorted(by_class.items())]
-    order = []
-    while any(queues):
-        for q in queues:
-            if q:
-                order.append(q.pop(0))
-    return order

@@ -87,8 +87,8 @@ def calibration_set(
         )
         return representative, f"{len(representative)} images under {config.calibration_dir}"
     if splits is not None:
-        representative = data_lib.calibration_images(
-            config.data_dir, config.num_calibration, image_size, seed=config.seed
+        representative = training_data.representative_images(
+            splits, config.num_calibration, image_size, seed=config.seed
         )
         return representative, f"{len(representative)} training images of {config.data_dir}"
     return None, None

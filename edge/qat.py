@@ -311,12 +311,16 @@ def fine_tune(model, splits: Splits, config: FineTuneConfig = FineTuneConfig(), 
     if strategy is None:
         strategy = get_strategy("auto")
     image_size = int(model.input_shape[1])
-    train = _dataset(splits.train_files, splits.train_labels, image_size, config, training=True)
-    val = _dataset(splits.val_files, splits.val_labels, image_size, config, training=False)
+    train = _dataset(
+        splits.train_files, splits.train_labels, image_size, config, training=True, pil_files=splits.pil_files
+    )
+    val = _dataset(splits.val_files, splits.val_labels, image_size, config, training=False, pil_files=splits.pil_files)
     with strategy.scope():
         qat_model = compile_qat(quantize(model), config.learning_rate)
     if config.calibration_batches:
-        calibration = _dataset(splits.train_files, splits.train_labels, image_size, config, training=False)
+        calibration = _dataset(
+            splits.train_files, splits.train_labels, image_size, config, training=False, pil_files=splits.pil_files
+        )
         calibrate_ranges(qat_model, (images for images, _ in calibration.take(config.calibration_batches)))
     history = {}
     if config.epochs:
@@ -334,7 +338,7 @@ def fine_tune(model, splits: Splits, config: FineTuneConfig = FineTuneConfig(), 
     return qat_model, history
 
 
-def _dataset(files, labels, image_size: int, config: FineTuneConfig, *, training: bool):
+def _dataset(files, labels, image_size: int, config: FineTuneConfig, *, training: bool, pil_files=None):
     """The trainer's pipeline over `files` at the fine-tune's batch size: augmented (`config.augment`) and
     shuffled for training, in order and unaugmented otherwise."""
     return training_data.make_dataset(
@@ -345,6 +349,7 @@ def _dataset(files, labels, image_size: int, config: FineTuneConfig, *, training
         training=training,
         augment=config.augment if training else "none",
         seed=config.seed,
+        pil_files=pil_files,
     )
 
 

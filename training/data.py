@@ -433,15 +433,19 @@ def fits_in_memory(num_images: int, image_size: int, *, fraction: float = 0.25) 
     return num_images * image_size * image_size * 3 <= min(fraction * total, 2 << 30)
 
 
-def representative_images(data_dir: str, n: int, image_size: int, *, seed: int = 0) -> np.ndarray:
+def representative_images(source, n: int, image_size: int, *, seed: int = 0) -> np.ndarray:
     """`n` train images (float32, N x S x S x 3, 0..255, resized like eval) for TFLite int8 calibration.
 
-    Drawn in a seeded order across all classes, so any `n` sees every class once
-    `n` is at least the number of classes.
+    `source`: the `Splits` of a dataset already scanned (its train files), or a dataset folder (its train/ is
+    scanned here). Drawn in a seeded order across all classes, so any `n` sees every class once `n` is at least
+    the number of classes.
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be an integer >= 1, got {n!r}.")
-    split = scan_folder(os.path.join(os.fspath(data_dir), "train"))
+    if isinstance(source, Splits):
+        split = Split(source.train_files, source.train_labels, source.class_names, (), source.pil_files)
+    else:
+        split = scan_folder(os.path.join(os.fspath(source), "train"))
     rng = np.random.default_rng(seed)
     shuffled = []  # the indices of each class in a seeded order, class after class
     for label in sorted(set(split.labels)):

@@ -197,7 +197,7 @@ def test_quantization_debugger_ranks_real_layers(b0_export, probe_path, dataset,
     _, out = b0_export
     model = data.load_model(probe_path)
     saved = convert.export_saved_model(model, str(tmp_path / "sm"))
-    images = data.calibration_images(dataset, 4, SIZE)
+    images = training_data.representative_images(dataset, 4, SIZE)
     calibrated = convert.calibrate(saved, images)
     ranked = mixed.rank_layers(calibrated, open(os.path.join(out, "model_float32.tflite"), "rb").read(), images)
     assert len(ranked) > 50 and all(r["rmse_over_scale"] >= 0 for r in ranked)
@@ -472,7 +472,7 @@ def test_calibrating_the_float32_file_gives_the_int8_of_the_converter_route(b0_p
 
     model = keras.models.load_model(b0_path, compile=False)
     saved = convert.export_saved_model(model, str(tmp_path / "saved"))
-    images = data.calibration_images(dataset, 8, SIZE)
+    images = training_data.representative_images(dataset, 8, SIZE)
     route_a = convert.quantize_calibrated(convert.calibrate(saved, images), io_dtype="uint8")
     float32 = convert.convert_saved_model(saved, "float32")
     route_b = convert.quantize_calibrated(convert.calibrate_float(float32, images), io_dtype="uint8")

@@ -108,7 +108,7 @@ def test_wrong_calibrated_ranges_collapse_int8_unless_audited(trained, exported)
 
     _, rows, out = exported
     _, data_dir = trained
-    images = data.calibration_images(data_dir, 60, SIZE)
+    images = training_data.representative_images(data_dir, 60, SIZE)
     with open(os.path.join(out, "model_float32.tflite"), "rb") as f:
         calibrated = convert.calibrate_float(f.read(), images)  # the converter's calibrator, on the float32 file
     faulty = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(calibrated), 0))

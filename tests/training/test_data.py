@@ -220,6 +220,8 @@ def test_representative_images(folder):
     x = data.representative_images(folder, 4, 32)
     assert x.shape == (4, 32, 32, 3) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 255
     assert data.representative_images(folder, 100, 32).shape[0] == 6
+    # From the scanned Splits (what the exporter passes): the same images as from the folder.
+    np.testing.assert_array_equal(data.representative_images(data.load_splits(folder), 4, 32), x)
     with pytest.raises(ValueError, match="n must be"):
         data.representative_images(folder, 0, 32)
 
