@@ -55,11 +55,14 @@ from training import (
     finetune,
     folder_split,
     imbalance,
+    precision,
     regularization,
     schedule,
     synthetic,
 )
 from training import data as data_lib
+from training import model as model_lib
+from training import optimizer as optimizer_lib
 from training import shards as shards_lib
 from training import strategy as strategy_lib
 from training.config import ConfigError, TrainConfig
@@ -137,7 +140,7 @@ class Trainer:
         self.num_replicas = strategy.num_replicas_in_sync
         # Per-class loss weights (training.imbalance), or None.
         self.class_weights = None if class_weights is None else tf.constant(class_weights, tf.float32)
-        self.l2 = contract.l2_variables(model) if config.optimizer != "adamw" and config.weight_decay else []
+        self.l2 = optimizer_lib.l2_variables(model) if config.optimizer != "adamw" and config.weight_decay else []
         with strategy.scope():
             self.ema = (
                 [tf.Variable(v.value, trainable=False, name="ema") for v in model.trainable_variables]
@@ -351,7 +354,7 @@ class LoopLength:
 def run(config: TrainConfig, *, log=print, model_fn=None) -> dict:
     """Train as `config` says; return the metrics dict that is also written to model_dir/metrics.json.
 
-    `model_fn(config, num_classes, *, image_size)` replaces `contract.build_model` for models that
+    `model_fn(config, num_classes, *, image_size)` replaces `model.build_model` for models that
     cannot be built from phi and family (the study's ResNet-50 baseline and grid points). Whatever it
     returns gets the same training contract (`contract.apply_contract`): BN momentum, sync BN, zero head.
     """
@@ -380,7 +383,7 @@ def run(config: TrainConfig, *, log=print, model_fn=None) -> dict:
     )
     try:
         with owner:
-            return _run(config, strategy, chief, write_dir, say, model_fn or contract.build_model)
+            return _run(config, strategy, chief, write_dir, say, model_fn or model_lib.build_model)
     finally:
         flavours.keras3().config.set_dtype_policy(policy)  # the run's mixed precision ends with it
         if not chief:
@@ -450,7 +453,7 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
         if config.progressive_resize
         else [config.image_size] * config.epochs
     )
-    policy = contract.set_precision(config)
+    policy = precision.set_precision(config)
     jit = resolve_jit(config, replicas)
     # Adaptive regularisation (training/regularization.py): one setting per image size; the model is built with
     # the last stage's (largest) dropout rates and earlier stages lower them.
@@ -468,7 +471,7 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
         trainable = {}
         if plan is not None:  # the optimizer's slots cover every weight that will train
             trainable[finetune.BACKBONE] = finetune.set_stage(model, finetune.BACKBONE, plan)
-        optimizer = contract.make_optimizer(config, model, base_lr)
+        optimizer = optimizer_lib.make_optimizer(config, model, base_lr)
         optimizer.build(model.trainable_variables)
         trainer = Trainer(
             config, strategy, model, optimizer, global_batch_size=global_batch, jit_compile=jit, class_weights=weights
@@ -775,7 +778,7 @@ def _run(config, strategy, chief, write_dir, say, model_fn):
         trainer.swap_ema()  # the saved model holds the EMA weights
     if plan is not None:
         model.trainable = True  # every layer's weights, in the order export_model copies them
-    final = contract.export_model(
+    final = model_lib.export_model(
         model, model_config, num_classes, config.image_size, model_fn=model_fn, pretrained=plan is not None
     )
     result = {**info, "epochs": history, "final": history[-1] if history else {}}

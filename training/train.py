@@ -21,8 +21,9 @@ import sys
 from common import cli
 from training.checkpoints import LABELS, METRICS, MODEL, read_metrics  # noqa: F401  (the trainer's file names)
 from training.config import TrainConfig
-from training.contract import build_model, make_optimizer  # noqa: F401  (used by callers of training.train)
 from training.loop import NonFiniteLossError, Trainer, run  # noqa: F401
+from training.model import build_model  # noqa: F401  (used by callers of training.train)
+from training.optimizer import make_optimizer  # noqa: F401
 
 __all__ = ["TrainConfig", "run", "Trainer", "NonFiniteLossError", "build_model", "make_optimizer", "main"]
 
