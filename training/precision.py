@@ -7,13 +7,13 @@ and above (Ampere, Hopper); float16 needs the LossScaleOptimizer that
 
 from __future__ import annotations
 
+import tensorflow as tf
+
 from keras_effnet import flavours
 
 
 def set_precision(config) -> str:
     """Set the Keras dtype policy; "auto" is bf16 on GPUs of compute capability >= 8, else float32."""
-    import tensorflow as tf
-
     keras = flavours.keras3()
     mode = config.mixed_precision
     if mode == "auto":

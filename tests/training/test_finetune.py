@@ -80,7 +80,7 @@ def test_balanced_class_weights_change_the_loss_as_stated():
 
     from keras_effnet import flavours
     from training import optimizer as optimizer_lib
-    from training.loop import Trainer
+    from training.trainer import Trainer
 
     keras = flavours.keras3()
     keras.utils.set_random_seed(0)

@@ -20,7 +20,7 @@ import json
 import numpy as np
 import tensorflow as tf
 from keras_effnet import flavours
-from training import contract, model as model_lib, optimizer as optimizer_lib, strategy as strategy_lib, loop
+from training import contract, model as model_lib, optimizer as optimizer_lib, strategy as strategy_lib, trainer as trainer_lib
 from training.config import TrainConfig
 
 keras = flavours.keras3()
@@ -41,7 +41,7 @@ def trained(strategy, sync_bn):
         model.set_weights(initial)
         opt = optimizer_lib.make_optimizer(c, model, 0.01)
         opt.build(model.trainable_variables)
-        trainer = loop.Trainer(c, strategy, model, opt, global_batch_size=8, jit_compile=False)
+        trainer = trainer_lib.Trainer(c, strategy, model, opt, global_batch_size=8, jit_compile=False)
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     losses = []
     for batch in strategy.experimental_distribute_dataset(ds.unbatch().batch(8)):
