@@ -23,6 +23,16 @@ def train_iterator(config: TrainConfig, strategy, splits, *, epoch: int, size: i
 
     `reg` is the epoch's `training.regularization` setting (crop area, RandAugment magnitude).
     """
+    same = dict(  # what both kinds of split take alike
+        image_size=size,
+        training=True,
+        augment=config.augment,
+        seed=config.seed,
+        repeat=True,
+        start_epoch=epoch - 1,
+        crop_area=(reg.crop_scale_min, 1.0),
+        randaugment_magnitude=reg.randaugment_magnitude,
+    )
     if isinstance(splits, shards_lib.ShardSplits):
         return iter(
             shards_lib.distribute(
@@ -31,31 +41,17 @@ def train_iterator(config: TrainConfig, strategy, splits, *, epoch: int, size: i
                 global_batch=global_batch,
                 skip_steps=skip,
                 record_ids=config.record_ids,
-                image_size=size,
-                training=True,
                 label_offset=splits.label_offset,
-                augment=config.augment,
-                seed=config.seed,
-                repeat=True,
-                start_epoch=epoch - 1,
-                crop_area=(reg.crop_scale_min, 1.0),
-                randaugment_magnitude=reg.randaugment_magnitude,
+                **same,
             )
         )
     ds = data_lib.make_dataset(
         splits.train_files,
         splits.train_labels,
-        image_size=size,
         batch_size=global_batch,
-        training=True,
-        augment=config.augment,
-        seed=config.seed,
         cache=config.cache,
         drop_remainder=True,
-        repeat=True,
-        start_epoch=epoch - 1,
-        crop_area=(reg.crop_scale_min, 1.0),
-        randaugment_magnitude=reg.randaugment_magnitude,
+        **same,
     )
     if skip:
         ds = ds.skip(skip)
