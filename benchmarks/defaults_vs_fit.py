@@ -47,7 +47,7 @@ class DefaultsVsFitConfig:
 
 
 def train_defaults(data_dir: str, model_dir: str, *, image_size: int, epochs: int, batch_size: int, seed: int) -> dict:
-    from training import evaluate, train
+    from training import checkpoints, evaluate, loop
     from training.config import TrainConfig
 
     start = time.perf_counter()
@@ -64,8 +64,8 @@ def train_defaults(data_dir: str, model_dir: str, *, image_size: int, epochs: in
         verbose=0,
         overwrite=True,
     )
-    train.run(config, log=lambda *a, **k: None)
-    top1 = evaluate.evaluate(os.path.join(model_dir, train.MODEL), data_dir)["top1"]
+    loop.run(config, log=lambda *a, **k: None)
+    top1 = evaluate.evaluate(os.path.join(model_dir, checkpoints.MODEL), data_dir)["top1"]
     return {"top1": top1, "seconds": time.perf_counter() - start}
 
 

@@ -8,7 +8,7 @@ images per class with one fixed validation set. From the same weights, at
 the same image size, batch and number of epochs (the same budget), with top-1
 of the final model on that validation set:
 
-* **defaults**: `training.train.run(init_from=<pretrained .keras>)`: the
+* **defaults**: `training.loop.run(init_from=<pretrained .keras>)`: the
   fine-tuning recipe of training/finetune.py as it stands;
 * **(a) all layers**: the same with `finetune="off"`: every layer trains from
   the first step, BatchNorm in training mode at momentum 0.9, the from-scratch
@@ -118,7 +118,7 @@ def _link_files(src: str, dst: str, count: int | None) -> None:
 
 def pretrain(pre: str, work: str, config: FinetuneBenchConfig) -> tuple[str, float]:
     """(path of the pretrained .keras, its validation top-1 on the first half's classes)."""
-    from training import train
+    from training import checkpoints, loop
     from training.config import TrainConfig
 
     out = os.path.join(work, "pretrained_b0")
@@ -134,12 +134,12 @@ def pretrain(pre: str, work: str, config: FinetuneBenchConfig) -> tuple[str, flo
         tensorboard=False,
         verbose=0,
     )
-    result = train.run(cfg, log=_quiet)
-    return os.path.join(out, train.MODEL), result["final"]["val_accuracy"]
+    result = loop.run(cfg, log=_quiet)
+    return os.path.join(out, checkpoints.MODEL), result["final"]["val_accuracy"]
 
 
 def run_trainer(data_dir: str, out: str, *, epochs: int, config: FinetuneBenchConfig, **fields) -> dict:
-    from training import train
+    from training import loop
     from training.config import TrainConfig
 
     start = time.perf_counter()
@@ -157,7 +157,7 @@ def run_trainer(data_dir: str, out: str, *, epochs: int, config: FinetuneBenchCo
         overwrite=True,
         **fields,
     )
-    result = train.run(cfg, log=_quiet)
+    result = loop.run(cfg, log=_quiet)
     accuracy = sum(int(r[i]) for i, r in enumerate(result["evaluation"]["confusion_matrix"]))
     return {"top1": accuracy / result["num_val"], "seconds": time.perf_counter() - start}
 

@@ -126,6 +126,7 @@ def baseline_images_per_sec(data_dir, image_size, batch_size, steps, warmup, pro
 def trainer_images_per_sec(data_dir, image_size, batch_size, steps, warmup, model_dir, profile_dir=None):
     from training import loop
     from training.config import TrainConfig
+    from training.trainer import Trainer
 
     # Under the profiler every graph call runs `warmup` steps, so the profile starts on a call boundary.
     config = TrainConfig(
@@ -144,7 +145,7 @@ def trainer_images_per_sec(data_dir, image_size, batch_size, steps, warmup, mode
     )
     marks = []  # (steps done, time) after each graph call, synchronised
     profiling = []  # non-empty while the profiler runs
-    original = loop.Trainer.train_loop
+    original = Trainer.train_loop
 
     def timed(self, iterator, rates):
         out = original(self, iterator, rates)
@@ -158,11 +159,11 @@ def trainer_images_per_sec(data_dir, image_size, batch_size, steps, warmup, mode
             profiling.clear()
         return out
 
-    loop.Trainer.train_loop = timed
+    Trainer.train_loop = timed
     try:
         loop.run(config, log=lambda *a, **k: None)
     finally:
-        loop.Trainer.train_loop = original
+        Trainer.train_loop = original
         if profiling:
             _stop_profile()
     start = next((n, t) for n, t in marks if n >= warmup)

@@ -109,7 +109,7 @@ def regularisation(model) -> dict:
 
 def train_member(config, member, splits, model_dir: str) -> dict:
     """Train `member` into `model_dir` with `training.train.run`, or reuse a finished run there."""
-    from training import train
+    from training import loop
 
     tc = train_config(config, member, splits.data_dir, len(splits.train_files), model_dir)
     wanted = json.loads(json.dumps(dataclasses.asdict(tc)))
@@ -128,7 +128,7 @@ def train_member(config, member, splits, model_dir: str) -> dict:
         done = len(metrics.get("epochs", [])) >= tc.epochs and os.path.exists(os.path.join(model_dir, "model.keras"))
         if done:
             return metrics
-    return train.run(tc, log=lambda *a, **k: None, model_fn=member_model_fn(member))
+    return loop.run(tc, log=lambda *a, **k: None, model_fn=member_model_fn(member))
 
 
 def accuracy_curve(epochs: list[dict]) -> list[tuple[float, float]]:

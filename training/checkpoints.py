@@ -47,6 +47,10 @@ import threading
 from common.files import atomic_path, write_json
 from training import config as config_lib
 
+# TensorFlow is imported inside the functions that use it: training.train (the file names) and
+# training.evaluate (run.json) read this module before TensorFlow starts, so a refused command line
+# prints its one error line without TensorFlow's start-up logging.
+
 METRICS = "metrics.json"
 LABELS = "labels.txt"
 MODEL = "model.keras"

@@ -85,14 +85,14 @@ def demo_config(
 
 def run_demo(out: str, **kw) -> dict:
     """Train and evaluate; return the summary that `main` prints and writes to OUT/demo_summary.json."""
+    from training import checkpoints, loop, synthetic
     from training import evaluate as evaluate_lib
-    from training import synthetic, train
 
     start = time.perf_counter()
     config = demo_config(out, **kw)
-    result = train.run(config)
+    result = loop.run(config)
     trained = time.perf_counter()
-    model_path = os.path.join(config.out, train.MODEL)
+    model_path = os.path.join(config.out, checkpoints.MODEL)
     ev = evaluate_lib.evaluate(model_path, config.data_dir)
     return {
         "model": model_path,

@@ -42,6 +42,7 @@ import dataclasses
 import math
 import re
 
+from training import contract
 from training.config import ConfigError
 
 HEAD_FRACTION = 0.2  # head_epochs = max(1, round(HEAD_FRACTION * epochs))
@@ -131,8 +132,6 @@ def trainable_in_stage(model, stage: str, plan_: Plan) -> set[str]:
     after them (the head convolution). BatchNormalization layers are left out
     unless `bn_trainable`.
     """
-    from training import contract
-
     head = contract.classifier(model)
     names = {head.name} if head is not None else set()
     if stage == HEAD or plan_.unfreeze == "0":
@@ -257,8 +256,6 @@ def check_fits(model, source, config) -> None:
 
     The classifier is new (sized for the user's classes) and is not compared.
     """
-    from training import contract
-
     head = contract.classifier(model)
     by_name = {layer.name: layer for layer in source.layers}
     for layer in model.layers:

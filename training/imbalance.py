@@ -5,7 +5,7 @@
 dataset gets 1 everywhere and the weights' mean over the training examples is
 1 (the loss keeps its scale and the learning rate its meaning). The trainer
 multiplies each example's cross-entropy by its class's weight before the sum
-over the global batch (training.loop.Trainer), as `fit` does with sample
+over the global batch (training.trainer.Trainer), as `fit` does with sample
 weights under "sum_over_batch_size".
 """
 

@@ -10,7 +10,7 @@ of the same command resumes from the last checkpoint in `--out`.
 
 The trainer itself lives in `training.loop` (the loop), `training.contract`
 (what every model gets) and `training.checkpoints` (checkpoint and resume);
-this module parses flags into a `TrainConfig` and calls `run`.
+this module parses flags into a `TrainConfig` and calls `training.loop.run`.
 """
 
 from __future__ import annotations
@@ -19,12 +19,8 @@ import os
 import sys
 
 from common import cli
-from training.checkpoints import LABELS, METRICS, MODEL, read_metrics  # noqa: F401  (the trainer's file names)
+from training.checkpoints import MODEL
 from training.config import TrainConfig
-from training.contract import build_model, make_optimizer  # noqa: F401  (used by callers of training.train)
-from training.loop import NonFiniteLossError, Trainer, run  # noqa: F401
-
-__all__ = ["TrainConfig", "run", "Trainer", "NonFiniteLossError", "build_model", "make_optimizer", "main"]
 
 EXIT_NON_FINITE = 3
 
@@ -37,8 +33,13 @@ def train(config: TrainConfig) -> int:
             "data_dir", config.data_dir, what="a folder of images (train/<class>/* and val/<class>/*, or <class>/*)"
         )
     cli.require_writable_dir("out", config.out)
+    # Imported here, not at the top: the loop imports TensorFlow, whose start-up logging would surround the
+    # one error line of a refused command line (tests/project/test_every_command.py).
+    from training import loop
+    from training.epoch import NonFiniteLossError
+
     try:
-        result = run(config)
+        result = loop.run(config)
     except NonFiniteLossError as e:
         print(cli.error_line(str(e)), file=sys.stderr)
         return EXIT_NON_FINITE

@@ -200,11 +200,11 @@ def test_training_study_reports_accuracy_against_time_with_one_recipe(tmp_path, 
         data_dir=tiny_data,
         **fast_settings(epochs=2, rounds=1, plateau_epochs=1, target_accuracy=0.01),
     )
-    from training import train
+    from training import loop
 
     model_fns = []
-    real_run = train.run
-    monkeypatch.setattr(train, "run", lambda tc, **kw: (model_fns.append(kw.get("model_fn")), real_run(tc, **kw))[1])
+    real_run = loop.run
+    monkeypatch.setattr(loop, "run", lambda tc, **kw: (model_fns.append(kw.get("model_fn")), real_run(tc, **kw))[1])
     results = run.run_study(config, progress=False)
     assert model_fns and all(fn is not None for fn in model_fns)  # every member goes through the same model_fn path
     rows = _rows(config.out)
@@ -225,7 +225,7 @@ def test_training_study_reports_accuracy_against_time_with_one_recipe(tmp_path, 
 
     # A finished training run is reused, not trained again.
     os.remove(os.path.join(config.out, "steps", plan.step_id(members.member("b0", 32), "train") + ".json"))
-    monkeypatch.setattr(train, "run", lambda *a, **k: pytest.fail("train.run called for a finished run"))
+    monkeypatch.setattr(loop, "run", lambda *a, **k: pytest.fail("loop.run called for a finished run"))
     run.run_study(config, progress=False)
 
 

@@ -15,7 +15,7 @@ def learned_b0(tmp_path_factory):
 
     Trained once per test process: test_learning checks it learned, test_finetune_learning fine-tunes from it.
     """
-    from training import synthetic, train
+    from training import checkpoints, loop, synthetic
     from training.config import TrainConfig
 
     root = tmp_path_factory.mktemp("learned_b0")
@@ -33,5 +33,10 @@ def learned_b0(tmp_path_factory):
         tensorboard=False,
         verbose=0,
     )
-    result = train.run(config, log=lambda *a, **k: None)
-    return {"data_dir": data_dir, "config": config, "result": result, "model": os.path.join(config.out, train.MODEL)}
+    result = loop.run(config, log=lambda *a, **k: None)
+    return {
+        "data_dir": data_dir,
+        "config": config,
+        "result": result,
+        "model": os.path.join(config.out, checkpoints.MODEL),
+    }

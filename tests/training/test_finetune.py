@@ -13,7 +13,7 @@ import pytest
 
 import keras_effnet
 from keras_effnet import lite_checkpoint
-from training import finetune, imbalance, synthetic, train
+from training import checkpoints, finetune, imbalance, synthetic, train
 from training.config import ConfigError, TrainConfig
 
 QUIET = dict(strategy="one_device", tensorboard=False, verbose=0, image_size=32)
@@ -79,8 +79,8 @@ def test_balanced_class_weights_change_the_loss_as_stated():
     import tensorflow as tf
 
     from keras_effnet import flavours
-    from training import contract
-    from training.loop import Trainer
+    from training import optimizer as optimizer_lib
+    from training.trainer import Trainer
 
     keras = flavours.keras3()
     keras.utils.set_random_seed(0)
@@ -101,7 +101,7 @@ def test_balanced_class_weights_change_the_loss_as_stated():
             config,
             tf.distribute.get_strategy(),
             model,
-            contract.make_optimizer(config, model, 1e-3),
+            optimizer_lib.make_optimizer(config, model, 1e-3),
             global_batch_size=8,
             jit_compile=False,
             class_weights=w,
@@ -176,12 +176,12 @@ def test_a_lite_stand_in_tarball_is_accepted_by_init_from(sources, data_dir, tmp
         ]
     )
     assert code == 0
-    model = flavours.keras3().saving.load_model(str(out / train.MODEL))
+    model = flavours.keras3().saving.load_model(str(out / checkpoints.MODEL))
     ema = sources["tensors"][
         "efficientnet-lite0/blocks_3/depthwise_conv2d/depthwise_kernel" + lite_checkpoint.EMA_SUFFIX
     ]
     np.testing.assert_array_equal(model.get_layer("block3a_dwconv").weights[0].numpy(), ema)
-    metrics = train.read_metrics(str(out))
+    metrics = checkpoints.read_metrics(str(out))
     assert metrics["finetune"]["source"] == sources["tarball"] and metrics["epochs"][0]["stage"] == "head"
     assert model.output_shape[-1] == 3
 

@@ -17,7 +17,7 @@ import os
 import numpy as np
 import pytest
 
-from training import evaluate, finetune, synthetic, train
+from training import checkpoints, evaluate, finetune, loop, synthetic
 from training.config import TrainConfig
 
 CLASSES = 10
@@ -66,11 +66,11 @@ def test_finetune_beats_scratch_and_keeps_the_pretrained_statistics(setup):
     common = dict(data_dir=photos, val_split=0.5, epochs=EPOCHS, **QUIET)
     out = str(root / "finetune")
     # Stopped after the head stage (one epoch) ...
-    head = train.run(
+    head = loop.run(
         TrainConfig(out=out, init_from=setup["pretrained"], head_epochs=1, **{**common, "epochs": 1}), log=_silent
     )
     assert [e["stage"] for e in head["epochs"]] == ["head"]
-    model = _load(os.path.join(out, train.MODEL))
+    model = _load(os.path.join(out, checkpoints.MODEL))
     for layer in model.layers:
         if layer.weights and layer.name != "predictions":
             for got, want in zip(layer.weights, setup["weights"][layer.name]):
@@ -78,12 +78,12 @@ def test_finetune_beats_scratch_and_keeps_the_pretrained_statistics(setup):
     assert np.abs(model.get_layer("predictions").weights[0].numpy()).sum() > 0  # the head did train
     # ... and resumed: the backbone stage.
     lines = []
-    result = train.run(TrainConfig(out=out, init_from=setup["pretrained"], head_epochs=1, **common), log=lines.append)
+    result = loop.run(TrainConfig(out=out, init_from=setup["pretrained"], head_epochs=1, **common), log=lines.append)
     assert any(line.startswith("resumed from") for line in lines)
     assert [e["stage"] for e in result["epochs"]] == ["head"] + ["backbone"] * (EPOCHS - 1)
     rates = result["finetune"]["learning_rate"]
     assert rates["backbone"] == pytest.approx(rates["head"] * finetune.LR_SCALE / finetune.HEAD_LR_SCALE)
-    model = _load(os.path.join(out, train.MODEL))
+    model = _load(os.path.join(out, checkpoints.MODEL))
     changed = 0
     for layer in model.layers:
         if type(layer).__name__ == "BatchNormalization":
@@ -93,7 +93,7 @@ def test_finetune_beats_scratch_and_keeps_the_pretrained_statistics(setup):
         elif layer.name in ("stem_conv", "block4a_expand_conv", "top_conv"):
             changed += not np.array_equal(layer.weights[0].numpy(), setup["weights"][layer.name][0])
     assert changed == 3  # the backbone did train
-    scratch = train.run(TrainConfig(out=str(root / "scratch"), **common), log=_silent)
+    scratch = loop.run(TrainConfig(out=str(root / "scratch"), **common), log=_silent)
     tuned, base = result["final"]["val_accuracy"], scratch["final"]["val_accuracy"]
     assert result["num_val"] == scratch["num_val"] == CLASSES * PER_CLASS
     assert tuned >= base + MARGIN, (tuned, base, setup["pretrain_accuracy"])

@@ -20,7 +20,7 @@ import json
 import numpy as np
 import tensorflow as tf
 from keras_effnet import flavours
-from training import contract, loop, strategy as strategy_lib
+from training import contract, model as model_lib, optimizer as optimizer_lib, strategy as strategy_lib, trainer as trainer_lib
 from training.config import TrainConfig
 
 keras = flavours.keras3()
@@ -31,17 +31,17 @@ rng = np.random.default_rng(0)
 x = rng.uniform(0, 255, size=(2, 8, 32, 32, 3)).astype("float32")
 y = rng.integers(0, 4, size=(2, 8)).astype("int32")
 keras.utils.set_random_seed(0)
-initial = contract.build_model(cfg, 4, image_size=32).get_weights()
+initial = model_lib.build_model(cfg, 4, image_size=32).get_weights()
 
 def trained(strategy, sync_bn):
     c = cfg.replace(sync_bn=sync_bn)
     with strategy.scope():
-        model = contract.build_model(c, 4, image_size=32)
+        model = model_lib.build_model(c, 4, image_size=32)
         contract.apply_contract(model, c)
         model.set_weights(initial)
-        opt = contract.make_optimizer(c, model, 0.01)
+        opt = optimizer_lib.make_optimizer(c, model, 0.01)
         opt.build(model.trainable_variables)
-        trainer = loop.Trainer(c, strategy, model, opt, global_batch_size=8, jit_compile=False)
+        trainer = trainer_lib.Trainer(c, strategy, model, opt, global_batch_size=8, jit_compile=False)
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     losses = []
     for batch in strategy.experimental_distribute_dataset(ds.unbatch().batch(8)):

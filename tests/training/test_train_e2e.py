@@ -286,7 +286,7 @@ def test_bad_folder_stops_before_training(tmp_path):
 
 def test_corrupt_files_are_skipped_and_reported_by_a_run(tmp_path, data_dir):
     """Folder dataset with broken files: the run goes on, and metrics.json names every skipped file."""
-    from training import train
+    from training import loop
     from training.config import TrainConfig
 
     root = tmp_path / "ds"
@@ -298,7 +298,7 @@ def test_corrupt_files_are_skipped_and_reported_by_a_run(tmp_path, data_dir):
     (cls / "truncated.jpg").write_bytes(good[: len(good) // 3])
     Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(cls / "really_png.jpg", "PNG")
     logs = []
-    result = train.run(
+    result = loop.run(
         TrainConfig(
             dataset="folder",
             data_dir=str(root),
@@ -321,7 +321,7 @@ def test_corrupt_files_are_skipped_and_reported_by_a_run(tmp_path, data_dir):
 
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path, data_dir, monkeypatch):
-    from training import schedule, train
+    from training import epoch, loop, schedule
     from training.config import TrainConfig
 
     config = TrainConfig(
@@ -341,8 +341,8 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path
     rate = schedule.learning_rate
     # Epoch 2 diverges: the rate jumps to 1e30 from global step 2 (0-based) on.
     monkeypatch.setattr(schedule, "learning_rate", lambda step, **kw: 1e30 if step >= 2 else rate(step, **kw))
-    with pytest.raises(train.NonFiniteLossError, match=r"at global step \d+ \(epoch 2, step \d\).*global step 2\)"):
-        train.run(config)
+    with pytest.raises(epoch.NonFiniteLossError, match=r"at global step \d+ \(epoch 2, step \d\).*global step 2\)"):
+        loop.run(config)
     assert [e["epoch"] for e in _metrics(str(tmp_path / "run"))["epochs"]] == [1]
     assert os.path.exists(tmp_path / "run" / "checkpoints" / "ckpt-2.index")
 
@@ -355,11 +355,11 @@ def test_wandb_missing_gives_the_install_hint(tmp_path):
         pytest.skip("wandb is installed here")
     except ImportError:
         pass
-    from training import train
+    from training import loop
     from training.config import TrainConfig
 
     with pytest.raises(ValueError, match=r"pip install '\.\[wandb\]'"):
-        train.run(TrainConfig(wandb=True, out=str(tmp_path / "run")))
+        loop.run(TrainConfig(wandb=True, out=str(tmp_path / "run")))
 
 
 @pytest.mark.slow
@@ -367,7 +367,8 @@ def test_progressive_resize_ema_randaugment_and_init_from(tmp_path, data_dir):
     """Two epochs at growing sizes with EMA and RandAugment, started from another run's model.keras (every layer
     from the first step: the fine-tuning recipe refuses EMA)."""
     from keras_effnet import flavours
-    from training import train
+    from training import loop
+    from training import model as model_lib
     from training.config import TrainConfig
 
     keras = flavours.keras3()
@@ -382,10 +383,10 @@ def test_progressive_resize_ema_randaugment_and_init_from(tmp_path, data_dir):
         tensorboard=False,
     )
     first = str(tmp_path / "first")
-    train.run(TrainConfig(out=first, image_size=32, epochs=1, **common))
+    loop.run(TrainConfig(out=first, image_size=32, epochs=1, **common))
     source = keras.saving.load_model(os.path.join(first, "model.keras"), safe_mode=True)
     logs = []
-    result = train.run(
+    result = loop.run(
         TrainConfig(
             out=str(tmp_path / "second"),
             image_size=40,
@@ -408,7 +409,7 @@ def test_progressive_resize_ema_randaugment_and_init_from(tmp_path, data_dir):
     a = source.get_layer("stem_conv").get_weights()[0]
     b = model.get_layer("stem_conv").get_weights()[0]
     fresh = (
-        train.build_model(TrainConfig(image_size=32).validated(), 10, image_size=32)
+        model_lib.build_model(TrainConfig(image_size=32).validated(), 10, image_size=32)
         .get_layer("stem_conv")
         .get_weights()[0]
     )
