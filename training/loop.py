@@ -29,7 +29,7 @@ import numpy as np
 from common import lock as folder_lock
 from keras_effnet import flavours
 from training import checkpoints as ckpt_lib
-from training import confusion, datasets, folder_split, pipelines, synthetic
+from training import confusion, datasets, folder_split, pipelines
 from training import data as data_lib
 from training import model as model_lib
 from training import shards as shards_lib
@@ -47,20 +47,18 @@ def prepare_data(config: TrainConfig, *, log=print) -> data_lib.Splits:
         for s in splits.skipped:
             log(f"skipped: {s}")
         return splits
-    if config.dataset == "synthetic":
-        root = config.data_dir or os.path.join(config.out, "synthetic_data")
-        per_class = config.synthetic_per_class
-        data_dir = synthetic.generate(
-            root,
-            train_per_class=per_class,
-            val_per_class=max(1, per_class * 3 // 10),
-            image_size=max(64, config.image_size or 64),
-            seed=0,
-        )
-    elif config.dataset in ("imagenette", "imagewoof"):
-        data_dir = datasets.download_fastai(config.dataset, config.fastai_size, config.data_dir)
-    else:
-        data_dir = config.data_dir
+    per_class = config.synthetic_per_class
+    data_dir = datasets.dataset_folder(
+        config.dataset,
+        config.data_dir or (os.path.join(config.out, "synthetic_data") if config.dataset == "synthetic" else None),
+        fastai_size=config.fastai_size,
+        synthetic_options={
+            "train_per_class": per_class,
+            "val_per_class": max(1, per_class * 3 // 10),
+            "image_size": max(64, config.image_size or 64),
+            "seed": 0,
+        },
+    )
     if config.dataset == "folder" and folder_split.is_one_folder(data_dir):
         splits, _ = folder_split.for_run(
             data_dir, config.out, val_split=config.val_split, seed=config.seed, overwrite=config.overwrite

@@ -51,6 +51,7 @@ def train_iterator(config: TrainConfig, strategy, splits, *, epoch: int, size: i
         batch_size=global_batch,
         cache=config.cache,
         drop_remainder=True,
+        pil_files=splits.pil_files,
         **same,
     )
     if skip:
@@ -69,6 +70,7 @@ def val_dataset(splits, *, image_size: int, batch_size: int, cache: bool = False
         augment="none",
         cache=cache,
         drop_remainder=False,
+        pil_files=splits.pil_files,
     )
 
 
