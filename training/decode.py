@@ -97,5 +97,8 @@ def crop_cached(index, element, *, size, seed, start_epoch, crop_area):
     begin, extent = augment_lib.crop_window(tf.shape(image), element_seed, crop_area)
     # Crop and flip the uint8 image, then one float pass: the resize. Bilinear interpolation without
     # antialiasing stays within the inputs' range, so no clip is needed.
+    channels = image.shape[-1]
     image = augment_lib.flip(tf.slice(image, begin, extent), element_seed)
-    return tf.image.resize(image, [size, size]), label
+    image = tf.image.resize(image, [size, size])
+    image.set_shape([size, size, channels])  # the slice's window is a tensor: keep the static shape it cannot infer
+    return image, label

@@ -191,10 +191,17 @@ def test_repeat_reshuffles_each_epoch_and_cache_gives_same_eval(folder):
     assert [int(x.shape[0]) for x, _ in plain] == [3, 1]  # eval keeps the remainder
 
 
-def test_randaugment_pipeline_runs(folder):
+@pytest.mark.parametrize("cache", [False, True])  # True: the in-memory path, whose crop window is a tensor
+def test_randaugment_pipeline_runs(folder, cache):
     splits = data.load_splits(folder)
     ds = data.make_dataset(
-        splits.train_files, splits.train_labels, image_size=32, batch_size=3, training=True, augment="randaugment"
+        splits.train_files,
+        splits.train_labels,
+        image_size=32,
+        batch_size=3,
+        training=True,
+        augment="randaugment",
+        cache=cache,
     )
     x, y = next(iter(ds))
     assert x.shape == (3, 32, 32, 3) and float(x.numpy().min()) >= 0 and float(x.numpy().max()) <= 255

@@ -409,7 +409,7 @@ def test_progressive_resize_ema_randaugment_and_init_from(tmp_path, data_dir):
     a = source.get_layer("stem_conv").get_weights()[0]
     b = model.get_layer("stem_conv").get_weights()[0]
     fresh = (
-        model_lib.build_model(TrainConfig(image_size=32).validated(), 10, image_size=32)
+        model_lib.build_model(TrainConfig(image_size=32, drop_connect_rate=0.2).validated(), 10, image_size=32)
         .get_layer("stem_conv")
         .get_weights()[0]
     )
