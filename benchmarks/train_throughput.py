@@ -94,9 +94,9 @@ def pipeline_images_per_sec(data_dir, image_size, batch_size, steps, warmup, aug
 
 
 def baseline_images_per_sec(data_dir, image_size, batch_size, steps, warmup, profile_dir=None):
-    from keras_effnet import flavours
+    from keras_effnet import keras_versions
 
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     keras.config.set_dtype_policy("float32")
     ds = keras.utils.image_dataset_from_directory(
         os.path.join(data_dir, "train"),

@@ -110,10 +110,10 @@ def compare_keras_applications(
 
     import keras_effnet
     from edge import convert
-    from keras_effnet import flavours
+    from keras_effnet import keras_versions
     from keras_effnet import twin as twin_lib
 
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     theirs = keras.applications.EfficientNetB0(weights=None, input_shape=(image_size, image_size, 3))
     ours = keras_effnet.build(0, input_shape=(image_size, image_size, 3), classes=1000)
     twin_lib.copy_weights(theirs, ours)

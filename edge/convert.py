@@ -34,17 +34,17 @@ def export_saved_model(model, directory: str) -> str:
     """
     import tensorflow as tf
 
-    from keras_effnet import flavours
+    from keras_effnet import keras_versions
 
     shape = [1, *[int(d) for d in model.input_shape[1:]]]
     spec = tf.TensorSpec(shape, tf.float32, name=SERVING_INPUT)
-    if isinstance(model, flavours.tf_keras().Model):
+    if isinstance(model, keras_versions.tf_keras().Model):
         module = tf.Module()
         module.variables_ = list(model.variables)
         module.serve = tf.function(lambda images: model(images, training=False), input_signature=[spec])
         tf.saved_model.save(module, directory, signatures=module.serve.get_concrete_function())
         return directory
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serving_default", lambda images: model(images, training=False), input_signature=[spec])

@@ -13,7 +13,7 @@ import zipfile
 
 import numpy as np
 
-from keras_effnet import flavours
+from keras_effnet import keras_versions
 from keras_effnet import twin as twin_lib
 from training import data as training_data
 
@@ -29,7 +29,7 @@ def load_model(path: str):
         raise FileNotFoundError(f"model: {path!r} does not exist (expected a .keras file written by training.train).")
     if not zipfile.is_zipfile(path):
         raise ValueError(f"model: {path!r} is not a Keras .keras file (not a zip archive; corrupt or wrong format).")
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad archive; each becomes this one error

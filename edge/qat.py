@@ -22,7 +22,7 @@ import numpy as np
 from common import cli
 from common import lock as folder_lock
 from common.files import atomic_path, write_json
-from keras_effnet import flavours
+from keras_effnet import keras_versions
 from keras_effnet import twin as twin_lib
 from training import data as training_data
 from training.data import Splits
@@ -80,7 +80,7 @@ def rejected_layers(tf_model, annotations: dict | None = None) -> list[tuple[str
     annotations = annotations or {}
     quantize_configs = _configs()
     registry = _registry()
-    K = flavours.tf_keras()
+    K = keras_versions.tf_keras()
     out = []
     for layer in tf_model.layers:
         kind = type(layer).__name__
@@ -120,11 +120,11 @@ def annotations_for(tf_model) -> dict:
 
 def to_tf_keras(model):
     """The tf_keras twin of a keras_effnet model (weights copied by name); a tf_keras model is returned as is."""
-    K = flavours.tf_keras()
+    K = keras_versions.tf_keras()
     if isinstance(model, K.Model):
         twin_lib.spec_from_model(model)  # raises ValueError naming what is missing for a foreign model
         return model
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     if not isinstance(model, keras.Model):
         raise TypeError(
             f"model must be a Keras model built by keras_effnet.build, got {type(model).__name__}: {model!r:.80}"
@@ -149,7 +149,7 @@ def quantize_tf_keras(tf_model, *, check_only: bool = False):
     Weights are copied layer by layer, by name; a replaced layer gets `quantize_configs.replacement_weights`.
     """
     tfmot, quantize_configs = _tfmot(), _configs()
-    K = flavours.tf_keras()
+    K = keras_versions.tf_keras()
     annotations = annotations_for(tf_model)
     replaced = {layer.name for layer in tf_model.layers if quantize_configs.replacement_for(layer) is not None}
     rejected = rejected_layers(tf_model, {**annotations, **dict.fromkeys(replaced)})
@@ -204,7 +204,7 @@ class FineTuneConfig:
 
 
 def compile_qat(qat_model, learning_rate: float):
-    K = flavours.tf_keras()
+    K = keras_versions.tf_keras()
     qat_model.compile(
         optimizer=K.optimizers.Adam(learning_rate),
         loss=K.losses.SparseCategoricalCrossentropy(),
@@ -283,7 +283,7 @@ def calibrate_ranges(qat_model, batches) -> int:
     (a non-trainable Keras BatchNormalization normalises with its moving statistics and leaves them alone):
     the ranges are those of the model as it infers and as the converter folds it, and only the ranges change.
     """
-    K = flavours.tf_keras()
+    K = keras_versions.tf_keras()
     frozen = []
     for layer in qat_model.layers:
         inner = getattr(layer, "layer", layer)  # tfmot's QuantizeWrapperV2 holds the layer it wraps

@@ -17,7 +17,7 @@ from __future__ import annotations
 import tensorflow_model_optimization as tfmot
 from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import default_8bit_quantizers
 
-from keras_effnet import flavours
+from keras_effnet import keras_versions
 
 _QuantizeConfig = tfmot.quantization.keras.QuantizeConfig
 _MovingAverageQuantizer = tfmot.quantization.keras.quantizers.MovingAverageQuantizer
@@ -103,7 +103,7 @@ class SwishConvQuantizeConfig(_QuantizeConfig):
         return [(layer.kernel, self.weight_quantizer)]
 
     def get_activations_and_quantizers(self, layer):
-        return [(flavours.tf_keras().activations.linear, _activation_quantizer())]
+        return [(keras_versions.tf_keras().activations.linear, _activation_quantizer())]
 
     def set_quantize_weights(self, layer, quantize_weights):
         if len(quantize_weights) != 1:
@@ -186,7 +186,7 @@ def replacement_for(layer):
     runs as one int8 DEPTHWISE_CONV_2D. It keeps the layer's name; `replacement_weights` gives its weights.
     """
     if type(layer).__name__ == "Normalization":
-        K = flavours.tf_keras()
+        K = keras_versions.tf_keras()
         return K.layers.DepthwiseConv2D(1, use_bias=True, name=layer.name)
     return None
 

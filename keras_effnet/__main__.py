@@ -85,9 +85,9 @@ def members(family: str = "all", formula_phis=()) -> list[tuple[str, object]]:
 def family_rows(family: str = "all", resolution: str | int = "native", formula_phis=()) -> list[dict]:
     """Build each member and profile it; one dict per row."""
     import keras_effnet
-    from keras_effnet import flavours
+    from keras_effnet import keras_versions
 
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     rows = []
     for name, c in members(family, formula_phis):
         size = c.resolution if resolution == "native" else int(resolution)

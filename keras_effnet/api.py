@@ -6,7 +6,7 @@ import inspect
 import numbers
 import os
 
-from keras_effnet import architecture, families, flavours, graph, lite_checkpoint
+from keras_effnet import architecture, families, graph, keras_versions, lite_checkpoint
 from keras_effnet import weights as weights_lib
 from keras_effnet.architecture import coefficients
 from keras_effnet.families import MIN_INPUT_SIZE
@@ -150,7 +150,7 @@ def _build(
     # fetched before building: a download or hash failure should not cost a model build
     path = weights_lib.fetch_imagenet(coeffs.name, include_top) if kind == "imagenet" else weights
 
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     policy = keras.config.dtype_policy()
     mixed = policy.compute_dtype != policy.variable_dtype
     model = graph.build_graph(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from keras_effnet import flavours
+from keras_effnet import keras_versions
 from keras_effnet.architecture import BlockSpec, ModelSpec
 from keras_effnet.families import BN_EPSILON
 
@@ -210,7 +210,7 @@ def build_graph(
     last layer compute in float32, so mixed-precision logits and softmax are
     float32 (the usual practice).
     """
-    with flavours.deferred_variables(K):
+    with keras_versions.deferred_variables(K):
         if input_tensor is None:
             img_input = K.layers.Input(shape=input_shape, name="input_layer")
         elif _is_keras_tensor(K, input_tensor):

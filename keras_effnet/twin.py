@@ -15,7 +15,7 @@ import re
 
 import numpy as np
 
-from keras_effnet import architecture, families, flavours, graph
+from keras_effnet import architecture, families, graph, keras_versions
 
 _BLOCK = re.compile(r"^(block\d+[a-z]+_)project_conv$")
 DEPTHWISE_NAMES = ("dwconv", "dwconv2")
@@ -127,7 +127,7 @@ def _preprocessing(model, names) -> families.Preprocessing:
 def twin(model, flavour: str = "tf_keras"):
     """Rebuild `model` with the other Keras flavour and copy its weights by layer name."""
     spec, kwargs = spec_from_model(model)
-    K = flavours.get(flavour)
+    K = keras_versions.get(flavour)
     other = graph.build_graph(K, spec, **kwargs)
     copy_weights(model, other)
     return other

@@ -84,9 +84,9 @@ def fetch_imagenet(
 
     `phi`: an int for B0..B7, or a model name with published weights ("efficientnetb3", "efficientnetv2-s").
     """
-    import keras_effnet.flavours as flavours
+    from keras_effnet import keras_versions
 
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     name = imagenet_file_name(phi, include_top)
     default_url, default_hash = _imagenet_source(phi, include_top)
     base_url = base_url or default_url

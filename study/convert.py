@@ -62,9 +62,9 @@ def representative_images(member, n: int, data_dir: str | None, seed: int):
 
 def build_or_load(member, trained_model: str | None, classes: int, seed: int):
     """The member's Keras model: its trained file, else a fresh one with weights fixed by `seed`."""
-    from keras_effnet import flavours
+    from keras_effnet import keras_versions
 
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     if trained_model and os.path.exists(trained_model):
         return keras.models.load_model(trained_model, compile=False)
     from study import members

@@ -228,12 +228,12 @@ def build_model(
     inside the graph (no weights, no MACs: its cost is unchanged) and trains from the same pipeline.
     """
     import keras_effnet
-    from keras_effnet import flavours
+    from keras_effnet import keras_versions
 
     size = image_size or member.resolution
     shape = (size, size, 3)
     if member.role == "baseline":
-        keras = flavours.keras3()
+        keras = keras_versions.keras3()
         inputs = keras.Input(shape, name="input_layer")
         x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescaling")(inputs)
         return keras.applications.ResNet50(weights=None, input_tensor=x, classes=classes)

@@ -79,9 +79,9 @@ def flip(image, seed):
 
 def randaugment(seed, start_epoch, magnitude=10.0):
     """RandAugment (Cubuk et al. 2020) on a batch: N=2 ops at `magnitude` of 30 (EfficientNet's recipe: 10)."""
-    from keras_effnet import flavours
+    from keras_effnet import keras_versions
 
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     layer = keras.layers.RandAugment(
         value_range=(0, 255), num_ops=2, factor=float(magnitude) / 30, seed=shuffle_seed(seed, start_epoch)
     )

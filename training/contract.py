@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from keras_effnet import flavours
+from keras_effnet import keras_versions
 
 
 def classifier(model):
     """The model's classifier: the last Dense layer whose units equal the model's outputs, or None."""
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     outputs = model.output_shape[-1]
     for layer in reversed(model.layers):
         if isinstance(layer, keras.layers.Dense) and layer.units == outputs:
@@ -49,7 +49,7 @@ def apply_contract(model, config, *, pretrained: bool = False) -> dict:
     Call it before the pretrained weights are copied in, so the zero head can
     never overwrite a copied layer.
     """
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     bn = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     for layer in bn:
         if not pretrained:

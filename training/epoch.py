@@ -15,7 +15,7 @@ import math
 import os
 import time
 
-from keras_effnet import flavours
+from keras_effnet import keras_versions
 from training import checkpoints as ckpt_lib
 from training import finetune, pipelines, regularization, schedule
 from training.run_state import RunState
@@ -156,7 +156,7 @@ def run_steps(state: RunState, epoch: int, iterator, done: int) -> EpochTotals:
     every = config.checkpoint_every_steps
     stage_start, stage_steps = finetune.stage_steps(state.plan, epoch, config.epochs, spe)
     stage_lr = state.base_lr if state.plan is None else state.plan.learning_rate(state.stage, state.base_lr)
-    bar = flavours.keras3().utils.Progbar(
+    bar = keras_versions.keras3().utils.Progbar(
         spe, stateful_metrics=["loss", "accuracy", "lr"], verbose=config.verbose if state.chief else 0
     )
     totals = EpochTotals(done, state.progress.partial if done else {})

@@ -83,9 +83,9 @@ class NotAModelError(cli.UsageError, ValueError):
 
 def load_model(model_path: str):
     """The Keras 3 model in `model_path` (safe_mode); a missing file or a file that is not a model is a UsageError."""
-    from keras_effnet import flavours
+    from keras_effnet import keras_versions
 
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     cli.require_file("model", model_path, what=MODEL_WHAT)
     if not zipfile.is_zipfile(model_path):
         raise NotAModelError(

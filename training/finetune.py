@@ -190,10 +190,10 @@ def source_kind(source: str) -> str:
 def load_source(config):
     """The pretrained network of `config.init_from` as a Keras model; ConfigError (exit 2) for a source that cannot be one."""
     import keras_effnet
-    from keras_effnet import flavours
+    from keras_effnet import keras_versions
     from keras_effnet import weights as weights_lib
 
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     source = config.init_from
     kind = source_kind(source)
     family, phi = config.family, config.phi
@@ -289,9 +289,9 @@ def check_fits(model, source, config) -> None:
 
 def copy_weights(model, source) -> list[str]:
     """Copy every layer's weights from `source` by name where the shapes match; returns the copied layer names."""
-    from keras_effnet import flavours
+    from keras_effnet import keras_versions
 
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     by_name = {layer.name: layer for layer in source.layers}
     copied = []
     for layer in model.layers:

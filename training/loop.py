@@ -27,7 +27,7 @@ import tempfile
 import numpy as np
 
 from common import lock as folder_lock
-from keras_effnet import flavours
+from keras_effnet import keras_versions
 from training import checkpoints as ckpt_lib
 from training import confusion, datasets, folder_split, pipelines
 from training import data as data_lib
@@ -97,7 +97,7 @@ def run(config: TrainConfig, *, log=print, model_fn=None) -> dict:
     say = log if chief else (lambda *a, **k: None)
     # Every worker saves (variables may need collective reads); only the chief writes model_dir.
     write_dir = config.out if chief else tempfile.mkdtemp(prefix="worker-")
-    policy = flavours.keras3().config.dtype_policy()
+    policy = keras_versions.keras3().config.dtype_policy()
     # One writer per folder: the chief holds --out for the whole run; the other workers of its run share it.
     owner = (
         folder_lock.exclusive(config.out, command="keras-effnet-train", run=strategy_lib.run_key(strategy))
@@ -106,7 +106,7 @@ def run(config: TrainConfig, *, log=print, model_fn=None) -> dict:
     )
     try:
         with owner:
-            flavours.keras3().utils.set_random_seed(config.seed)
+            keras_versions.keras3().utils.set_random_seed(config.seed)
             splits = prepare_data(config, log=say)
             state = setup(
                 config,
@@ -121,7 +121,7 @@ def run(config: TrainConfig, *, log=print, model_fn=None) -> dict:
                 train_epoch(state)
             return finish(state)
     finally:
-        flavours.keras3().config.set_dtype_policy(policy)  # the run's mixed precision ends with it
+        keras_versions.keras3().config.set_dtype_policy(policy)  # the run's mixed precision ends with it
         if not chief:
             shutil.rmtree(write_dir, ignore_errors=True)
 

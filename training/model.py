@@ -9,7 +9,7 @@ size, with the training contract (training.contract) but no sync-BN flag.
 from __future__ import annotations
 
 import keras_effnet
-from keras_effnet import flavours
+from keras_effnet import keras_versions
 from training import contract
 
 
@@ -37,7 +37,7 @@ def export_model(trained, config, num_classes: int, image_size: int, *, model_fn
     loads with `safe_mode=True` and converts to TFLite as built. The BN
     momentum of the contract is kept (it is part of the saved config).
     """
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float32")
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from keras_effnet import flavours
+from keras_effnet import keras_versions
 
 
 def make_optimizer(config, model, learning_rate: float):
@@ -11,7 +11,7 @@ def make_optimizer(config, model, learning_rate: float):
     Under mixed_float16 the optimizer is wrapped in Keras' LossScaleOptimizer (dynamic loss scaling,
     Micikevicius et al. 2018): float16 gradients of small losses would underflow to zero.
     """
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     if config.optimizer == "adamw":
         opt = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=config.weight_decay)
         opt.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if len(v.shape) <= 1])

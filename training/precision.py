@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from keras_effnet import flavours
+from keras_effnet import keras_versions
 
 
 def set_precision(config) -> str:
     """Set the Keras dtype policy; "auto" is bf16 on GPUs of compute capability >= 8, else float32."""
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     mode = config.mixed_precision
     if mode == "auto":
         mode = "off"

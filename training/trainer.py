@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from keras_effnet import flavours
+from keras_effnet import keras_versions
 from training import optimizer as optimizer_lib
 from training.config import ConfigError, TrainConfig
 
@@ -46,7 +46,7 @@ class Trainer:
         jit_compile: bool,
         class_weights=None,
     ):
-        self.keras = flavours.keras3()
+        self.keras = keras_versions.keras3()
         self.config = config
         self.strategy = strategy
         self.model = model

@@ -68,10 +68,10 @@ def _probe(tmp_path_factory, dataset, family, widest=None):
     many features: float runtimes agree on them, but 8-bit rounding of the same features is amplified into the
     decision. `widest=N` reads only the N features that vary most, for comparisons between integer runtimes."""
     import keras_effnet
-    from keras_effnet import flavours
+    from keras_effnet import keras_versions
     from training import data as training_data
 
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     model = keras_effnet.build(0, family=family, input_shape=(SIZE, SIZE, 3), classes=CLASSES)
     features = keras.Model(model.input, model.get_layer("avg_pool").output)
     splits = training_data.load_splits(dataset)

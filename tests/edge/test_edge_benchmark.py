@@ -11,12 +11,12 @@ import sys
 import pytest
 
 from edge import benchmark, convert
-from keras_effnet import flavours
+from keras_effnet import keras_versions
 
 
 @pytest.fixture(scope="module")
 def tiny_tflite(tmp_path_factory):
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     model = keras.Sequential(
         [
             keras.Input((16, 16, 3)),

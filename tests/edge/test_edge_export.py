@@ -350,9 +350,9 @@ def test_console_script_runs_from_any_directory(tmp_path):
 
 @pytest.fixture(scope="module")
 def foreign_model(tmp_path_factory):
-    from keras_effnet import flavours
+    from keras_effnet import keras_versions
 
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     model = keras.Sequential(
         [
             keras.Input((SIZE, SIZE, 3)),

@@ -45,9 +45,9 @@ def trained(tmp_path_factory):
     """B0 (swish and squeeze-excite) trained from scratch at 32 px on 3 x 120 images for 6 epochs; (model path,
     data dir). Its held-out top-1 is asserted in the test."""
     import keras_effnet
-    from keras_effnet import flavours
+    from keras_effnet import keras_versions
 
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     keras.utils.set_random_seed(0)
     root = tmp_path_factory.mktemp("edge_int8")
     _write_set(root / "data", np.random.default_rng(0), 120)

@@ -9,7 +9,7 @@ from edge_support import CLASSES, SIZE, run_module
 
 import keras_effnet
 from edge import convert, litert, qat
-from keras_effnet import flavours
+from keras_effnet import keras_versions
 from keras_effnet import twin as twin_lib
 from training import data as training_data
 
@@ -31,7 +31,7 @@ def test_rejected_layers_lists_every_unsupported_layer_of_b0_by_name_and_type():
 
 
 def test_quantization_error_names_every_layer():
-    K = flavours.tf_keras()
+    K = keras_versions.tf_keras()
     inp = K.layers.Input((8, 8, 3))
     inner = K.Sequential([K.layers.Conv2D(2, 1)], name="inner")
     x = K.layers.LayerNormalization(name="ln")(inp)
@@ -99,8 +99,8 @@ def test_quantize_copies_the_float_weights_by_name():
 @pytest.mark.parametrize("family", ["efficientnet", "lite", "v2"])
 def test_qat_model_normalises_with_the_float_models_statistics(family):
     """tfmot's clone + set_weights skips Normalization.finalize_state; quantize must not (mean 0 / var 1 otherwise)."""
-    keras = flavours.keras3()
-    K = flavours.tf_keras()
+    keras = keras_versions.keras3()
+    K = keras_versions.tf_keras()
     model = keras_effnet.build(0, family=family, input_shape=(SIZE, SIZE, 3), classes=CLASSES)
     q = qat.quantize(model)
     x = np.random.default_rng(1).uniform(0, 255, (4, SIZE, SIZE, 3)).astype(np.float32)
@@ -138,7 +138,7 @@ def test_calibrate_ranges_sets_activation_ranges_from_data_and_changes_nothing_e
     # The ranges are those of the network as it infers: they match the float model's stem BatchNormalization
     # output computed with the moving statistics (within the earlier layers' 8-bit rounding), not the batch
     # statistics' (which would give about [-3, 3] for any input).
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     stem = keras.Model(model.input, model.get_layer("stem_bn").output)
     values = np.concatenate([stem(b, training=False).numpy().ravel() for b in batches])
     low, high = (
@@ -150,7 +150,7 @@ def test_calibrate_ranges_sets_activation_ranges_from_data_and_changes_nothing_e
 
 
 def test_quantize_refuses_models_not_made_by_keras_effnet():
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     foreign = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Conv2D(2, 3)], name="foreign")
     with pytest.raises(ValueError, match="not built by keras_effnet"):
         qat.quantize(foreign)

@@ -6,7 +6,7 @@ import pytest
 
 import keras_effnet
 from edge import convert, qat, quantize_configs
-from keras_effnet import flavours
+from keras_effnet import keras_versions
 from keras_effnet import twin as twin_lib
 
 
@@ -19,7 +19,7 @@ def _tfmot():
 def _apply(model, configs):
     """Annotate `configs` (layer name -> config or None for tfmot's default), apply tfmot, calibrate ranges."""
     tfmot = _tfmot()
-    K = flavours.tf_keras()
+    K = keras_versions.tf_keras()
 
     def annotate(layer):
         clone = layer.__class__.from_config(layer.get_config())
@@ -58,7 +58,7 @@ def _head(K, x, classes=3):
 
 
 def test_multiply_output_config_se_excite():
-    K = flavours.tf_keras()
+    K = keras_versions.tf_keras()
     inp = K.layers.Input((8, 8, 3))
     x = K.layers.Rescaling(1 / 255.0, name="rescaling")(inp)
     x = K.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(x)
@@ -73,7 +73,7 @@ def test_multiply_output_config_se_excite():
 
 
 def test_rescaling_output_config_and_normalization_replacement():
-    K = flavours.tf_keras()
+    K = keras_versions.tf_keras()
     inp = K.layers.Input((8, 8, 3))
     x = K.layers.Rescaling(1 / 255.0, name="rescaling")(inp)
     norm = K.layers.Normalization(axis=-1, name="normalization")
@@ -105,7 +105,7 @@ def test_rescaling_output_config_and_normalization_replacement():
 
 
 def test_standalone_batchnorm_is_accepted_and_conv_bn_is_left_to_tfmot():
-    K = flavours.tf_keras()
+    K = keras_versions.tf_keras()
     inp = K.layers.Input((8, 8, 3))
     x = K.layers.Rescaling(1 / 255.0, name="rescaling")(inp)
     x = K.layers.BatchNormalization(name="lonely_bn")(x)
@@ -124,7 +124,7 @@ def test_standalone_batchnorm_is_accepted_and_conv_bn_is_left_to_tfmot():
 
 def test_swish_conv_config_makes_the_se_reduce_conv_integer():
     """Without the config tfmot quantizes only after the swish and the converter leaves the conv in float."""
-    K = flavours.tf_keras()
+    K = keras_versions.tf_keras()
     inp = K.layers.Input((8, 8, 3))
     x = K.layers.Rescaling(1 / 255.0, name="rescaling")(inp)
     x = K.layers.Conv2D(4, 3, padding="same", activation="swish", name="reduce")(x)
@@ -156,7 +156,7 @@ def test_configs_round_trip_and_check_counts(cls):
     config = cls()
     again = quantize_configs.custom_objects()[cls.__name__].from_config(config.get_config())
     assert type(again) is cls
-    K = flavours.tf_keras()
+    K = keras_versions.tf_keras()
     layer = K.layers.Conv2D(2, 1, activation="swish")
     layer.build((None, 4, 4, 3))
     assert len(config.get_weights_and_quantizers(layer)) == (

@@ -26,9 +26,9 @@ def _save_legacy_h5(model, path):
 
     Keras 3 no longer writes that format, so the same network is built with tf_keras.applications.
     """
-    from keras_effnet import flavours
+    from keras_effnet import keras_versions
 
-    tfk = flavours.tf_keras()
+    tfk = keras_versions.tf_keras()
     phi = int(model.name[-1])
     legacy = getattr(tfk.applications, f"EfficientNetB{phi}")(
         weights=None, input_shape=model.input_shape[1:], classes=model.output_shape[-1]

@@ -133,13 +133,13 @@ def test_preprocessing_holds_statistics_without_weights():
 def test_weights_saved_from_keras_applications_load(tmp_path):
     """Both formats: Keras 3 `.weights.h5`, and the legacy `.h5` of keras.applications' ImageNet files
     (which Keras 3 no longer writes, so tf_keras.applications writes it)."""
-    from keras_effnet import flavours
+    from keras_effnet import keras_versions
 
     theirs = keras.applications.EfficientNetV2B0(weights=None, input_shape=(SIZE, SIZE, 3), classes=CLASSES)
     rng = np.random.default_rng(1)
     _randomise(theirs, rng)
     theirs.save_weights(tmp_path / "v2b0.weights.h5")
-    legacy = flavours.tf_keras().applications.EfficientNetV2B0(
+    legacy = keras_versions.tf_keras().applications.EfficientNetV2B0(
         weights=None, input_shape=(SIZE, SIZE, 3), classes=CLASSES
     )
     legacy.set_weights(theirs.get_weights())
@@ -157,9 +157,9 @@ def test_imagenet_weights_come_from_keras_applications_with_a_hash_check(tmp_pat
     """weights='imagenet' fetches keras.applications' V2 file (served here on loopback) and checks its MD5."""
     from keras.src.backend import config as keras_config
 
-    from keras_effnet import flavours
+    from keras_effnet import keras_versions
 
-    theirs = flavours.tf_keras().applications.EfficientNetV2B0(
+    theirs = keras_versions.tf_keras().applications.EfficientNetV2B0(
         weights=None, include_top=False, input_shape=(SIZE, SIZE, 3)
     )
     rng = np.random.default_rng(2)
@@ -325,7 +325,7 @@ def test_keras_round_trip_safe_mode_and_twin(tmp_path):
 
 def test_twin_of_minus_one_to_one_preprocessing():
     """V2-S/M/L's Rescaling(1/128, offset=-1) survives the twin (V2-B0 table with S's preprocessing)."""
-    from keras_effnet import architecture, families, flavours, graph
+    from keras_effnet import architecture, families, graph, keras_versions
 
     spec = architecture.model_spec(keras_effnet.coefficients(0, family="v2"))
     spec = architecture.dataclasses.replace(spec, preprocessing=families.MINUS_ONE_TO_ONE)
@@ -335,4 +335,4 @@ def test_twin_of_minus_one_to_one_preprocessing():
     assert other.get_layer("rescaling").get_config()["offset"] == -1.0
     x = np.random.default_rng(5).uniform(0, 255, (1, SIZE, SIZE, 3)).astype("float32")
     np.testing.assert_allclose(other(x, training=False).numpy(), model(x, training=False).numpy(), rtol=1e-4, atol=1e-6)
-    assert isinstance(other, flavours.tf_keras().Model) and not isinstance(other, keras.Model)  # the Keras 2 twin
+    assert isinstance(other, keras_versions.tf_keras().Model) and not isinstance(other, keras.Model)  # the Keras 2 twin

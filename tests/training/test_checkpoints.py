@@ -15,9 +15,9 @@ from training.config import ConfigError, TrainConfig
 
 
 def tiny_model(config, num_classes, *, image_size=None):
-    from keras_effnet import flavours
+    from keras_effnet import keras_versions
 
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     size = image_size or config.image_size
     inputs = keras.Input((size, size, 3))
     x = keras.layers.Rescaling(1 / 255)(inputs)

@@ -19,16 +19,16 @@ def data_dir(tmp_path_factory):
 
 
 def resnet50(config, num_classes, *, image_size=None):
-    from keras_effnet import flavours
+    from keras_effnet import keras_versions
 
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     return keras.applications.ResNet50(weights=None, input_shape=(image_size, image_size, 3), classes=num_classes)
 
 
 def test_resnet50_and_b0_get_the_same_treatment(tmp_path, data_dir):
-    from keras_effnet import flavours
+    from keras_effnet import keras_versions
 
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     built = {}
 
     def capture(name, fn):
@@ -84,9 +84,9 @@ def test_resnet50_and_b0_get_the_same_treatment(tmp_path, data_dir):
 
 
 def test_the_classifier_is_found_by_shape_not_by_name():
-    from keras_effnet import flavours
+    from keras_effnet import keras_versions
 
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     inputs = keras.Input((8,))
     hidden = keras.layers.Dense(3, name="hidden")(inputs)
     head = keras.layers.Dense(3, name="logits")(keras.layers.Dense(16)(hidden))

@@ -20,11 +20,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SCRIPT = r"""
 import json, os, sys
 import numpy as np
-from keras_effnet import flavours
+from keras_effnet import keras_versions
 from training import loop, strategy as strategy_lib, synthetic
 from training.config import TrainConfig
 
-keras = flavours.keras3()
+keras = keras_versions.keras3()
 strategy_lib.configure_cpu_replicas(2)
 
 

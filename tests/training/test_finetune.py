@@ -78,11 +78,11 @@ def test_what_trains_in_each_stage(b0):
 def test_balanced_class_weights_change_the_loss_as_stated():
     import tensorflow as tf
 
-    from keras_effnet import flavours
+    from keras_effnet import keras_versions
     from training import optimizer as optimizer_lib
     from training.trainer import Trainer
 
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     keras.utils.set_random_seed(0)
     labels = np.array([0, 0, 0, 0, 0, 0, 1, 2], np.int32)
     weights = imbalance.class_weights("balanced", labels, 3)
@@ -157,7 +157,7 @@ def sources(tmp_path_factory):
 
 
 def test_a_lite_stand_in_tarball_is_accepted_by_init_from(sources, data_dir, tmp_path):
-    from keras_effnet import flavours
+    from keras_effnet import keras_versions
 
     out = tmp_path / "run"
     code = train.main(
@@ -176,7 +176,7 @@ def test_a_lite_stand_in_tarball_is_accepted_by_init_from(sources, data_dir, tmp
         ]
     )
     assert code == 0
-    model = flavours.keras3().saving.load_model(str(out / checkpoints.MODEL))
+    model = keras_versions.keras3().saving.load_model(str(out / checkpoints.MODEL))
     ema = sources["tensors"][
         "efficientnet-lite0/blocks_3/depthwise_conv2d/depthwise_kernel" + lite_checkpoint.EMA_SUFFIX
     ]

@@ -35,13 +35,13 @@ def _silent(*a, **k):
 
 @pytest.fixture(scope="module")
 def setup(learned_b0, tmp_path_factory):
-    from keras_effnet import flavours
+    from keras_effnet import keras_versions
 
     root = tmp_path_factory.mktemp("finetune_learning")
     photos = synthetic.generate(
         str(root / "generated"), train_per_class=2 * PER_CLASS, val_per_class=1, image_size=64, seed=1
     )
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     return {
         "root": root,
         "photos": os.path.join(photos, "train"),
@@ -55,9 +55,9 @@ def setup(learned_b0, tmp_path_factory):
 
 
 def _load(path):
-    from keras_effnet import flavours
+    from keras_effnet import keras_versions
 
-    return flavours.keras3().saving.load_model(path)
+    return keras_versions.keras3().saving.load_model(path)
 
 
 @pytest.mark.xdist_group("learned_b0")  # the B0 that test_learning trains, on the same worker

@@ -242,9 +242,9 @@ def test_the_shard_command_refuses_bad_input_in_one_line(folder, tmp_path, capsy
 
 def _tiny_cnn(config, num_classes, *, image_size=None):
     """Three strided conv + BN layers: trains in seconds, so the comparison below can run for several epochs."""
-    from keras_effnet import flavours
+    from keras_effnet import keras_versions
 
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     layers = keras.layers
     x = inputs = keras.Input((image_size, image_size, 3))
     x = layers.Rescaling(1 / 127.5, offset=-1)(x)

@@ -19,11 +19,11 @@ SCRIPT = r"""
 import json
 import numpy as np
 import tensorflow as tf
-from keras_effnet import flavours
+from keras_effnet import keras_versions
 from training import contract, model as model_lib, optimizer as optimizer_lib, strategy as strategy_lib, trainer as trainer_lib
 from training.config import TrainConfig
 
-keras = flavours.keras3()
+keras = keras_versions.keras3()
 strategy_lib.configure_cpu_replicas(2)
 cfg = TrainConfig(image_size=32, dropout_rate=0.0, drop_connect_rate=0.0, label_smoothing=0.0, zero_init_head=False,
                   optimizer="sgd", weight_decay=0.0, bn_momentum=0.9).validated()

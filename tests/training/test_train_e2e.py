@@ -43,7 +43,7 @@ def _metrics(model_dir):
 
 def test_one_step_two_replicas_then_evaluate_and_predict(tmp_path, data_dir):
     """MirroredStrategy on 2 logical CPUs, one step, then the saved model through evaluate and predict."""
-    from keras_effnet import flavours
+    from keras_effnet import keras_versions
 
     model_dir = str(tmp_path / "run")
     proc = _module(
@@ -69,7 +69,7 @@ def test_one_step_two_replicas_then_evaluate_and_predict(tmp_path, data_dir):
         assert f.read().split() == sorted(synthetic.CLASSES)
     assert any(n.startswith("events.out") for _, _, files in os.walk(os.path.join(model_dir, "logs")) for n in files)
     assert not [n for n in os.listdir(model_dir) if n.endswith(".tmp") or n.startswith(".")]
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     model = keras.saving.load_model(os.path.join(model_dir, "model.keras"), safe_mode=True)
     assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 10)
     assert all(not getattr(layer, "synchronized", False) for layer in model.layers)
@@ -366,12 +366,12 @@ def test_wandb_missing_gives_the_install_hint(tmp_path):
 def test_progressive_resize_ema_randaugment_and_init_from(tmp_path, data_dir):
     """Two epochs at growing sizes with EMA and RandAugment, started from another run's model.keras (every layer
     from the first step: the fine-tuning recipe refuses EMA)."""
-    from keras_effnet import flavours
+    from keras_effnet import keras_versions
     from training import loop
     from training import model as model_lib
     from training.config import TrainConfig
 
-    keras = flavours.keras3()
+    keras = keras_versions.keras3()
     common = dict(
         dataset="synthetic",
         data_dir=data_dir,

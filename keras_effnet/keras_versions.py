@@ -1,4 +1,4 @@
-"""The two Keras flavours, imported here and nowhere else.
+"""The two Keras versions (Keras 3 and Keras 2 as `tf_keras`), imported here and nowhere else.
 
 The public API returns Keras 3 models. tensorflow-model-optimization only
 accepts Keras 2 models (tensorflow/model-optimization#1119), so quantization-
