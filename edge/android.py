@@ -28,7 +28,7 @@ import os
 import re
 import shlex
 
-from common import cli
+from common import cli, markdown
 from common.files import atomic_write
 
 DEVICE_DIR = "/data/local/tmp/keras_effnet"
@@ -233,27 +233,42 @@ def parse_log(text: str) -> list[dict]:
     return rows
 
 
+DEVICE_COLUMNS = (
+    "file",
+    "config",
+    "median/avg ms",
+    "min-max ms",
+    "std ms",
+    "runs",
+    "init ms",
+    "delegated nodes / fully accelerated",
+)
+
+
 def format_rows(rows: list[dict]) -> str:
     """The same kind of table as edge.benchmark, from device runs (ms)."""
-    lines = [
-        "| file | config | median/avg ms | min-max ms | std ms | runs | init ms | delegated nodes / fully accelerated |",
-        "|---|---|---|---|---|---|---|---|",
+    return markdown.table(DEVICE_COLUMNS, [device_row(r) for r in rows])
+
+
+def device_row(r: dict) -> list:
+    if r.get("error"):
+        return [r["file"], r["config"], f"FAILED: {r['error'][:120]}", "", "", "", "", ""]
+    centre = r.get("median_us", r["inference_avg_us"]) / 1e3
+    spread = f"{r['min_us'] / 1e3:.2f}-{r['max_us'] / 1e3:.2f}" if "min_us" in r else "-"
+    std = f"{r['std_us'] / 1e3:.2f}" if "std_us" in r else "-"
+    nodes = f"{r['delegated_nodes']}/{r['total_nodes']}" if "delegated_nodes" in r else "-"
+    if "fully_accelerated" in r:
+        nodes = "yes" if r["fully_accelerated"] else "no"
+    return [
+        r["file"],
+        r["config"],
+        f"{centre:.2f}",
+        spread,
+        std,
+        r.get("runs", "-"),
+        f"{r['init_us'] / 1e3:.1f}",
+        nodes,
     ]
-    for r in rows:
-        if r.get("error"):
-            lines.append(f"| {r['file']} | {r['config']} | FAILED: {r['error'][:120]} | | | | | |")
-            continue
-        centre = r.get("median_us", r["inference_avg_us"]) / 1e3
-        spread = f"{r['min_us'] / 1e3:.2f}-{r['max_us'] / 1e3:.2f}" if "min_us" in r else "-"
-        std = f"{r['std_us'] / 1e3:.2f}" if "std_us" in r else "-"
-        nodes = f"{r['delegated_nodes']}/{r['total_nodes']}" if "delegated_nodes" in r else "-"
-        if "fully_accelerated" in r:
-            nodes = "yes" if r["fully_accelerated"] else "no"
-        lines.append(
-            f"| {r['file']} | {r['config']} | {centre:.2f} | {spread} | {std} | {r.get('runs', '-')} "
-            f"| {r['init_us'] / 1e3:.1f} | {nodes} |"
-        )
-    return "\n".join(lines)
 
 
 @dataclasses.dataclass(frozen=True)

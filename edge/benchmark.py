@@ -23,7 +23,7 @@ import tempfile
 
 import numpy as np
 
-from common import cli
+from common import cli, markdown
 from edge import litert
 
 
@@ -82,18 +82,39 @@ def load_average() -> str:
         return "unknown"
 
 
+BENCHMARK_COLUMNS = (
+    "file",
+    "MB",
+    "threads",
+    "input",
+    "median ms",
+    "p5-p95 ms",
+    "min-max ms",
+    "runs",
+    "all ops on XNNPACK",
+)
+
+
 def format_rows(rows: list[dict]) -> str:
+    """The benchmark rows as a Markdown table; an Interpreter column when any row timed the Interpreter too."""
     interp = any("interpreter_median_ms" in r for r in rows)
-    head = "| file | MB | threads | input | median ms | p5-p95 ms | min-max ms | runs | all ops on XNNPACK |"
-    lines = [head + (" Interpreter median ms |" if interp else ""), "|---" * (9 + interp) + "|"]
-    for r in rows:
-        lines.append(
-            f"| {os.path.basename(r['file'])} | {r['bytes'] / 1e6:.2f} | {r['threads']} | {r['input_dtype']} "
-            f"| {r['median_ms']:.2f} | {r['p5_ms']:.2f}-{r['p95_ms']:.2f} | {r['min_ms']:.2f}-{r['max_ms']:.2f} "
-            f"| {r['runs']} | {'yes' if r['fully_accelerated'] else 'no'} |"
-            + (f" {r['interpreter_median_ms']:.2f} |" if interp else "")
-        )
-    return "\n".join(lines)
+    header = BENCHMARK_COLUMNS + (("Interpreter median ms",) if interp else ())
+    cells = [
+        [
+            os.path.basename(r["file"]),
+            f"{r['bytes'] / 1e6:.2f}",
+            r["threads"],
+            r["input_dtype"],
+            f"{r['median_ms']:.2f}",
+            f"{r['p5_ms']:.2f}-{r['p95_ms']:.2f}",
+            f"{r['min_ms']:.2f}-{r['max_ms']:.2f}",
+            r["runs"],
+            "yes" if r["fully_accelerated"] else "no",
+        ]
+        + ([f"{r['interpreter_median_ms']:.2f}" if "interpreter_median_ms" in r else "-"] if interp else [])
+        for r in rows
+    ]
+    return markdown.table(header, cells)
 
 
 def compare_keras_applications(

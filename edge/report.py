@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from common import markdown
 from edge import gpu_delegate
 from edge.formats import FORMAT_NOTES, MIXED, model_file
 
@@ -16,34 +17,49 @@ def _pct(value) -> str:
     return "-" if value is None else f"{value:.2%}"
 
 
+FORMAT_COLUMNS = (
+    "format",
+    "file",
+    "MB",
+    "top-1",
+    "agree w/ Keras",
+    "max prob diff",
+    "latency ms (p5-p95)",
+    "XNNPACK",
+    "GPU delegate",
+    "I/O",
+    "note",
+)
+
+
 def format_table(report: dict) -> str:
     """The report's formats as a Markdown table (what the command prints)."""
-    lines = [
-        "| format | file | MB | top-1 | agree w/ Keras | max prob diff | latency ms (p5-p95) | XNNPACK | GPU delegate "
-        "| I/O | note |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+    return markdown.table(FORMAT_COLUMNS, [format_row(r) for r in report["formats"]])
+
+
+def format_row(r: dict) -> list:
+    """One format's cells: its file, size, accuracy, latency, delegate verdicts and what it is; a failed format
+    says FAILED with its error."""
+    if r.get("error"):
+        return [r["format"], r.get("file") or "-", *["-"] * 8, f"FAILED: {_one_line(r['error'])}"]
+    note = FORMAT_NOTES[r["format"]]
+    if r.get("mixed"):
+        note += f": {r['mixed']['summary']}"
+    if r.get("float_ops"):
+        note += f"; float ops: {', '.join(r['float_ops'])}"
+    return [
+        r["format"],
+        r["file"],
+        f"{r['bytes'] / 1e6:.2f}",
+        _pct(r.get("top1")),
+        f"{r['agreement_with_keras']:.2%}",
+        f"{r['max_prob_diff']:.2g}",
+        f"{r['latency_ms']:.2f} ({r['latency_p5_ms']:.2f}-{r['latency_p95_ms']:.2f})",
+        _one_line(_xnnpack_summary(r), 300),
+        _one_line(gpu_delegate.summary(r["gpu_delegate"]), 300),
+        f"{r['input_dtype']}/{r['output_dtype']}",
+        note,
     ]
-    for r in report["formats"]:
-        if r.get("error"):
-            lines.append(
-                f"| {r['format']} | {r.get('file') or '-'} | - | - | - | - | - | - | - | - "
-                f"| FAILED: {_one_line(r['error'])} |"
-            )
-            continue
-        note = FORMAT_NOTES[r["format"]]
-        if r.get("mixed"):
-            note += f": {r['mixed']['summary']}"
-        if r.get("float_ops"):
-            note += f"; float ops: {', '.join(r['float_ops'])}"
-        xnn = _xnnpack_summary(r)
-        lines.append(
-            f"| {r['format']} | {r['file']} | {r['bytes'] / 1e6:.2f} | {_pct(r.get('top1'))} "
-            f"| {r['agreement_with_keras']:.2%} | {r['max_prob_diff']:.2g} "
-            f"| {r['latency_ms']:.2f} ({r['latency_p5_ms']:.2f}-{r['latency_p95_ms']:.2f}) | {_one_line(xnn, 300)} "
-            f"| {_one_line(gpu_delegate.summary(r['gpu_delegate']), 300)} "
-            f"| {r['input_dtype']}/{r['output_dtype']} | {note} |"
-        )
-    return "\n".join(lines)
 
 
 def _xnnpack_summary(row: dict) -> str:
@@ -64,11 +80,9 @@ def op_table(report: dict) -> str:
     """Each format's op counts, one column per format."""
     ok = [r for r in report["formats"] if not r.get("error")]
     ops = sorted({op for r in ok for op in r["op_counts"]})
-    lines = ["| op | " + " | ".join(r["format"] for r in ok) + " |", "|---|" + "---|" * len(ok)]
-    for op in ops:
-        lines.append(f"| {op} | " + " | ".join(str(r["op_counts"].get(op, 0)) for r in ok) + " |")
-    lines.append("| total | " + " | ".join(str(sum(r["op_counts"].values())) for r in ok) + " |")
-    return "\n".join(lines)
+    rows = [[op, *(r["op_counts"].get(op, 0) for r in ok)] for op in ops]
+    rows.append(["total", *(sum(r["op_counts"].values()) for r in ok)])
+    return markdown.table(["op", *(r["format"] for r in ok)], rows)
 
 
 def report_markdown(report: dict) -> str:
@@ -124,8 +138,11 @@ def report_markdown(report: dict) -> str:
             if isinstance(rows, str):
                 lines += [f"{fmt}: {rows}", ""]
                 continue
-            lines += [f"### {fmt}", "", "| tensor | relative RMS error | max abs error |", "|---|---|---|"]
-            lines += [f"| {r['tensor']} | {r['rel_rmse']:.3g} | {r['max_abs']:.3g} |" for r in rows]
+            lines += [f"### {fmt}", ""]
+            lines += markdown.table_lines(
+                ["tensor", "relative RMS error", "max abs error"],
+                [[r["tensor"], f"{r['rel_rmse']:.3g}", f"{r['max_abs']:.3g}"] for r in rows],
+            )
             lines.append("")
     return "\n".join(lines)
 
