@@ -26,6 +26,7 @@ import zlib
 import numpy as np
 
 from training import data as data_lib
+from training import decode as decode_lib
 
 SPLIT_FILE = "split.json"
 SPLIT_FIELDS = ("data_dir", "seed", "val_split")
@@ -127,7 +128,11 @@ def write(out: str, record: dict) -> None:
 
 
 def from_record(record: dict, data_dir: str | None = None) -> data_lib.Splits:
-    """The Splits a SPLIT_FILE lists (under `data_dir`, default the recorded one); every listed file must exist."""
+    """The Splits a SPLIT_FILE lists (under `data_dir`, default the recorded one); every listed file must exist.
+
+    The files that need the PIL decoder are found here, once per run from each file's header, so the
+    pipelines a run builds every epoch do not open every file again.
+    """
     root = data_dir or record["data_dir"]
     names = list(record["class_names"])
     index = {n: i for i, n in enumerate(names)}
@@ -149,6 +154,7 @@ def from_record(record: dict, data_dir: str | None = None) -> data_lib.Splits:
         val_files=tuple(out["val"][0]),
         val_labels=tuple(out["val"][1]),
         skipped=(),
+        pil_files=frozenset(p for part in ("train", "val") for p in out[part][0] if decode_lib.needs_pil(p)),
     )
 
 

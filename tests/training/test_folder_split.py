@@ -58,6 +58,7 @@ def test_the_split_is_recorded_reused_and_a_changed_one_refused(tmp_path):
     again, _ = folder_split.for_run(data, out, val_split=0.25, seed=3)
     assert again.val_files == splits.val_files and again.train_files == splits.train_files
     assert again.val_labels == splits.val_labels
+    assert splits.pil_files == again.pil_files == frozenset()  # plain RGB PNGs: TensorFlow decodes them
     with pytest.raises(ConfigError, match=r"seed \(3 there, 4 now\)"):
         folder_split.for_run(data, out, val_split=0.25, seed=4)
     with pytest.raises(ConfigError, match=r"val_split \(0.25 there, 0.5 now\)"):
@@ -67,6 +68,17 @@ def test_the_split_is_recorded_reused_and_a_changed_one_refused(tmp_path):
     os.remove(splits.val_files[0])
     with pytest.raises(ValueError, match="no longer holds 1 image"):
         folder_split.for_run(data, out, val_split=0.25, seed=3)
+
+
+def test_a_resumed_split_knows_which_files_need_the_pil_decoder(tmp_path):
+    data = _write(str(tmp_path / "photos"), {"cat": 4, "dog": 4})
+    Image.fromarray(np.full((8, 8), 300, np.uint16)).save(os.path.join(data, "dog", "deep.png"))  # 16-bit
+    out = str(tmp_path / "run")
+    splits, record = folder_split.for_run(data, out, val_split=0.25, seed=0)
+    os.makedirs(out)
+    folder_split.write(out, record)
+    resumed, _ = folder_split.for_run(data, out, val_split=0.25, seed=0)
+    assert resumed.pil_files == splits.pil_files == frozenset({os.path.join(data, "dog", "deep.png")})
 
 
 @pytest.mark.parametrize("case", ["one_image_class", "val_split_0.0", "val_split_1.5"])
