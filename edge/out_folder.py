@@ -1,5 +1,7 @@
-"""The export's output folder: which entries an export owns, what an earlier export left to remove, and the
-one writer of its files.
+"""The export's output folder: which entries an export owns and what an earlier export left to remove.
+
+Its files are written by `common.files` (atomically, with the mode of any file the user creates), as the
+trainer's and the study's are.
 
 An export never mixes its files with others: a folder holding anything it did not write is refused before
 anything is written, and what an earlier export wrote is removed (under the folder's lock) before writing.
@@ -9,11 +11,8 @@ from __future__ import annotations
 
 import os
 
-from common import files
 from common import lock as folder_lock
 from edge import formats as formats_lib
-
-FILE_MODE = 0o644
 
 
 def is_owned(name: str) -> bool:
@@ -48,17 +47,3 @@ def stale_entries(out_dir: str, qat_dir: str | None = None) -> list[str]:
     if qat_dir and os.path.abspath(qat_dir) == os.path.abspath(os.path.join(out_dir, formats_lib.QAT_SUBDIR)):
         stale = [e for e in stale if e != formats_lib.QAT_SUBDIR]
     return stale
-
-
-def write(path: str, data) -> str:
-    """`data` (str or bytes) written atomically at `path`, readable by everyone."""
-    files.atomic_write(path, data)
-    os.chmod(path, FILE_MODE)
-    return path
-
-
-def write_json(path: str, value) -> str:
-    """`value` as JSON (`common.files.write_json`), readable by everyone."""
-    files.write_json(path, value)
-    os.chmod(path, FILE_MODE)
-    return path

@@ -22,7 +22,8 @@ import time
 
 import numpy as np
 
-from edge import convert, litert, out_folder
+from common import files
+from edge import convert, litert
 from edge import evaluate as evaluate_lib
 from edge import formats as formats_lib
 from edge.evaluate import MAX_TOP1_DROP_POINTS
@@ -103,7 +104,7 @@ class ExportSession:
             blob = convert.with_metadata(
                 make_blob(), name=self.model.name, version=inputs.version, class_names=inputs.class_names, fmt=fmt
             )
-            path = out_folder.write(os.path.join(self.out, row["file"]), blob)
+            path = files.atomic_write(os.path.join(self.out, row["file"]), blob)
             row["bytes"] = len(blob)
             row.update(
                 evaluate_lib.evaluate_tflite(
@@ -244,7 +245,7 @@ def write_export(config: ExportConfig, inputs: Inputs, stale=()) -> dict:
         shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
     keras_probs = np.asarray(inputs.model.predict(inputs.eval_images, batch_size=32, verbose=0), dtype=np.float32)
     os.makedirs(out_dir, exist_ok=True)
-    out_folder.write(os.path.join(out_dir, formats_lib.LABELS), "".join(f"{name}\n" for name in inputs.class_names))
+    files.atomic_write(os.path.join(out_dir, formats_lib.LABELS), "".join(f"{name}\n" for name in inputs.class_names))
     work = tempfile.mkdtemp(prefix=".edge-export-", dir=out_dir)
     session = ExportSession(config, inputs, keras_probs, work)
     try:
@@ -253,8 +254,8 @@ def write_export(config: ExportConfig, inputs: Inputs, stale=()) -> dict:
         shutil.rmtree(work, ignore_errors=True)
     session.diagnose()
     report = session.report()
-    out_folder.write_json(os.path.join(out_dir, formats_lib.REPORT_JSON), report)
-    out_folder.write(os.path.join(out_dir, formats_lib.REPORT_MD), report_lib.report_markdown(report))
+    files.write_json(os.path.join(out_dir, formats_lib.REPORT_JSON), report)
+    files.atomic_write(os.path.join(out_dir, formats_lib.REPORT_MD), report_lib.report_markdown(report))
     return report
 
 
@@ -314,9 +315,6 @@ def qat_model_for(model, config: ExportConfig, splits):
     qat_model, history = qat.fine_tune(model, splits, tune)
     qat_dir = os.path.join(config.out, formats_lib.QAT_SUBDIR)
     qat.save(qat_model, qat_dir, {"fine_tune": dataclasses.asdict(tune), "history": history})
-    for root, _, names in os.walk(qat_dir):
-        for name in names:
-            os.chmod(os.path.join(root, name), out_folder.FILE_MODE)
     return qat_model, {"fine_tune": dataclasses.asdict(tune), "history": history}
 
 
